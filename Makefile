@@ -1,0 +1,35 @@
+# The two README commands: `make demo` (set up + run the main job) and `make test`.
+# Both create .venv when it is missing and install what they need; re-running is cheap
+# because each install step leaves a stamp that is only redone when setup.cfg changes.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+# Test extras; later workflows add `text` and `baseline` here so CI exercises them.
+TEST_EXTRAS := dev
+PYTEST_ARGS ?=
+
+.PHONY: demo test clean-venv
+
+$(PY):
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "recsys_jax needs Python 3.11+, found " + sys.version.split()[0])'
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(VENV)/.stamp-core: setup.cfg pyproject.toml | $(PY)
+	$(PIP) install --quiet -e .
+	@touch $@
+
+$(VENV)/.stamp-test: setup.cfg pyproject.toml | $(PY)
+	$(PIP) install --quiet -e '.[$(TEST_EXTRAS)]'
+	@touch $@
+
+demo: $(VENV)/.stamp-core
+	$(PY) experiments/prepare_data.py --dataset=ml-100k --split=all
+
+test: $(VENV)/.stamp-test
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean-venv:
+	rm -rf $(VENV)

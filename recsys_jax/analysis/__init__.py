@@ -1,0 +1,1 @@
+"""Embedding plots, genre-cluster score, similar items, reports."""

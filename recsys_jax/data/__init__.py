@@ -1,0 +1,1 @@
+"""Data sets, id encoding and leakage-free splits."""

@@ -1,0 +1,1 @@
+"""Metrics, ranking protocols, significance tests and simple baselines."""

@@ -1,0 +1,64 @@
+"""Atomic file writes: a reader never sees a half-written cache, checkpoint or export.
+
+Every writer goes to a temporary file in the destination directory and is renamed over the
+target only once complete (``os.replace`` is atomic within one file system).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yields a temporary path beside ``target``; renames it onto ``target`` on success.
+
+    On any exception the temporary file is removed and ``target`` is left untouched.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{target.name}.", suffix=suffix + ".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_bytes(target: str | os.PathLike, data: bytes) -> None:
+    """Writes ``data`` to ``target`` atomically."""
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(target: str | os.PathLike, text: str) -> None:
+    """Writes UTF-8 ``text`` to ``target`` atomically."""
+    atomic_write_bytes(target, text.encode("utf-8"))
+
+
+def atomic_write_json(target: str | os.PathLike, obj: Any) -> None:
+    """Writes ``obj`` as indented JSON to ``target`` atomically."""
+    atomic_write_text(target, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def atomic_save_npy(target: str | os.PathLike, array: np.ndarray) -> None:
+    """Saves ``array`` as ``.npy`` atomically (never with pickled objects)."""
+    with atomic_path(target, suffix=".npy") as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, np.asarray(array), allow_pickle=False)
+
+
+def load_npy(path: str | os.PathLike) -> np.ndarray:
+    """Loads a ``.npy`` file, refusing pickled object arrays."""
+    return np.load(path, allow_pickle=False)

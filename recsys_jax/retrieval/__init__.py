@@ -1,0 +1,1 @@
+"""FAISS indexes, retrieve() and latency measurement."""

@@ -1,0 +1,1 @@
+"""Losses, compiled train steps, the fit loop and checkpoints."""
