@@ -7,6 +7,7 @@ target only once complete (``os.replace`` is atomic within one file system).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import tempfile
@@ -30,10 +31,22 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        # mkstemp creates files readable by the owner only; give the result the permissions
+        # an ordinary open() would have (0666 less the umask).
+        if tmp.exists():
+            os.chmod(tmp, 0o666 & ~_current_umask())
         os.replace(tmp, target)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@functools.lru_cache(maxsize=1)
+def _current_umask() -> int:
+    # os.umask can only be read by setting it; do that once, not on every write.
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(target: str | os.PathLike, data: bytes) -> None:

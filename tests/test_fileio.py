@@ -29,3 +29,13 @@ def test_npy_refuses_pickled_objects(tmp_path):
     np.save(path, np.array([{"evil": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(ValueError):
         fileio.load_npy(path)
+
+
+def test_atomic_files_get_ordinary_permissions(tmp_path):
+    import os
+    old = os.umask(0o022)
+    try:
+        fileio.atomic_write_text(tmp_path / "p.txt", "x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "p.txt").stat().st_mode & 0o777 == 0o644
