@@ -1,0 +1,53 @@
+r"""Full-ranking evaluation throughput on synthetic embeddings, compile time kept apart.
+
+Usage:
+  python experiments/benchmark_eval.py
+  python experiments/benchmark_eval.py --sizes=100000x50000x64 --repeats=1 \
+      --output=workdirs/benchmark_eval.json
+
+Each size is users x items x embedding dimension. Every user has --train_per_user excluded
+training items and one held-out item; the timed evaluation is the suite's own
+``evaluate_ranking`` (chunked top-K on the device, then ranking and beyond-accuracy metrics
+at every K). Prints a Markdown table; --output also saves the figures as JSON.
+"""
+
+from __future__ import annotations
+
+from absl import app, flags
+
+from recsys_jax.evaluation.benchmark import benchmark_full_ranking
+from recsys_jax.fileio import atomic_write_json
+
+_SIZES = flags.DEFINE_list("sizes", ["943x1682x64", "100000x50000x64"],
+                           "users x items x dim per benchmark (ML-100K size, then 100K x 50K).")
+_K = flags.DEFINE_list("k", ["10", "50", "100"], "Cut-offs K (the top-K length is the largest).")
+_TRAIN_PER_USER = flags.DEFINE_integer("train_per_user", 20, "Excluded items per user.")
+_CHUNK_SIZE = flags.DEFINE_integer("chunk_size", None, "Users per device call (default: auto).")
+_REPEATS = flags.DEFINE_integer("repeats", 2, "Timed evaluations per size (best reported).")
+_OUTPUT = flags.DEFINE_string("output", None, "Optional JSON file for the figures.")
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    ks = [int(k) for k in _K.value]
+    results = []
+    print("| users × items × dim | K | chunk | compile s | top-K s | metrics s | total s | "
+          "users/s | peak RSS GiB | backend |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for size in _SIZES.value:
+        num_users, num_items, dim = (int(x) for x in size.lower().split("x"))
+        r = benchmark_full_ranking(num_users, num_items, dim, ks,
+                                   train_per_user=_TRAIN_PER_USER.value,
+                                   chunk_size=_CHUNK_SIZE.value, repeats=_REPEATS.value)
+        results.append(r)
+        print(f"| {num_users:,} × {num_items:,} × {dim} | {max(ks)} | {r['chunk_size']} | "
+              f"{r['compile_s']:.2f} | {r['rank_s']:.2f} | {r['metrics_s']:.2f} | "
+              f"{r['total_s']:.2f} | {r['users_per_s']:,.0f} | {r['peak_rss_gib']:.2f} | "
+              f"{r['backend']} |", flush=True)
+    if _OUTPUT.value:
+        atomic_write_json(_OUTPUT.value, {"results": results})
+
+
+if __name__ == "__main__":
+    app.run(main)

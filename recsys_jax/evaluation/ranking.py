@@ -1,0 +1,273 @@
+"""Full-ranking top-K on the device, in user chunks, with excluded items masked out.
+
+For each chunk of users the jitted kernel builds the ``[chunk, num_items]`` scores (from
+embeddings, or takes them from a score function), sets excluded (user, item) pairs to -inf,
+and runs ``jax.lax.top_k``. Only one chunk of scores exists at a time, so 100K users × 50K
+items never needs the full score matrix. The chunk size and the padded length of the
+exclusion list are fixed for a call, so the kernel compiles once.
+
+Ties: ``jax.lax.top_k`` documents that among equal values the lower index comes first, which
+is our rule (lower item id first); the kernel maps -0.0 to +0.0 first because top_k orders
+floats totally (-0.0 < +0.0) while NumPy, used by the sampled protocol, treats them as equal.
+Items scored -inf rank nowhere: a list with fewer than K finite-scored candidates is padded
+with -1. A NaN score raises ``ValueError`` (a model bug, not a ranking).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.sparse as sp
+
+from recsys_jax.evaluation.interactions import gather_rows, row_counts
+from recsys_jax.evaluation.metrics import PAD
+from recsys_jax.evaluation.sources import (Embeddings, RankedLists, ScoreFunction,
+                                           ScoreMatrix, ScoreSource)
+
+# Scores per chunk when the caller does not choose: small enough to stay in a CPU's cache
+# hierarchy (measured fastest on 2 cores), large enough to keep an accelerator busy.
+_CPU_CHUNK_SCORES = 1 << 22
+_ACCELERATOR_CHUNK_SCORES = 1 << 28
+_MAX_CHUNK = 8192
+
+
+@dataclasses.dataclass(frozen=True)
+class TopK:
+    """Top-K lists of a set of users.
+
+    Attributes:
+      users: user id of each row.
+      items: ``[len(users), K]`` int64 item ids, best first, -1 padding where a user has fewer
+        than K candidates.
+      scores: matching float32 scores (-inf at padding; NaN when the input was ranked lists).
+    """
+
+    users: np.ndarray
+    items: np.ndarray
+    scores: np.ndarray
+
+
+@dataclasses.dataclass
+class RankingStats:
+    """Where the time went in one ``full_ranking`` call (filled in by the call)."""
+
+    chunk_size: int = 0
+    num_chunks: int = 0
+    exclusion_pad: int = 0
+    compile_seconds: float = 0.0
+    compiled_now: bool = False
+    rank_seconds: float = 0.0
+    removed_excluded: int = 0
+
+    def users_per_second(self, num_users: int) -> float:
+        """Throughput of the ranking loop (compilation excluded)."""
+        return num_users / self.rank_seconds if self.rank_seconds > 0 else float("inf")
+
+
+def default_chunk_size(num_items: int, num_users: int) -> int:
+    """Users per chunk: a power of two sized to the backend, never above the user count."""
+    budget = _CPU_CHUNK_SCORES if jax.default_backend() == "cpu" else _ACCELERATOR_CHUNK_SCORES
+    size = 1 << max(0, int(np.floor(np.log2(max(budget // max(num_items, 1), 1)))))
+    return int(max(1, min(size, _MAX_CHUNK, _next_pow2(max(num_users, 1)))))
+
+
+def full_ranking(source: ScoreSource, users: np.ndarray, k: int, *,
+                 exclude: sp.csr_array | None = None, chunk_size: int | None = None,
+                 stats: RankingStats | None = None) -> TopK:
+    """Top-K items for each of ``users`` over the whole catalogue minus their excluded items.
+
+    Args:
+      source: embeddings, a score matrix, a score function or precomputed ranked lists.
+      users: user ids to rank for.
+      k: list length K ≥ 1; when K exceeds the candidate count the list is -1 padded.
+      exclude: CSR ``[num_users, num_items]``; row u's items never appear in u's list (the
+        training items, plus the validation items when scoring test).
+      chunk_size: users per device call (default: ``default_chunk_size``).
+      stats: filled with chunking, compile and ranking times when given.
+
+    Returns:
+      ``TopK`` with rows in the order of ``users``.
+    """
+    stats = RankingStats() if stats is None else stats
+    users = np.asarray(users, dtype=np.int64)
+    if k < 1:
+        raise ValueError(f"k must be ≥ 1, got {k}")
+    if len(users) == 0:
+        return TopK(users=users, items=np.full((0, k), PAD, np.int64),
+                    scores=np.full((0, k), -np.inf, np.float32))
+    if isinstance(source, RankedLists):
+        return _filter_ranked_lists(source, users, k, exclude, stats)
+    num_items = source.num_items
+    if isinstance(source, Embeddings) and len(users) and users.max() >= source.num_users:
+        raise ValueError(f"user id {int(users.max())} has no embedding "
+                         f"({source.num_users} rows)")
+    if exclude is None:
+        exclude = sp.csr_array((int(users.max()) + 1 if len(users) else 1, num_items))
+    exclude = sp.csr_array(exclude)
+    if exclude.shape[1] != num_items:
+        raise ValueError(f"exclusions cover {exclude.shape[1]} items, scores {num_items}")
+    if len(users) and users.max() >= exclude.shape[0]:
+        raise ValueError(f"user id {int(users.max())} outside the exclusion matrix "
+                         f"({exclude.shape[0]} rows)")
+
+    chunk = int(chunk_size or default_chunk_size(num_items, len(users)))
+    k_eff = min(k, num_items)
+    starts = list(range(0, len(users), chunk))
+    per_user = row_counts(exclude)[users] if len(users) else np.zeros(0, np.int64)
+    chunk_nnz = np.add.reduceat(per_user, starts) if starts else np.zeros(1, np.int64)
+    pad = _next_pow2(int(chunk_nnz.max(initial=0)))
+    stats.chunk_size, stats.num_chunks, stats.exclusion_pad = chunk, len(starts), pad
+
+    if isinstance(source, Embeddings):
+        user_emb, item_emb = source.prepared()
+        kernel, compile_s, fresh = _compiled_kernel(
+            "embeddings", chunk, num_items, user_emb.shape[1], pad, k_eff)
+        item_emb_dev = jax.device_put(item_emb)
+
+        def run_chunk(ids, rows, cols):
+            block = np.zeros((chunk, user_emb.shape[1]), np.float32)
+            block[:len(ids)] = user_emb[ids]
+            return kernel(block, item_emb_dev, rows, cols)
+    else:
+        kernel, compile_s, fresh = _compiled_kernel("scores", chunk, num_items, 0, pad, k_eff)
+        score_fn = source if isinstance(source, (ScoreMatrix, ScoreFunction)) else None
+        if score_fn is None:
+            raise TypeError(f"unsupported score source {type(source).__name__}")
+
+        def run_chunk(ids, rows, cols):
+            return kernel(_pad_rows(score_fn(ids), chunk, num_items), rows, cols)
+
+    stats.compile_seconds, stats.compiled_now = compile_s, fresh
+    items_out = np.full((len(users), k), PAD, dtype=np.int64)
+    scores_out = np.full((len(users), k), -np.inf, dtype=np.float32)
+    t0 = time.perf_counter()
+    pending: list[tuple[int, np.ndarray, Any]] = []
+    for start in starts:
+        ids = users[start:start + chunk]
+        local, cols = gather_rows(exclude, ids)
+        rows = np.full(pad, chunk, dtype=np.int32)  # row `chunk` is out of range: dropped
+        cols_p = np.zeros(pad, dtype=np.int32)
+        rows[:len(local)], cols_p[:len(cols)] = local, cols
+        pending.append((start, ids, run_chunk(ids, rows, cols_p)))
+        # Fetch the previous chunk while this one runs (dispatch is asynchronous).
+        if len(pending) > 1:
+            _store(pending.pop(0), items_out, scores_out, k_eff)
+    for item in pending:
+        _store(item, items_out, scores_out, k_eff)
+    stats.rank_seconds = time.perf_counter() - t0
+    return TopK(users=users, items=items_out, scores=scores_out)
+
+
+def _store(pending: tuple[int, np.ndarray, Any], items_out: np.ndarray,
+           scores_out: np.ndarray, k_eff: int) -> None:
+    start, ids, (idx, values, has_nan) = pending
+    n = len(ids)
+    if bool(has_nan):
+        bad = np.isnan(np.asarray(values)[:n]).any(axis=1)
+        if bad.any():
+            raise ValueError(f"NaN scores for user(s) {ids[bad][:5].tolist()}")
+    items_out[start:start + n, :k_eff] = np.asarray(idx)[:n]
+    scores_out[start:start + n, :k_eff] = np.asarray(values)[:n]
+
+
+def _select_top_k(scores: jax.Array, rows: jax.Array, cols: jax.Array, k: int):
+    scores = jnp.where(scores == 0, 0.0, scores).astype(jnp.float32)  # -0.0 → +0.0
+    scores = jnp.where(jnp.isnan(scores), jnp.nan, scores)  # every NaN positive: it surfaces
+    scores = scores.at[rows, cols].set(-jnp.inf, mode="drop")
+    values, idx = jax.lax.top_k(scores, k)
+    idx = jnp.where(jnp.isneginf(values), PAD, idx)
+    return idx, values, jnp.isnan(values).any()
+
+
+def _embedding_kernel(user_block, item_emb, rows, cols, *, k):
+    # HIGHEST keeps float32 products on GPUs (no TF32), so scores agree across backends.
+    scores = jax.lax.dot_general(user_block, item_emb, (((1,), (1,)), ((), ())),
+                                 precision=jax.lax.Precision.HIGHEST)
+    return _select_top_k(scores, rows, cols, k)
+
+
+def _score_kernel(scores, rows, cols, *, k):
+    return _select_top_k(scores, rows, cols, k)
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled(kind: str, chunk: int, num_items: int, dim: int, pad: int, k: int):
+    """Ahead-of-time compiled kernel for these shapes, with its compile time."""
+    f32, i32 = jnp.float32, jnp.int32
+    index = jax.ShapeDtypeStruct((pad,), i32)
+    t0 = time.perf_counter()
+    if kind == "embeddings":
+        fn = jax.jit(functools.partial(_embedding_kernel, k=k))
+        lowered = fn.lower(jax.ShapeDtypeStruct((chunk, dim), f32),
+                           jax.ShapeDtypeStruct((num_items, dim), f32), index, index)
+    else:
+        fn = jax.jit(functools.partial(_score_kernel, k=k))
+        lowered = fn.lower(jax.ShapeDtypeStruct((chunk, num_items), f32), index, index)
+    compiled = lowered.compile()
+    return compiled, time.perf_counter() - t0
+
+
+def _compiled_kernel(kind: str, chunk: int, num_items: int, dim: int, pad: int, k: int):
+    hits_before = _compiled.cache_info().hits
+    compiled, seconds = _compiled(kind, chunk, num_items, dim, pad, k)
+    fresh = _compiled.cache_info().hits == hits_before
+    return compiled, (seconds if fresh else 0.0), fresh
+
+
+def _pad_rows(scores: Any, chunk: int, num_items: int) -> Any:
+    if scores.shape[1] != num_items:
+        raise ValueError(f"score function returned {scores.shape[1]} columns, "
+                         f"expected {num_items}")
+    missing = chunk - scores.shape[0]
+    if isinstance(scores, jax.Array):
+        scores = scores.astype(jnp.float32)
+        return jnp.pad(scores, ((0, missing), (0, 0))) if missing else scores
+    scores = np.asarray(scores, dtype=np.float32)
+    return np.pad(scores, ((0, missing), (0, 0))) if missing else scores
+
+
+def _filter_ranked_lists(source: RankedLists, users: np.ndarray, k: int,
+                         exclude: sp.csr_array | None, stats: RankingStats) -> TopK:
+    """Rows of ``source`` for ``users``, excluded items dropped (the rest move up), cut to K."""
+    lists = np.asarray(source.items).astype(np.int64, copy=False)
+    row_users = (np.arange(len(lists), dtype=np.int64) if source.users is None
+                 else np.asarray(source.users, dtype=np.int64))
+    if len(np.unique(row_users)) != len(row_users):
+        raise ValueError("ranked lists hold two rows for the same user")
+    order = np.argsort(row_users, kind="stable")
+    sorted_users = row_users[order]
+    pos = np.minimum(np.searchsorted(sorted_users, users), max(len(order) - 1, 0))
+    found = (sorted_users[pos] == users) if len(order) else np.zeros(len(users), bool)
+    if not found.all():
+        raise ValueError(f"ranked lists lack user(s) {users[~found][:5].tolist()}")
+    lists = lists[order[pos]] if len(users) else np.zeros((0, lists.shape[1]), np.int64)
+    drop = lists == PAD
+    if exclude is not None and len(users):
+        exclude = sp.csr_array(exclude)
+        local, cols = gather_rows(exclude, users)
+        excluded_keys = np.sort(local * exclude.shape[1] + cols)
+        keys = np.arange(len(users))[:, None] * exclude.shape[1] + np.where(drop, 0, lists)
+        at = np.searchsorted(excluded_keys, keys).clip(max=max(len(excluded_keys) - 1, 0))
+        hit = ~drop & (len(excluded_keys) > 0)
+        if len(excluded_keys):
+            hit &= excluded_keys[at] == keys
+        stats.removed_excluded = int(hit.sum())
+        drop |= hit
+    # Stable sort on the drop flag moves kept items left, preserving their order.
+    keep_order = np.argsort(drop, axis=1, kind="stable")
+    lists = np.where(np.take_along_axis(drop, keep_order, axis=1), PAD,
+                     np.take_along_axis(lists, keep_order, axis=1))
+    out = np.full((len(users), k), PAD, dtype=np.int64)
+    width = min(k, lists.shape[1])
+    out[:, :width] = lists[:, :width]
+    return TopK(users=users, items=out, scores=np.full(out.shape, np.nan, np.float32))
+
+
+def _next_pow2(n: int) -> int:
+    return 1 if n <= 1 else 1 << (int(n) - 1).bit_length()

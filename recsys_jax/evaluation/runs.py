@@ -1,0 +1,192 @@
+"""The on-disk format of a run: what a trained model exports for evaluation and comparison.
+
+A run is a directory::
+
+    run.json                 metadata (below), written last: a directory with it is complete
+    user_embeddings.npy      kind "embeddings": [num_users, d] float32, row u = encoded user u
+    item_embeddings.npy      kind "embeddings": [num_items, d] float32, row i = encoded item i
+    ranked.npy               kind "ranked":     [rows, K] int64 item ids, best first, -1 padded
+    ranked_users.npy         kind "ranked", optional: [rows] user id of each row (default 0..)
+    scores.npy               kind "scores":     [num_users, num_items] float32
+
+``run.json`` holds ``format`` ("recsys_jax.Run"), ``version`` (1), ``name`` (label in tables),
+``model``, ``dataset``, ``split_fingerprint`` (``Split.fingerprint()`` of the split the model
+was trained on; comparisons refuse runs whose fingerprints differ), ``split_protocol``,
+``protocol`` ("full", or "sampled-<N>" for a run meant for the sampled protocol), ``kind``,
+``similarity`` ("dot" or "cosine", for embeddings), ``num_users``, ``num_items``, ``created``
+(UTC ISO 8601) and free-form ``metadata`` (hyper-parameters, training time, ...).
+Arrays are plain ``.npy`` files (never pickled), written atomically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recsys_jax.evaluation.results import FULL_PROTOCOL
+from recsys_jax.evaluation.sources import SIMILARITIES, Embeddings, RankedLists, ScoreMatrix
+from recsys_jax.fileio import atomic_save_npy, atomic_write_json
+
+RUN_FILE = "run.json"
+RUN_FORMAT = "recsys_jax.Run"
+RUN_VERSION = 1
+KINDS = ("embeddings", "ranked", "scores")
+_ARRAYS = {"embeddings": ("user_embeddings", "item_embeddings"),
+           "ranked": ("ranked", "ranked_users"), "scores": ("scores",)}
+
+
+class RunError(ValueError):
+    """A run directory that is missing, malformed, or incompatible with a comparison."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """A loaded run: its metadata and arrays (scores are memory-mapped)."""
+
+    path: Path
+    name: str
+    model: str
+    dataset: str
+    split_fingerprint: str
+    split_protocol: str
+    protocol: str
+    kind: str
+    similarity: str
+    num_users: int
+    num_items: int
+    created: str
+    metadata: dict[str, Any]
+    arrays: dict[str, np.ndarray]
+
+    @property
+    def source(self):
+        """The run's arrays as an evaluation score source."""
+        if self.kind == "embeddings":
+            return Embeddings(self.arrays["user_embeddings"], self.arrays["item_embeddings"],
+                              similarity=self.similarity)
+        if self.kind == "ranked":
+            return RankedLists(self.arrays["ranked"], self.arrays.get("ranked_users"))
+        return ScoreMatrix(self.arrays["scores"])
+
+
+def save_run(directory: str | os.PathLike, *, name: str, model: str, dataset: str,
+             split_fingerprint: str, split_protocol: str = "",
+             user_embeddings: np.ndarray | None = None,
+             item_embeddings: np.ndarray | None = None, similarity: str = "dot",
+             ranked: np.ndarray | None = None, ranked_users: np.ndarray | None = None,
+             scores: np.ndarray | None = None, protocol: str = FULL_PROTOCOL,
+             num_users: int | None = None, num_items: int | None = None,
+             metadata: dict[str, Any] | None = None) -> Path:
+    """Writes a run directory; give exactly one of embeddings (both), ranked, or scores.
+
+    ``num_users`` / ``num_items`` are read off the arrays; give them for ranked lists, whose
+    largest ids may fall short of the catalogue.
+
+    Returns:
+      The directory path.
+
+    Raises:
+      RunError: on a missing or ambiguous payload or inconsistent shapes.
+    """
+    given = {"embeddings": user_embeddings is not None or item_embeddings is not None,
+             "ranked": ranked is not None, "scores": scores is not None}
+    kinds = [k for k, v in given.items() if v]
+    if len(kinds) != 1:
+        raise RunError(f"give exactly one of embeddings, ranked or scores (got {kinds or 'none'})")
+    kind = kinds[0]
+    if similarity not in SIMILARITIES:
+        raise RunError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
+    arrays: dict[str, np.ndarray] = {}
+    if kind == "embeddings":
+        if user_embeddings is None or item_embeddings is None:
+            raise RunError("embedding runs need both user and item embeddings")
+        source = Embeddings(np.asarray(user_embeddings, np.float32),
+                            np.asarray(item_embeddings, np.float32), similarity)
+        arrays = {"user_embeddings": source.users, "item_embeddings": source.items}
+        _check_count("users", num_users, source.num_users)
+        _check_count("items", num_items, source.num_items)
+        num_users, num_items = source.num_users, source.num_items
+    elif kind == "ranked":
+        ranked = np.asarray(ranked)
+        if ranked.ndim != 2 or not np.issubdtype(ranked.dtype, np.integer):
+            raise RunError(f"ranked lists must be a 2-D integer array, got {ranked.dtype} "
+                           f"{ranked.shape}")
+        arrays = {"ranked": ranked.astype(np.int64)}
+        if ranked_users is not None:
+            arrays["ranked_users"] = np.asarray(ranked_users, dtype=np.int64)
+            if arrays["ranked_users"].shape != (len(ranked),):
+                raise RunError("ranked_users must give one user id per ranked row")
+        users = arrays.get("ranked_users", np.arange(len(ranked)))
+        num_users = num_users or (int(users.max()) + 1 if len(users) else 0)
+        num_items = num_items or (int(ranked.max()) + 1 if ranked.size else 0)
+    else:
+        scores = np.asarray(scores, dtype=np.float32)
+        if scores.ndim != 2:
+            raise RunError(f"scores must be 2-D, got shape {scores.shape}")
+        arrays = {"scores": scores}
+        _check_count("users", num_users, scores.shape[0])
+        _check_count("items", num_items, scores.shape[1])
+        num_users, num_items = scores.shape
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for stem, array in arrays.items():
+        atomic_save_npy(directory / f"{stem}.npy", array)
+    atomic_write_json(directory / RUN_FILE, {
+        "format": RUN_FORMAT, "version": RUN_VERSION, "name": name, "model": model,
+        "dataset": dataset, "split_fingerprint": split_fingerprint,
+        "split_protocol": split_protocol, "protocol": protocol, "kind": kind,
+        "similarity": similarity, "num_users": int(num_users), "num_items": int(num_items),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "metadata": metadata or {}})
+    return directory
+
+
+def load_run(directory: str | os.PathLike) -> Run:
+    """Reads a run directory written by ``save_run`` (score matrices are memory-mapped).
+
+    Raises:
+      RunError: naming the directory and what is wrong.
+    """
+    directory = Path(directory)
+    meta_path = directory / RUN_FILE
+    if not meta_path.is_file():
+        raise RunError(f"{directory}: not a run (no {RUN_FILE})")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as e:
+        raise RunError(f"{meta_path}: invalid JSON ({e})") from e
+    if meta.get("format") != RUN_FORMAT or meta.get("version") != RUN_VERSION:
+        raise RunError(f"{meta_path}: not a {RUN_FORMAT} v{RUN_VERSION} file")
+    kind = meta.get("kind")
+    if kind not in KINDS:
+        raise RunError(f"{meta_path}: unknown kind {kind!r}")
+    arrays = {}
+    for stem in _ARRAYS[kind]:
+        path = directory / f"{stem}.npy"
+        if not path.is_file():
+            if stem == "ranked_users":
+                continue
+            raise RunError(f"{directory}: {kind} run lacks {path.name}")
+        arrays[stem] = np.load(path, mmap_mode="r" if stem == "scores" else None,
+                               allow_pickle=False)
+    try:
+        return Run(path=directory, name=meta["name"], model=meta["model"],
+                   dataset=meta["dataset"], split_fingerprint=meta["split_fingerprint"],
+                   split_protocol=meta.get("split_protocol", ""),
+                   protocol=meta.get("protocol", FULL_PROTOCOL), kind=kind,
+                   similarity=meta.get("similarity", "dot"), num_users=int(meta["num_users"]),
+                   num_items=int(meta["num_items"]), created=meta.get("created", ""),
+                   metadata=meta.get("metadata", {}), arrays=arrays)
+    except KeyError as e:
+        raise RunError(f"{meta_path}: missing field {e.args[0]!r}") from e
+
+
+def _check_count(what: str, given: int | None, found: int) -> None:
+    if given is not None and given != found:
+        raise RunError(f"num_{what}={given} but the arrays hold {found} {what}")

@@ -1,0 +1,143 @@
+"""Comparison tables and their files, on a small synthetic split."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats
+
+from recsys_jax.evaluation import baselines, compare, comparison, runs, significance
+from recsys_jax.evaluation.compare import BootstrapSettings, ModelEvaluation
+from recsys_jax.evaluation.evaluate import target_from_arrays
+from recsys_jax.evaluation.ranking import full_ranking
+from recsys_jax.evaluation.results import PerUserMetrics
+
+FAST = BootstrapSettings(n_resamples=200)
+FINGERPRINT = "a" * 64
+
+
+def _target(seed=0, num_users=60, num_items=80):
+    rng = np.random.default_rng(seed)
+    pairs = np.unique(np.c_[rng.integers(0, num_users, 2500), rng.integers(0, num_items, 2500)],
+                      axis=0)
+    part = rng.choice(3, size=len(pairs), p=[0.8, 0.1, 0.1])
+    ratings = rng.integers(1, 6, len(pairs)).astype(float)
+    parts = [(pairs[part == p, 0], pairs[part == p, 1], ratings[part == p]) for p in range(3)]
+    return target_from_arrays(*parts, num_users, num_items), parts
+
+
+def test_holm_and_tests_in_table_match_direct_computation():
+    rng = np.random.default_rng(0)
+    users = np.arange(100)
+    base = rng.random(100)
+    evals = [ModelEvaluation("popularity", PerUserMetrics(users, {"ndcg@10": base}))]
+    for j, shift in enumerate([0.02, 0.05, 0.0]):
+        evals.append(ModelEvaluation(f"m{j}", PerUserMetrics(
+            users, {"ndcg@10": base + shift + 0.1 * rng.standard_normal(100)})))
+    table = compare.comparison_table(evals, "popularity", bootstrap=FAST)
+    assert table["model"].tolist() == ["popularity", "m0", "m1", "m2"]
+    rows = table.iloc[1:]
+    expected_p = [scipy.stats.ttest_rel(e.metrics.values["ndcg@10"], base).pvalue
+                  for e in evals[1:]]
+    np.testing.assert_allclose(rows["p_ttest"], expected_p)
+    np.testing.assert_allclose(rows["p_ttest_holm"], significance.holm(expected_p))
+    np.testing.assert_allclose(rows["delta"], [e.metrics.mean("ndcg@10") - base.mean()
+                                               for e in evals[1:]])
+    assert (rows["delta_ci_low"] < rows["delta"]).all() and (rows["delta"] < rows[
+        "delta_ci_high"]).all()
+    assert table.iloc[0][["delta", "p_ttest"]].isna().all()
+    assert rows["marker"].iloc[1] == significance.significance_marker(rows["p_ttest_holm"].iloc[1])
+
+
+def test_models_on_different_users_or_protocols_are_refused():
+    a = ModelEvaluation("popularity", PerUserMetrics(np.arange(3), {"x": np.zeros(3)}))
+    b = ModelEvaluation("b", PerUserMetrics(np.arange(1, 4), {"x": np.zeros(3)}))
+    with pytest.raises(ValueError, match="other users"):
+        compare.comparison_table([a, b], "popularity")
+    c = ModelEvaluation("c", PerUserMetrics(np.arange(3), {"x": np.zeros(3)},
+                                            protocol="sampled-99"))
+    with pytest.raises(ValueError, match="across protocols"):
+        compare.comparison_table([a, c], "popularity")
+    with pytest.raises(ValueError, match="not among"):
+        compare.comparison_table([a], "random")
+
+
+def test_compare_ranking_writes_every_output(tmp_path):
+    target, _ = _target()
+    rng = np.random.default_rng(1)
+    runs.save_run(tmp_path / "run", name="emb", model="mf", dataset="toy",
+                  split_fingerprint=FINGERPRINT, user_embeddings=rng.standard_normal((60, 4)),
+                  item_embeddings=rng.standard_normal((80, 4)))
+    result = comparison.compare_ranking([runs.load_run(tmp_path / "run")], target, FINGERPRINT,
+                                        [5, 10], bootstrap=FAST)
+    table = result.table
+    assert set(table["model"]) == {"popularity", "random", "emb"}
+    assert (table["baseline"] == "popularity").all() and (table["protocol"] == "full").all()
+    assert {"ndcg@10", "novelty@5", "coverage@10", "gini@5"} <= set(table["metric"])
+    paths = compare.write_comparison(tmp_path / "out", table, result.evaluations, title="toy")
+    csv = pd.read_csv(paths["csv"])
+    assert list(csv.columns) == list(compare.TABLE_COLUMNS) and len(csv) == len(table)
+    assert paths["png"].read_bytes()[:4] == b"\x89PNG"
+    md = paths["markdown"].read_text()
+    assert "| ndcg@10 | emb |" in md and "Δ vs popularity" in md
+    users = np.load(paths["per_user"] / "emb" / "users.npy")
+    ndcg = np.load(paths["per_user"] / "emb" / "ndcg_at_10_full.npy")
+    np.testing.assert_array_equal(users, result.evaluations[2].metrics.users)
+    assert ndcg.mean() == pytest.approx(table.query("model == 'emb' and metric == 'ndcg@10'")[
+        "mean"].item())
+
+
+def test_sampled_comparison_is_labelled_everywhere(tmp_path):
+    target, _ = _target(2)
+    result = comparison.compare_ranking([], target, FINGERPRINT, [10], protocol="sampled",
+                                        num_negatives=20, bootstrap=FAST)
+    assert (result.table["protocol"] == "sampled-20").all()
+    paths = compare.write_comparison(tmp_path, result.table, result.evaluations)
+    for key in ("markdown", "csv", "json", "png", "per_user"):
+        assert "sampled-20" in paths[key].name
+    for f in paths["per_user"].rglob("*_at_*.npy"):
+        assert "sampled-20" in f.name
+    assert "Sampled protocol" in paths["markdown"].read_text()
+
+
+def test_popularity_is_always_in_the_table():
+    target, _ = _target(3)
+    result = comparison.compare_ranking([], target, FINGERPRINT, [5], baselines=["random"],
+                                        bootstrap=FAST)
+    assert result.table["model"].drop_duplicates().tolist() == ["popularity", "random"]
+
+
+def test_popularity_baseline_ranks_by_training_counts_ties_by_lower_id():
+    target, _ = _target(4)
+    counts = target.train_counts
+    assert len(np.unique(counts)) < len(counts)  # there are ties to break
+    order = np.lexsort((np.arange(len(counts)), -counts))
+    excluded = target.exclude.toarray() > 0
+    users = target.users
+    top = full_ranking(baselines.ranking_baseline("popularity", target.train), users, 7,
+                       exclude=target.exclude)
+    for u, row in zip(users, top.items):
+        assert row.tolist() == [i for i in order if not excluded[u, i]][:7]
+
+
+def test_random_baseline_is_reproducible_and_independent_of_chunking():
+    target, _ = _target(6)
+    source = baselines.ranking_baseline("random", target.train, seed=3)
+    a = full_ranking(source, target.users, 10, exclude=target.exclude, chunk_size=4)
+    b = full_ranking(source, target.users, 10, exclude=target.exclude, chunk_size=64)
+    np.testing.assert_array_equal(a.items, b.items)
+    other = baselines.ranking_baseline("random", target.train, seed=4)
+    c = full_ranking(other, target.users, 10, exclude=target.exclude, chunk_size=4)
+    assert not np.array_equal(a.items, c.items)
+
+
+def test_rating_comparison():
+    _, parts = _target(5)
+    result = comparison.compare_rating_baselines(parts[0], parts[2], 60, 80, (1, 5),
+                                                 bootstrap=FAST)
+    table = result.table
+    assert table["metric"].drop_duplicates().tolist() == ["rmse", "mae"]
+    assert (table["protocol"] == "rating").all()
+    bias = result.evaluations[-1].metrics
+    rmse_row = table.query("model == 'user_item_bias' and metric == 'rmse'")
+    assert rmse_row["mean"].item() == pytest.approx(bias.aggregates["rmse"])
+    assert rmse_row["ci_low"].item() < rmse_row["mean"].item() < rmse_row["ci_high"].item()
