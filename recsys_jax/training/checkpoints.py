@@ -1,0 +1,188 @@
+"""Checkpoints with orbax: the latest state (to resume) and the best one (to test).
+
+Two ``ocp.CheckpointManager``s under one directory:
+
+* ``latest/`` keeps one checkpoint, written after every epoch: model + optimizer state (which
+  includes the optimizer step) and the loop state as JSON (epoch, early-stopping counters, the
+  base rng key). An interrupted run restores it and continues with the next epoch.
+* ``best/`` keeps one checkpoint, written when the monitored metric improves, with that metric
+  attached (``best_fn``), so ``best_step()`` names the epoch it came from.
+
+Steps are epoch numbers. States are saved as host copies (the train step donates the device
+buffers, which must not be read by an asynchronous save) and restored onto the layout of a
+template state.
+"""
+
+from __future__ import annotations
+
+import logging as std_logging
+import os
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+
+
+def abstract_state(state: nnx.State) -> nnx.State:
+    """Shapes, dtypes and shardings of ``state``, usable as a restore template."""
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
+        state)
+
+
+def _to_saveable(state: nnx.State) -> dict:
+    return jax.device_get(nnx.to_pure_dict(state))
+
+
+def _restore_into(template: nnx.State, restored: dict) -> nnx.State:
+    filled = jax.tree.map(lambda x: x, template)
+    nnx.replace_by_pure_dict(filled, restored)
+    return filled
+
+
+class CheckpointStore:
+    """The ``latest`` and ``best`` checkpoints of one training run."""
+
+    def __init__(self, directory: str | os.PathLike, *, monitor: str, mode: str = "min"):
+        """Opens (creating if needed) ``directory/latest`` and ``directory/best``.
+
+        Args:
+          directory: the run's checkpoint directory.
+          monitor: the metric that defines "best", e.g. ``"val_rmse"``.
+          mode: ``"min"`` or ``"max"``.
+        """
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        directory = os.path.abspath(os.fspath(directory))
+        self.directory = directory
+        self.monitor = monitor
+        # Handlers named up front so a fresh process can read metadata before restoring.
+        self._latest = ocp.CheckpointManager(
+            os.path.join(directory, "latest"),
+            options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True),
+            item_handlers={"state": ocp.StandardCheckpointHandler(),
+                           "loop": ocp.JsonCheckpointHandler()})
+        self._best = ocp.CheckpointManager(
+            os.path.join(directory, "best"),
+            item_handlers={"state": ocp.StandardCheckpointHandler()},
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=1, create=True, best_fn=lambda metrics: metrics[monitor],
+                best_mode=mode))
+
+    def latest_epoch(self) -> int | None:
+        """The epoch of the latest checkpoint, or ``None`` (waits for pending saves)."""
+        self._latest.wait_until_finished()
+        return self._latest.latest_step()
+
+    def best_epoch(self) -> int | None:
+        """The epoch of the best checkpoint, or ``None`` (waits for pending saves)."""
+        self._best.wait_until_finished()
+        return self._best.best_step()
+
+    def save_latest(self, epoch: int, state: nnx.State, loop_state: dict[str, Any]) -> None:
+        """Saves the state and JSON-serialisable loop state after ``epoch``."""
+        _free_step(self._latest, epoch)
+        self._latest.save(epoch, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(_to_saveable(state)),
+            loop=ocp.args.JsonSave(loop_state)))
+
+    def save_best(self, epoch: int, state: nnx.State, metrics: dict[str, float]) -> None:
+        """Saves the state as the new best, with ``metrics`` (must include the monitor)."""
+        _free_step(self._best, epoch)
+        self._best.save(epoch, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(_to_saveable(state))),
+            metrics={k: float(v) for k, v in metrics.items()})
+
+    def restore_latest(self, template: nnx.State) -> tuple[nnx.State, dict[str, Any]]:
+        """The latest state (on ``template``'s layout) and loop state."""
+        self.wait()
+        epoch = self._latest.latest_step()
+        if epoch is None:
+            raise FileNotFoundError(f"no checkpoint under {self.directory}/latest")
+        target = nnx.to_pure_dict(abstract_state(template))
+        _check_compatible(self._latest, epoch, target)
+        restored = self._latest.restore(epoch, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(target), loop=ocp.args.JsonRestore()))
+        return _restore_into(template, restored.state), dict(restored.loop)
+
+    def restore_best(self, template: nnx.State) -> nnx.State:
+        """The best state, on ``template``'s layout."""
+        self.wait()
+        epoch = self._best.best_step()
+        if epoch is None:
+            raise FileNotFoundError(f"no checkpoint under {self.directory}/best")
+        target = nnx.to_pure_dict(abstract_state(template))
+        _check_compatible(self._best, epoch, target)
+        restored = self._best.restore(epoch, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(target)))
+        return _restore_into(template, restored.state)
+
+    def discard_best_after(self, epoch: int) -> None:
+        """Deletes best checkpoints later than ``epoch``: a run resumed from ``epoch`` redoes
+        those epochs, and a best saved by the interrupted process must not outlive them."""
+        self._best.wait_until_finished()
+        for step in self._best.all_steps():
+            if step > epoch:
+                self._best.delete(step)
+
+    def wait(self) -> None:
+        """Blocks until pending asynchronous saves are on disk."""
+        self._latest.wait_until_finished()
+        self._best.wait_until_finished()
+
+    def close(self) -> None:
+        """Finishes pending saves and releases the managers."""
+        self._latest.close()
+        self._best.close()
+
+    def __enter__(self) -> "CheckpointStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _free_step(manager: ocp.CheckpointManager, step: int) -> None:
+    # orbax silently skips saving a step that exists; a redone epoch must replace it.
+    manager.wait_until_finished()
+    if step in manager.all_steps():
+        manager.delete(step)
+
+
+def _flat_shapes(tree: Any, prefix: str = "") -> dict[str, tuple]:
+    if isinstance(tree, Mapping):
+        flat = {}
+        for key, value in tree.items():
+            flat.update(_flat_shapes(value, f"{prefix}/{key}"))
+        return flat
+    return {prefix: (tuple(tree.shape), np.dtype(tree.dtype).name)}
+
+
+def _check_compatible(manager: ocp.CheckpointManager, step: int, target: dict) -> None:
+    """Raises a readable ``ValueError`` when the saved arrays differ from the target's, before
+    orbax fails deep inside an asynchronous read."""
+    saved = _flat_shapes(manager.item_metadata(step)["state"].tree)
+    wanted = _flat_shapes(target)
+    problems = [f"{k}: saved {saved.get(k, 'nothing')}, model has {wanted.get(k, 'nothing')}"
+                for k in sorted(saved.keys() | wanted.keys()) if saved.get(k) != wanted.get(k)]
+    if problems:
+        raise ValueError(
+            f"the checkpoint {manager.directory}/{step} does not fit this model and optimizer "
+            f"(written with another config?); use a new workdir. {len(problems)} "
+            f"difference(s), e.g. " + "; ".join(problems[:3]))
+
+
+class _DropOrbaxInfo(std_logging.Filter):
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        return record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname
+
+
+def quiet_orbax_logging() -> None:
+    """Hides orbax's INFO lines (several per save) so the one-line-per-epoch log stays
+    readable; warnings and errors still show."""
+    logger = std_logging.getLogger("absl")
+    if not any(isinstance(f, _DropOrbaxInfo) for f in logger.filters):
+        logger.addFilter(_DropOrbaxInfo())
+

@@ -1,0 +1,329 @@
+"""The fit loop: epochs of compiled training, validation, early stopping, checkpoints, logs.
+
+Model-agnostic: it takes an NNX model and optimizer, a loss ``(model, batch, rng)``, the
+training data as a dict of NumPy columns and an ``evaluate(model) -> metrics`` callback, so
+MF, two-tower and NCF share it.
+
+Per epoch the host does one call (the whole epoch when the data fits on the device, else one
+call per chunk of ``chunk_steps`` batches), one evaluation call, a JSON line and a checkpoint;
+nothing runs per batch in Python.
+
+Files under ``workdir``: ``metrics.jsonl`` (one record per epoch, appended as it ends),
+``checkpoints/latest`` and ``checkpoints/best`` (see ``checkpoints.CheckpointStore``).
+Running ``fit`` again on the same workdir resumes after the latest checkpoint; a run that had
+finished (early stop or all epochs) just restores its best state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import jax
+import numpy as np
+import optax
+from absl import logging
+from flax import nnx
+
+from recsys_jax import fileio
+from recsys_jax.training import steps as steps_lib
+from recsys_jax.training.checkpoints import CheckpointStore, abstract_state
+from recsys_jax.training.columns import num_rows
+from recsys_jax.training.losses import LossFn
+
+Evaluate = Callable[[nnx.Module], Mapping[str, float]]
+
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINT_DIR = "checkpoints"
+
+
+@dataclasses.dataclass(frozen=True)
+class FitConfig:
+    """Settings of ``fit``.
+
+    Attributes:
+      batch_size: rows per step.
+      num_epochs: the most epochs to run (counted over resumes).
+      patience: stop after this many epochs without improvement of ``monitor``; 0 disables.
+      seed: base of every random key (shuffling, per-step rngs).
+      monitor: metric returned by ``evaluate`` that selects the best epoch.
+      mode: ``"min"`` or ``"max"`` for ``monitor``.
+      min_delta: the least change of ``monitor`` that counts as an improvement.
+      data_on_device: ``"auto"`` (device memory permitting), ``"always"`` or ``"never"``.
+      chunk_steps: batches per compiled call when the data is streamed from the host.
+    """
+
+    batch_size: int
+    num_epochs: int
+    patience: int = 0
+    seed: int = 0
+    monitor: str = "val_rmse"
+    mode: str = "min"
+    min_delta: float = 0.0
+    data_on_device: str = "auto"
+    chunk_steps: int = 1024
+
+    def __post_init__(self):
+        if self.batch_size <= 0 or self.num_epochs < 0 or self.patience < 0:
+            raise ValueError(f"need batch_size > 0, num_epochs >= 0, patience >= 0: {self}")
+        if self.mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {self.mode!r}")
+        if self.data_on_device not in ("auto", "always", "never"):
+            raise ValueError(f"data_on_device must be 'auto', 'always' or 'never', got "
+                             f"{self.data_on_device!r}")
+        if self.chunk_steps <= 0:
+            raise ValueError(f"chunk_steps must be positive, got {self.chunk_steps}")
+
+
+@dataclasses.dataclass
+class EarlyStopping:
+    """Tracks the best value of the monitored metric and epochs since it improved."""
+
+    patience: int
+    mode: str = "min"
+    min_delta: float = 0.0
+    best_value: float | None = None
+    best_epoch: int | None = None
+    bad_epochs: int = 0
+
+    def update(self, value: float, epoch: int) -> bool:
+        """Records ``value`` for ``epoch``; returns whether it is a new best."""
+        if self.best_value is None:
+            improved = True
+        elif self.mode == "min":
+            improved = value < self.best_value - self.min_delta
+        else:
+            improved = value > self.best_value + self.min_delta
+        if improved:
+            self.best_value, self.best_epoch, self.bad_epochs = float(value), epoch, 0
+        else:
+            self.bad_epochs += 1
+        return improved
+
+    @property
+    def should_stop(self) -> bool:
+        """Whether ``patience`` epochs have passed without improvement."""
+        return self.patience > 0 and self.bad_epochs >= self.patience
+
+
+@dataclasses.dataclass
+class FitResult:
+    """What ``fit`` did.
+
+    Attributes:
+      best_epoch: epoch whose state the model now holds (``None`` if no epoch ran).
+      best_value: its ``monitor`` value.
+      last_epoch: the last epoch trained (over all resumes).
+      epochs_run: epochs trained by this call.
+      stopped_early: whether patience ran out.
+      resumed_from: the checkpoint epoch this call started after, if any.
+      compile_time_s: time to compile the epoch function in this call (on-device data; when
+        streaming, compilation happens inside the first epoch and is counted there).
+      data_on_device: whether epochs ran on device-resident data.
+      history: all per-epoch records, as in ``metrics.jsonl``.
+    """
+
+    best_epoch: int | None
+    best_value: float | None
+    last_epoch: int
+    epochs_run: int
+    stopped_early: bool
+    resumed_from: int | None
+    compile_time_s: float
+    data_on_device: bool
+    history: list[dict[str, Any]]
+
+
+def data_fits_on_device(columns: Mapping[str, np.ndarray], device: jax.Device | None = None,
+                        headroom: float = 3.0) -> bool:
+    """Whether ``headroom`` × the data (original, shuffled copy, batches) fits in half of the
+    device's free memory; devices that report no limit (CPU) are taken to fit."""
+    device = device or jax.devices()[0]
+    try:
+        stats = device.memory_stats()
+    except Exception:  # Backends without memory statistics.
+        stats = None
+    if not stats or "bytes_limit" not in stats:
+        return True
+    free = stats["bytes_limit"] - stats.get("bytes_in_use", 0)
+    return headroom * sum(np.asarray(c).nbytes for c in columns.values()) <= 0.5 * free
+
+
+def read_metrics(workdir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The records of ``metrics.jsonl`` (skipping a torn last line), or ``[]``."""
+    path = Path(workdir) / METRICS_FILE
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def _keep_metrics_up_to(workdir: Path, last_epoch: int) -> list[dict[str, Any]]:
+    # Epochs logged after the checkpoint we resume from will be run again.
+    kept = [r for r in read_metrics(workdir) if r.get("epoch", 0) <= last_epoch]
+    fileio.atomic_write_text(workdir / METRICS_FILE,
+                             "".join(json.dumps(r) + "\n" for r in kept))
+    return kept
+
+
+def _append_metrics(workdir: Path, record: Mapping[str, Any]) -> None:
+    with open(workdir / METRICS_FILE, "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+
+
+def _format_epoch(record: Mapping[str, Any], num_epochs: int, monitor: str) -> str:
+    val = "  ".join(f"{k} {v:.4f}" for k, v in record.items()
+                    if k.startswith(("val_", monitor)) and isinstance(v, float))
+    return (f"epoch {record['epoch']}/{num_epochs}: train_loss {record['train_loss']:.4f} | "
+            f"{val} | {record['epoch_time_s']:.2f}s "
+            f"({record['rows_per_s'] / 1e3:.0f}k rows/s), eval {record['eval_time_s']:.2f}s"
+            + (" *" if record["improved"] else ""))
+
+
+def _epoch_runner(graphdef: nnx.GraphDef, loss_fn: LossFn, train: Mapping[str, np.ndarray],
+                  config: FitConfig, state: nnx.State, key: jax.Array, first_epoch: int,
+                  on_device: bool) -> tuple[Callable, float]:
+    """``(run(state, epoch) -> (state, per-step metrics on host), compile seconds)``."""
+    if not on_device:
+        run_chunk = steps_lib.make_train_steps(graphdef, loss_fn)
+
+        def run_streamed(state, epoch):
+            step_metrics = []
+            for chunk in steps_lib.host_epoch_chunks(train, key, epoch, config.batch_size,
+                                                      config.chunk_steps):
+                state, chunk_metrics = run_chunk(state, chunk, key)
+                step_metrics.append(chunk_metrics)
+            return state, jax.device_get(step_metrics)
+        return run_streamed, 0.0
+
+    t0 = time.perf_counter()
+    data = jax.device_put(dict(train))
+    compiled = steps_lib.make_train_epoch(graphdef, loss_fn, config.batch_size).lower(
+        state, data, key, np.int32(first_epoch)).compile()
+    compile_time = time.perf_counter() - t0
+    logging.info("compiled the train epoch (%d steps of %d) in %.2fs",
+                 steps_lib.steps_per_epoch(len(next(iter(train.values()))), config.batch_size),
+                 config.batch_size, compile_time)
+
+    def run_on_device(state, epoch):
+        state, step_metrics = compiled(state, data, key, np.int32(epoch))
+        return state, [jax.device_get(step_metrics)]
+    return run_on_device, compile_time
+
+
+def fit(model: nnx.Module, optimizer: nnx.Optimizer, loss_fn: LossFn,
+        train: Mapping[str, np.ndarray], evaluate: Evaluate, config: FitConfig, *,
+        workdir: str | os.PathLike, schedule: optax.Schedule | None = None) -> FitResult:
+    """Trains ``model`` in place and leaves it (and ``optimizer``) at the best epoch's state.
+
+    Args:
+      model: the NNX model; its arrays are replaced (the originals are donated).
+      optimizer: ``nnx.Optimizer`` over ``model``.
+      loss_fn: ``(model, batch, rng) -> (loss, aux)``; must respect ``batch["weight"]``.
+      train: training columns (validated ids), equal length.
+      evaluate: ``model -> {metric: value}`` including ``config.monitor``; called each epoch.
+      config: the loop settings.
+      workdir: where ``metrics.jsonl`` and ``checkpoints/`` live; resumes from them.
+      schedule: the learning-rate schedule, only to log the rate of each epoch.
+
+    If training raises, ``model`` and ``optimizer`` may hold donated (deleted) arrays; the
+    checkpoints in ``workdir`` are intact and a new call resumes from them.
+    """
+    n = num_rows(train)
+    if n == 0:
+        raise ValueError("no training rows")
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    steps_per_epoch = steps_lib.steps_per_epoch(n, config.batch_size)
+    graphdef, state = nnx.split((model, optimizer))
+    template = abstract_state(state)
+    key = jax.random.key(config.seed)
+    early = EarlyStopping(config.patience, config.mode, config.min_delta)
+    store = CheckpointStore(workdir / CHECKPOINT_DIR, monitor=config.monitor, mode=config.mode)
+
+    start_epoch, resumed_from, finished = 1, store.latest_epoch(), False
+    history: list[dict[str, Any]] = []
+    if resumed_from is not None:
+        state, loop_state = store.restore_latest(template)
+        early = EarlyStopping(**loop_state["early_stopping"])
+        key = jax.random.wrap_key_data(np.asarray(loop_state["key_data"], np.uint32))
+        start_epoch = loop_state["epoch"] + 1
+        finished = loop_state["stopped_early"]
+        history = _keep_metrics_up_to(workdir, loop_state["epoch"])
+        store.discard_best_after(loop_state["epoch"])
+        logging.info("resumed from %s at epoch %d", store.directory, loop_state["epoch"])
+    elif (workdir / METRICS_FILE).exists():
+        _keep_metrics_up_to(workdir, 0)
+
+    on_device = config.data_on_device == "always" or (
+        config.data_on_device == "auto" and data_fits_on_device(train))
+    compile_time, epochs_run, stopped_early = 0.0, 0, finished
+    epoch = start_epoch - 1
+    try:
+        if not finished and start_epoch <= config.num_epochs:
+            run_epoch, compile_time = _epoch_runner(graphdef, loss_fn, train, config, state, key,
+                                                    start_epoch, on_device)
+            for epoch in range(start_epoch, config.num_epochs + 1):
+                t0 = time.perf_counter()
+                state, step_metrics = run_epoch(state, epoch)
+                train_metrics = steps_lib.summarize_steps(step_metrics)
+                epoch_time = time.perf_counter() - t0
+
+                t0 = time.perf_counter()
+                eval_metrics = {k: float(v) for k, v in
+                                evaluate(nnx.merge(graphdef, state)[0]).items()}
+                eval_time = time.perf_counter() - t0
+                if config.monitor not in eval_metrics:
+                    raise KeyError(f"evaluate returned {sorted(eval_metrics)}, without the "
+                                   f"monitored metric {config.monitor!r}")
+                improved = early.update(eval_metrics[config.monitor], epoch)
+                record = {
+                    "epoch": epoch,
+                    "train_loss": train_metrics.pop("loss"),
+                    **{f"train_{k}": v for k, v in train_metrics.items()},
+                    **eval_metrics,
+                    "lr": (float(schedule((epoch - 1) * steps_per_epoch))
+                           if schedule is not None else None),
+                    "epoch_time_s": epoch_time,
+                    "rows_per_s": n / epoch_time,
+                    "eval_time_s": eval_time,
+                    "improved": improved,
+                }
+                history.append(record)
+                _append_metrics(workdir, record)
+                if improved:
+                    store.save_best(epoch, state, eval_metrics)
+                stopped_early = early.should_stop
+                store.save_latest(epoch, state, {
+                    "epoch": epoch,
+                    "early_stopping": dataclasses.asdict(early),
+                    "key_data": np.asarray(jax.random.key_data(key)).tolist(),
+                    "stopped_early": stopped_early,
+                })
+                epochs_run += 1
+                logging.info("%s", _format_epoch(record, config.num_epochs, config.monitor))
+                if stopped_early:
+                    logging.info("early stop: no %s improvement for %d epochs (best %.4f at "
+                                 "epoch %d)", config.monitor, config.patience,
+                                 early.best_value, early.best_epoch)
+                    break
+        if store.best_epoch() is not None:
+            state = store.restore_best(template)
+    finally:
+        store.close()  # Finishes pending saves even when training failed.
+    nnx.update((model, optimizer), state)
+    return FitResult(
+        best_epoch=early.best_epoch, best_value=early.best_value,
+        last_epoch=max(epoch, start_epoch - 1), epochs_run=epochs_run,
+        stopped_early=stopped_early, resumed_from=resumed_from, compile_time_s=compile_time,
+        data_on_device=on_device, history=history)

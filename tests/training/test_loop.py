@@ -1,0 +1,108 @@
+import json
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from recsys_jax.training.evaluate import RatingEvaluator
+from recsys_jax.training.loop import EarlyStopping, FitConfig, fit, read_metrics
+from recsys_jax.training.losses import make_rating_loss
+
+from tests.training.planted import make_model_and_optimizer
+
+CONFIG = FitConfig(batch_size=64, num_epochs=4, patience=0, seed=5)
+
+
+def _fit(workdir, train, evaluate, config=CONFIG):
+    model, optimizer = make_model_and_optimizer(train)
+    result = fit(model, optimizer, make_rating_loss("mse"), train, evaluate, config,
+                 workdir=workdir)
+    return model, optimizer, result
+
+
+def _leaves(*trees):
+    return [np.asarray(x) for x in jax.tree.leaves(nnx.state(trees))]
+
+
+def test_fit_learns_and_writes_metrics(tmp_path, train_columns, val_columns):
+    evaluate = RatingEvaluator(val_columns, (1, 5))
+    model, _, result = _fit(tmp_path, train_columns, evaluate)
+    history = read_metrics(tmp_path)
+    assert [r["epoch"] for r in history] == [1, 2, 3, 4] == [r["epoch"] for r in result.history]
+    assert history[-1]["val_rmse"] < history[0]["val_rmse"]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert {"epoch_time_s", "eval_time_s", "rows_per_s", "val_mae", "improved"} <= set(history[0])
+    # The model is left at the best epoch.
+    assert evaluate(model)["val_rmse"] == pytest.approx(result.best_value)
+    assert result.best_value == min(r["val_rmse"] for r in history)
+    assert result.data_on_device and result.compile_time_s > 0
+
+
+def test_resume_continues_exactly_where_it_stopped(tmp_path, train_columns, val_columns):
+    evaluate = RatingEvaluator(val_columns, (1, 5))
+    straight = _fit(tmp_path / "straight", train_columns, evaluate)
+
+    interrupted = tmp_path / "interrupted"
+    _fit(interrupted, train_columns, evaluate, FitConfig(**{**CONFIG.__dict__,
+                                                            "num_epochs": 2}))
+    # An epoch logged after the last checkpoint (the process died before saving) is redone.
+    with open(interrupted / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"epoch": 3, "train_loss": 99.0}) + "\n")
+    resumed = _fit(interrupted, train_columns, evaluate)
+
+    assert resumed[2].resumed_from == 2 and resumed[2].epochs_run == 2
+    history = read_metrics(interrupted)
+    assert [r["epoch"] for r in history] == [1, 2, 3, 4]
+    np.testing.assert_allclose([r["val_rmse"] for r in history],
+                               [r["val_rmse"] for r in straight[2].history], rtol=1e-5)
+    for a, b in zip(_leaves(*straight[:2]), _leaves(*resumed[:2]), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+    # A finished run is not trained again, only restored.
+    again = _fit(interrupted, train_columns, evaluate)
+    assert again[2].epochs_run == 0 and again[2].best_epoch == resumed[2].best_epoch
+    for a, b in zip(_leaves(again[0]), _leaves(resumed[0]), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_early_stopping_restores_the_best_epoch(tmp_path, train_columns):
+    scripted = iter([1.0, 0.8, 0.85, 0.9, 0.7, 0.6])
+    snapshots = []
+
+    def evaluate(model):
+        snapshots.append(np.asarray(model.user_embedding[...]).copy())
+        return {"val_rmse": next(scripted)}
+
+    config = FitConfig(batch_size=64, num_epochs=6, patience=2)
+    model, _, result = _fit(tmp_path, train_columns, evaluate, config)
+    assert result.stopped_early and result.last_epoch == 4 and result.best_epoch == 2
+    assert len(snapshots) == 4
+    np.testing.assert_array_equal(model.user_embedding[...], snapshots[1])
+
+
+def test_host_streaming_gives_the_same_run(tmp_path, train_columns, val_columns):
+    evaluate = RatingEvaluator(val_columns, (1, 5))
+    config = FitConfig(batch_size=64, num_epochs=2, seed=5)
+    device = _fit(tmp_path / "device", train_columns, evaluate, config)
+    host = _fit(tmp_path / "host", train_columns, evaluate,
+                FitConfig(**{**config.__dict__, "data_on_device": "never", "chunk_steps": 2}))
+    assert not host[2].data_on_device
+    np.testing.assert_allclose([r["val_rmse"] for r in host[2].history],
+                               [r["val_rmse"] for r in device[2].history], rtol=1e-5)
+
+
+def test_missing_monitor_is_an_error(tmp_path, train_columns):
+    with pytest.raises(KeyError, match="val_rmse"):
+        _fit(tmp_path, train_columns, lambda model: {"rmse": 1.0},
+             FitConfig(batch_size=64, num_epochs=1))
+
+
+def test_early_stopping_rules():
+    early = EarlyStopping(patience=2, mode="max", min_delta=0.1)
+    assert early.update(1.0, 1)
+    assert not early.update(1.05, 2)   # Within min_delta: not an improvement.
+    assert not early.should_stop
+    assert not early.update(0.5, 3)
+    assert early.should_stop and early.best_epoch == 1
+    assert not EarlyStopping(patience=0).should_stop

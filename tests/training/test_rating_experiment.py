@@ -1,0 +1,62 @@
+import json
+
+import ml_collections
+import numpy as np
+import pytest
+
+from recsys_jax.fileio import load_npy
+from recsys_jax.training.rating_experiment import RatingData, run_rating_experiment
+
+from tests.training.planted import NUM_ITEMS, NUM_USERS, planted_ratings
+
+
+def _config() -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict({
+        "model": {"name": "mf", "dim": 4, "init_std": 0.1},
+        "optimizer": {"name": "adam", "lr": 0.05, "weight_decay": 1e-5,
+                      "schedule": "constant"},
+        "training": {"loss": "mse", "l2_reg": 0.0, "batch_size": 64, "epochs": 2,
+                     "patience": 0, "seed": 0, "data_on_device": "auto"},
+        "data": {"dataset": "planted"},
+    })
+
+
+def test_run_writes_the_workdir_and_serves_unseen_ids_by_bias(tmp_path):
+    train, val, test = planted_ratings(800, 0), planted_ratings(100, 1), planted_ratings(50, 2)
+    # User 0 and item 0 never occur in training: they must get the bias fallback.
+    keep = (train["user"] != 0) & (train["item"] != 0)
+    train = {k: v[keep] for k, v in train.items()}
+    test["user"][:3] = 0
+    data = RatingData.from_arrays(
+        {name: (p["user"], p["item"], p["rating"])
+         for name, p in {"train": train, "val": val, "test": test}.items()},
+        num_users=NUM_USERS, num_items=NUM_ITEMS, rating_scale=(1, 5))
+    summary = run_rating_experiment(_config(), data, tmp_path, report_sections=["## Extra\n"])
+
+    for name in ("config.json", "metrics.jsonl", "test_metrics.json", "learning_curve.png",
+                 "report.md", "user_embeddings.npy", "item_embeddings.npy", "user_bias.npy",
+                 "item_bias.npy", "global_mean.npy", "test_predictions.npy"):
+        assert (tmp_path / name).is_file(), name
+    assert (tmp_path / "checkpoints" / "best").is_dir()
+    saved = json.loads((tmp_path / "test_metrics.json").read_text())
+    assert saved["test_rmse"] == pytest.approx(summary["test_rmse"])
+    assert 0 < saved["test_mae"] <= saved["test_rmse"] < 2
+    cold = saved["test_cold_start"]
+    assert cold["unseen_user"] >= 3 and cold["unseen_either"] >= cold["unseen_user"]
+    assert "## Extra" in (tmp_path / "report.md").read_text()
+
+    mu = float(load_npy(tmp_path / "global_mean.npy"))
+    item_bias = load_npy(tmp_path / "item_bias.npy")
+    item_seen = load_npy(tmp_path / "item_seen.npy")
+    preds = load_npy(tmp_path / "test_predictions.npy")
+    expected = mu + np.where(item_seen[test["item"][:3]], item_bias[test["item"][:3]], 0.0)
+    np.testing.assert_allclose(preds[:3], expected, rtol=1e-6)
+    assert load_npy(tmp_path / "user_embeddings.npy").shape == (NUM_USERS, 4)
+    assert not load_npy(tmp_path / "user_seen.npy")[0]
+
+
+def test_rating_data_validates_ids():
+    cols = (np.array([0, NUM_USERS]), np.array([0, 1]), np.array([3.0, 4.0]))
+    with pytest.raises(ValueError, match="user id"):
+        RatingData.from_arrays({"train": cols, "val": cols, "test": cols},
+                               num_users=NUM_USERS, num_items=NUM_ITEMS, rating_scale=(1, 5))

@@ -1,0 +1,47 @@
+"""experiments/train_mf.py end to end on configs/mf_tiny.py (synthetic data, no network)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recsys_jax.fileio import load_npy
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_train_mf_end_to_end_with_overrides(tmp_path):
+    workdir = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "experiments" / "train_mf.py"),
+         f"--config={REPO / 'configs' / 'mf_tiny.py'}", f"--workdir={workdir}",
+         "--config.model.dim=6", "--config.split.name=user_temporal",
+         "--config.training.epochs=2"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "test RMSE" in proc.stdout
+    assert "epoch 2/2" in proc.stderr  # One log line per epoch.
+
+    config = json.loads((workdir / "config.json").read_text())
+    assert config["model"]["dim"] == 6 and config["split"]["name"] == "user_temporal"
+    metrics = json.loads((workdir / "test_metrics.json").read_text())
+    assert np.isfinite(metrics["test_rmse"]) and np.isfinite(metrics["test_mae"])
+    assert metrics["num_test"] == len(load_npy(workdir / "test_predictions.npy"))
+    assert load_npy(workdir / "user_embeddings.npy").shape == (config["data"]["num_users"], 6)
+    assert load_npy(workdir / "item_embeddings.npy").shape[1] == 6
+    assert [json.loads(l)["epoch"] for l in
+            (workdir / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    for name in ("learning_curve.png", "report.md", "item_bias.npy", "user_bias.npy"):
+        assert (workdir / name).is_file(), name
+    assert (workdir / "ids" / "item_ids.json").is_file()
+    assert any((workdir / "split").iterdir())
+    report = (workdir / "report.md").read_text()
+    assert "user_temporal" in report and "Against the rating baselines" in report
+    assert any(p.suffix == ".csv" for p in (workdir / "comparison").iterdir())
+    run = json.loads((workdir / "run" / "run.json").read_text())
+    assert run["kind"] == "embeddings" and run["model"] == "mf"
+    assert run["split_fingerprint"] and run["split_protocol"] == "user_temporal"
