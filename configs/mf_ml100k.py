@@ -63,4 +63,13 @@ def get_config() -> ml_collections.ConfigDict:
     config.split.seed = 0
     config.split.holdout_k = config_dict.placeholder(int)  # user_temporal: last k per user.
 
+    # Post-training look at the item embeddings (t-SNE, genre-cluster score, similar items).
+    config.analysis = ml_collections.ConfigDict()
+    config.analysis.enabled = True
+    config.analysis.min_count = 20    # Only items with this many training ratings take part.
+    config.analysis.neighbours = 10
+    config.analysis.permutations = 1000
+    config.analysis.titles = ("Star Wars (1977)", "Toy Story (1995)", "Fargo (1996)",
+                              "Pulp Fiction (1994)")
+
     return config

@@ -31,4 +31,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.training.batch_size = 128
     config.training.epochs = 3
     config.training.patience = 2
+    config.analysis.min_count = 5
+    config.analysis.permutations = 100
+    config.analysis.titles = ("Synthetic Item 3 (2000)",)
     return config

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from recsys_jax.analysis.item_report import analyse_item_embeddings
 from recsys_jax.fileio import load_npy
 from recsys_jax.training.checkpoints import quiet_orbax_logging
 from recsys_jax.training.rating_comparison import (compare_with_rating_baselines,
@@ -58,6 +60,16 @@ def main(argv: list[str]) -> None:
     print(f"test RMSE {summary['test_rmse']:.4f}  MAE {summary['test_mae']:.4f}  "
           f"(best epoch {summary['best_epoch']}, {summary['epochs_trained']} epochs, "
           f"workdir {workdir})")
+    if config.get("analysis") and config.analysis.enabled and prepared.items is not None:
+        train_counts = np.bincount(prepared.data.train["item"], minlength=prepared.data.num_items)
+        analysis = analyse_item_embeddings(
+            arrays["item_embeddings"], prepared.items, train_counts, workdir,
+            titles=tuple(config.analysis.titles), min_count=config.analysis.min_count,
+            k=config.analysis.neighbours, n_permutations=config.analysis.permutations,
+            seed=config.training.seed)
+        append_report_section(workdir, "## Item embeddings\n\n![t-SNE](tsne_items.png)\n\n"
+                              "```\n" + analysis.format() + "\n```")
+        print(analysis.format())
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import dataclasses
 import os
 
 import ml_collections
+import pandas as pd
 
 from recsys_jax.data import ids, movielens, splits, synthetic
 from recsys_jax.data.dataset import Dataset
@@ -39,6 +40,7 @@ class PreparedRatings:
       split_fingerprint: ``Split.fingerprint()``; runs are only compared on equal ones.
       report_section: Markdown describing data set and split (with the leakage report).
       split_report: the split's leakage report (cold-start shares of val and test).
+      items: the encoded items table (``item_id`` = row), for analysis of item embeddings.
     """
 
     data: RatingData
@@ -47,6 +49,7 @@ class PreparedRatings:
     split_fingerprint: str
     report_section: str
     split_report: splits.LeakageReport | None = None
+    items: pd.DataFrame | None = None
 
 
 def load_rating_data(config: ml_collections.ConfigDict,
@@ -86,4 +89,4 @@ def load_rating_data(config: ml_collections.ConfigDict,
         "```\n" + split.report.format().rstrip() + "\n```")
     return PreparedRatings(data=data, dataset=dataset.name, split_protocol=split.protocol,
                            split_fingerprint=fingerprint, report_section=section,
-                           split_report=split.report)
+                           split_report=split.report, items=encoded.items)

@@ -35,12 +35,14 @@ def test_train_mf_end_to_end_with_overrides(tmp_path):
     assert load_npy(workdir / "item_embeddings.npy").shape[1] == 6
     assert [json.loads(l)["epoch"] for l in
             (workdir / "metrics.jsonl").read_text().splitlines()] == [1, 2]
-    for name in ("learning_curve.png", "report.md", "item_bias.npy", "user_bias.npy"):
+    for name in ("learning_curve.png", "report.md", "item_bias.npy", "user_bias.npy",
+                 "tsne_items.png", "genre_cluster.json", "similar_items.md"):
         assert (workdir / name).is_file(), name
     assert (workdir / "ids" / "item_ids.json").is_file()
     assert any((workdir / "split").iterdir())
     report = (workdir / "report.md").read_text()
     assert "user_temporal" in report and "Against the rating baselines" in report
+    assert "Genre-cluster score" in proc.stdout and "## Item embeddings" in report
     assert any(p.suffix == ".csv" for p in (workdir / "comparison").iterdir())
     run = json.loads((workdir / "run" / "run.json").read_text())
     assert run["kind"] == "embeddings" and run["model"] == "mf"
