@@ -665,10 +665,14 @@ def _read_ml100k_items(path: Path, genre_names: Sequence[str]) -> pd.DataFrame:
 
 def _read_pipe_users(path: Path) -> pd.DataFrame:
     """ML-100K ``u.user``: id|age|gender|occupation|zip."""
+    return _users_from_rows(path, _split_lines(path, "|", "latin-1", n_fields=5))
+
+
+def _users_from_rows(path: Path, rows) -> pd.DataFrame:
+    """Users from ``(line number, (id, age, gender, occupation, zip))`` rows."""
     columns: list[list] = [[], [], [], [], []]
     lines = []
-    for number, (uid, age, gender, occupation, zip_code) in _split_lines(
-            path, "|", "latin-1", n_fields=5):
+    for number, (uid, age, gender, occupation, zip_code) in rows:
         columns[0].append(_parse_id(uid, "user id", path, number))
         columns[1].append(_parse_id(age, "age", path, number))
         for column, value in zip(columns[2:], (gender, occupation, zip_code)):
@@ -710,17 +714,8 @@ def _read_recbole_users(path: Path) -> pd.DataFrame:
     rows = _split_lines(path, "\t", "utf-8")
     positions, rows = _header_index(
         path, rows, ("user_id", "age", "gender", "occupation", "zip_code"))
-    columns: list[list] = [[], [], [], [], []]
-    lines = []
-    for number, fields in rows:
-        uid, age, gender, occupation, zip_code = (fields[p] for p in positions)
-        columns[0].append(_parse_id(uid, "user id", path, number))
-        columns[1].append(_parse_id(age, "age", path, number))
-        for column, value in zip(columns[2:], (gender, occupation, zip_code)):
-            column.append(value.strip())
-        lines.append(number)
-    _check_unique(columns[0], lines, "user", path)
-    return _users_frame(*columns)
+    return _users_from_rows(
+        path, ((number, tuple(fields[p] for p in positions)) for number, fields in rows))
 
 
 def _read_ml1m_movies(path: Path) -> pd.DataFrame:
