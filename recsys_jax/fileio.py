@@ -60,9 +60,26 @@ def atomic_write_text(target: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(target, text.encode("utf-8"))
 
 
+def json_safe(obj: Any) -> Any:
+    """``obj`` with NumPy scalars made Python numbers, keys made strings, and NaN/inf made
+    ``None`` (strict JSON has no NaN; Python would otherwise write the invalid token)."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    return obj
+
+
 def atomic_write_json(target: str | os.PathLike, obj: Any) -> None:
-    """Writes ``obj`` as indented JSON to ``target`` atomically."""
-    atomic_write_text(target, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    """Writes ``obj`` as indented JSON to ``target`` atomically (see ``json_safe``)."""
+    atomic_write_text(target, json.dumps(json_safe(obj), indent=2, sort_keys=True,
+                                         allow_nan=False) + "\n")
 
 
 def atomic_save_npy(target: str | os.PathLike, array: np.ndarray) -> None:

@@ -39,3 +39,11 @@ def test_atomic_files_get_ordinary_permissions(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "p.txt").stat().st_mode & 0o777 == 0o644
+
+
+def test_json_is_strict_and_numpy_aware(tmp_path):
+    import json
+    fileio.atomic_write_json(tmp_path / "m.json", {
+        "n": np.int64(3), "x": np.float32(0.5), "missing": float("nan"), 1: [np.inf]})
+    assert json.loads((tmp_path / "m.json").read_text()) == {
+        "n": 3, "x": 0.5, "missing": None, "1": [None]}

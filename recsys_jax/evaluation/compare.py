@@ -294,20 +294,9 @@ def write_comparison(output_dir: str | Path, table: pd.DataFrame,
     paths["per_user"] = per_user_dir
     summary = {"protocol": table["protocol"].iloc[0], "baseline": table["baseline"].iloc[0],
                "models": {e.name: e.metrics.summary() for e in evaluations}, **(info or {})}
-    atomic_write_json(paths["json"], _json_safe(summary))
+    atomic_write_json(paths["json"], summary)
     if plot:
         paths["png"] = output_dir / f"{stem}_{label}.png"
         plot_comparison(table, paths["png"], title)
     return paths
 
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if np.isfinite(obj) else None
-    return obj
