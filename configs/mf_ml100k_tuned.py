@@ -10,11 +10,11 @@ which scores every candidate on the validation part of the seed-0 split only (ne
 TUNED_EVIDENCE gives the validation RMSE of the winner next to the seed recipe's.
 """
 
-import importlib.util
-from pathlib import Path
 from typing import Any
 
 import ml_collections
+
+from recsys_jax.config_files import sibling_config
 
 PROTOCOLS = ("random", "user_temporal", "global_temporal")
 
@@ -45,20 +45,12 @@ TUNED_EVIDENCE: dict[str, dict[str, float]] = {
 }
 
 
-def _load(name: str) -> ml_collections.ConfigDict:
-    # Loaded by path: config files are not a package and may run from any directory.
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
-
-
 def seed_config(protocol: str = "random") -> ml_collections.ConfigDict:
     """The seed recipe (configs/mf_ml100k.py) on ``protocol``, with the cold-start fields
     spelt out at their defaults so searches and overrides can name them."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
-    config = _load("mf_ml100k")
+    config = sibling_config(__file__, "mf_ml100k")
     config.model.unseen_user = "zero"  # zero | mean (see recsys_jax/models/mf.py)
     config.model.unseen_item = "zero"
     config.split.name = protocol

@@ -4,24 +4,14 @@ Run:
   python experiments/train_mf.py --config=configs/mf_tiny.py --workdir=/tmp/mf_tiny
 """
 
-import importlib.util
-from pathlib import Path
-
 import ml_collections
 
-
-def _base_config() -> ml_collections.ConfigDict:
-    # Loaded by path: config files are not a package and may run from any directory.
-    spec = importlib.util.spec_from_file_location(
-        "mf_ml100k", Path(__file__).with_name("mf_ml100k.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+from recsys_jax.config_files import sibling_config
 
 
 def get_config() -> ml_collections.ConfigDict:
     """The ML-100K recipe shrunk: synthetic data, dim 8, 3 epochs."""
-    config = _base_config()
+    config = sibling_config(__file__, "mf_ml100k")
     config.data.dataset = "synthetic"
     config.data.num_users = 60
     config.data.num_items = 80
