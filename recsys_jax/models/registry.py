@@ -13,18 +13,26 @@ from typing import Any, Callable, Mapping
 import numpy as np
 from flax import nnx
 
-from recsys_jax.models import mf
+from recsys_jax.models import mf, ncf, two_tower
 
 ModelBuilder = Callable[..., nnx.Module]
 
 MODELS: dict[str, ModelBuilder] = {
     "mf": mf.build_mf,
+    "two_tower": two_tower.build_two_tower,
+    "gmf": ncf.build_gmf,
+    "mlp": ncf.build_mlp,
+    "neumf": ncf.build_neumf,
+    "dot_mf": ncf.build_dot_mf,
 }
 
 
 def build_model(model_config: Mapping[str, Any], *, num_users: int, num_items: int,
-                train: Mapping[str, np.ndarray], rngs: nnx.Rngs) -> nnx.Module:
+                train: Mapping[str, np.ndarray], rngs: nnx.Rngs, **inputs: Any) -> nnx.Module:
     """Builds the model named by ``model_config["name"]``.
+
+    ``inputs`` go to the builder unchanged, for models that need more than ids (the two-tower
+    model takes ``features=``).
 
     Raises:
       ValueError: for a name that is not registered (the message lists the known names).
@@ -33,4 +41,4 @@ def build_model(model_config: Mapping[str, Any], *, num_users: int, num_items: i
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; registered models: {sorted(MODELS)}")
     return MODELS[name](model_config, num_users=num_users, num_items=num_items,
-                        train=train, rngs=rngs)
+                        train=train, rngs=rngs, **inputs)

@@ -1,0 +1,269 @@
+"""Two-tower retrieval model (Flax NNX): a user tower and an item tower meeting in a dot product.
+
+Each tower is Linear → ReLU → Linear → LayerNorm (hidden 256, output 128 by default) followed by
+L2 normalisation, so a score u·v is a cosine in [-1, 1]; the in-batch softmax divides it by a
+learnable temperature τ (initialised to 0.07, parametrised as log τ and clipped to
+[``MIN_TEMPERATURE``, ``MAX_TEMPERATURE``] so it stays positive and finite).
+
+Inputs are feature rows (``recsys_jax.data.features``), stored in the model as non-trainable
+``FeatureTable`` variables so that training batches carry only ids and the tables travel with the
+checkpoints. Optional extras:
+
+* ``history``: the user tower also sees the mean of the item-tower embeddings of the user's most
+  recent training items (Covington et al. style pooling). Computing it runs the item tower over
+  the whole catalogue once per call, which is cheap for MovieLens-sized catalogues only.
+* ``user_id_dim`` / ``item_id_dim``: learnt id embeddings concatenated to the tower inputs (0: off).
+
+Encoding a *new* user means standardising their raw features with the saved ``Standardizer`` and
+calling ``encode_users`` (see ``recsys_jax.retrieval.retriever``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from recsys_jax import fileio
+
+MIN_TEMPERATURE = 1e-3
+MAX_TEMPERATURE = 1.0
+
+
+class FeatureTable(nnx.Variable):
+    """Fixed input rows (features, histories): checkpointed with the model, never trained."""
+
+
+class Tower(nnx.Module):
+    """Linear → ReLU → Linear → LayerNorm → L2 normalisation."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, *, rngs: nnx.Rngs):
+        self.hidden = nnx.Linear(in_dim, hidden_dim, rngs=rngs)
+        self.out = nnx.Linear(hidden_dim, out_dim, rngs=rngs)
+        self.norm = nnx.LayerNorm(out_dim, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Unit-norm embeddings ``[..., out_dim]`` of inputs ``[..., in_dim]``."""
+        h = self.norm(self.out(jax.nn.relu(self.hidden(x))))
+        return h * jax.lax.rsqrt(jnp.maximum(jnp.sum(h * h, axis=-1, keepdims=True), 1e-12))
+
+
+class TwoTower(nnx.Module):
+    """User and item towers over stored feature tables, with a learnable temperature."""
+
+    def __init__(self, user_features: np.ndarray, item_features: np.ndarray, *,
+                 rngs: nnx.Rngs, hidden_dim: int = 256, dim: int = 128,
+                 temperature: float = 0.07, history_ids: np.ndarray | None = None,
+                 history_mask: np.ndarray | None = None, user_id_dim: int = 0,
+                 item_id_dim: int = 0, id_init_std: float = 0.01):
+        """Creates the towers.
+
+        Args:
+          user_features: float32 ``[num_users, d_user]`` standardised rows.
+          item_features: float32 ``[num_items, d_item]`` standardised rows.
+          rngs: ``rngs.params()`` initialises the layers.
+          hidden_dim, dim: tower widths.
+          temperature: initial τ.
+          history_ids, history_mask: ``[num_users, L]`` for the history pooling (None: off).
+          user_id_dim, item_id_dim: id-embedding sizes (0: no id embedding).
+          id_init_std: standard deviation of the id-embedding initialiser.
+        """
+        if not MIN_TEMPERATURE <= temperature <= MAX_TEMPERATURE:
+            raise ValueError(f"temperature must lie in [{MIN_TEMPERATURE}, {MAX_TEMPERATURE}]")
+        self.num_users, self.user_dim = map(int, np.shape(user_features))
+        self.num_items, self.item_dim = map(int, np.shape(item_features))
+        self.dim = dim
+        self.user_features = FeatureTable(jnp.asarray(user_features, jnp.float32))
+        self.item_features = FeatureTable(jnp.asarray(item_features, jnp.float32))
+        self.use_history = history_ids is not None and np.shape(history_ids)[1] > 0
+        if self.use_history:
+            if np.shape(history_ids) != np.shape(history_mask) or len(history_ids) != \
+                    self.num_users:
+                raise ValueError("history ids and mask must both be [num_users, L]")
+            self.history_ids = FeatureTable(jnp.asarray(history_ids, jnp.int32))
+            self.history_mask = FeatureTable(jnp.asarray(history_mask, jnp.float32))
+        init = jax.nn.initializers.normal(stddev=id_init_std)
+        self.user_id_dim, self.item_id_dim = int(user_id_dim), int(item_id_dim)
+        if self.user_id_dim:
+            self.user_id_embedding = nnx.Param(
+                init(rngs.params(), (self.num_users, self.user_id_dim), jnp.float32))
+        if self.item_id_dim:
+            self.item_id_embedding = nnx.Param(
+                init(rngs.params(), (self.num_items, self.item_id_dim), jnp.float32))
+        user_in = self.user_dim + self.user_id_dim + (dim if self.use_history else 0)
+        self.user_tower = Tower(user_in, hidden_dim, dim, rngs=rngs)
+        self.item_tower = Tower(self.item_dim + self.item_id_dim, hidden_dim, dim, rngs=rngs)
+        self.log_temperature = nnx.Param(jnp.asarray(math.log(temperature), jnp.float32))
+
+    @property
+    def temperature(self) -> jax.Array:
+        """τ = exp(clip(log τ)), always in [MIN_TEMPERATURE, MAX_TEMPERATURE]."""
+        return jnp.exp(jnp.clip(self.log_temperature[...], math.log(MIN_TEMPERATURE),
+                                math.log(MAX_TEMPERATURE)))
+
+    def encode_items(self, features: jax.Array, item_ids: jax.Array | None = None) -> jax.Array:
+        """Item embeddings from standardised feature rows (``item_ids`` needed with id
+        embeddings)."""
+        if self.item_id_dim:
+            if item_ids is None:
+                raise ValueError("this model has item id embeddings: pass item_ids")
+            features = jnp.concatenate([features, self.item_id_embedding[...][item_ids]], -1)
+        return self.item_tower(features)
+
+    def item_embeddings(self, item_ids: jax.Array) -> jax.Array:
+        """Embeddings of catalogue items by encoded id."""
+        return self.encode_items(self.item_features[...][item_ids], item_ids)
+
+    def pooled_history(self, history_ids: jax.Array, history_mask: jax.Array,
+                       item_table: jax.Array | None = None) -> jax.Array:
+        """Masked mean of the item-tower embeddings of ``history_ids`` (``[..., L]``).
+
+        ``item_table`` (all item embeddings, e.g. precomputed once for serving) saves running
+        the item tower over the catalogue on every call.
+        """
+        if item_table is None:
+            item_table = self.item_embeddings(jnp.arange(self.num_items))
+        vectors = item_table[history_ids] * history_mask[..., None]
+        return jnp.sum(vectors, -2) / jnp.maximum(jnp.sum(history_mask, -1), 1.0)[..., None]
+
+    def encode_users(self, features: jax.Array, *, user_ids: jax.Array | None = None,
+                     history_ids: jax.Array | None = None,
+                     history_mask: jax.Array | None = None,
+                     item_table: jax.Array | None = None) -> jax.Array:
+        """User embeddings from standardised feature rows (plus history / ids when the model
+        uses them; an empty history pools to zeros; ``item_table`` as in ``pooled_history``)."""
+        parts = [features]
+        if self.user_id_dim:
+            if user_ids is None:
+                raise ValueError("this model has user id embeddings: pass user_ids")
+            parts.append(self.user_id_embedding[...][user_ids])
+        if self.use_history:
+            if history_ids is None:
+                history_ids = jnp.zeros(features.shape[:-1] + (1,), jnp.int32)
+                history_mask = jnp.zeros(features.shape[:-1] + (1,), jnp.float32)
+            parts.append(self.pooled_history(history_ids, history_mask, item_table))
+        return self.user_tower(jnp.concatenate(parts, -1) if len(parts) > 1 else parts[0])
+
+    def user_embeddings(self, user_ids: jax.Array,
+                        item_table: jax.Array | None = None) -> jax.Array:
+        """Embeddings of known users by encoded id (their stored training-time features)."""
+        history = ({"history_ids": self.history_ids[...][user_ids],
+                    "history_mask": self.history_mask[...][user_ids], "item_table": item_table}
+                   if self.use_history else {})
+        return self.encode_users(self.user_features[...][user_ids], user_ids=user_ids, **history)
+
+    def __call__(self, user_ids: jax.Array, item_ids: jax.Array) -> jax.Array:
+        """Cosine scores u·v of (user, item) pairs of equal shape."""
+        return jnp.sum(self.user_embeddings(user_ids) * self.item_embeddings(item_ids), -1)
+
+    def export_arrays(self, chunk_size: int = 8192) -> dict[str, np.ndarray]:
+        """``user_embeddings`` ``[num_users, dim]`` and ``item_embeddings`` ``[num_items, dim]``
+        as float32 NumPy (rows = encoded ids)."""
+        graphdef, state = nnx.split(self)
+        return {"user_embeddings": _embed_all(graphdef, state, "user", self.num_users,
+                                              chunk_size),
+                "item_embeddings": _embed_all(graphdef, state, "item", self.num_items,
+                                              chunk_size)}
+
+    def config(self) -> dict[str, Any]:
+        """Constructor settings (for ``save_two_tower``)."""
+        return {"hidden_dim": int(self.user_tower.hidden.out_features), "dim": self.dim,
+                "user_id_dim": self.user_id_dim, "item_id_dim": self.item_id_dim,
+                "history": self.use_history}
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def _embed_chunk(graphdef: nnx.GraphDef, state: nnx.State, side: str,
+                 ids: jax.Array) -> jax.Array:
+    model = nnx.merge(graphdef, state)
+    return model.user_embeddings(ids) if side == "user" else model.item_embeddings(ids)
+
+
+def _embed_all(graphdef: nnx.GraphDef, state: nnx.State, side: str, n: int,
+               chunk_size: int) -> np.ndarray:
+    chunk = max(1, min(chunk_size, n))
+    out = []
+    for start in range(0, n, chunk):
+        ids = np.arange(start, start + chunk, dtype=np.int32)
+        ids = np.minimum(ids, n - 1)  # Pads the last chunk (rows cut off below): one compile.
+        out.append(np.asarray(_embed_chunk(graphdef, state, side, ids)))
+    return np.concatenate(out)[:n].astype(np.float32)
+
+
+def build_two_tower(model_config: Mapping[str, Any], *, num_users: int, num_items: int,
+                    train: Mapping[str, np.ndarray], rngs: nnx.Rngs,
+                    features: Any = None) -> TwoTower:
+    """Registry builder.
+
+    Args:
+      model_config: ``hidden_dim``, ``dim``, ``temperature``, ``history`` (bool),
+        ``user_id_dim``, ``item_id_dim``.
+      num_users, num_items: id-space sizes (must match the feature rows).
+      train: training columns (unused: the features already summarise them).
+      rngs: initialiser streams.
+      features: a ``recsys_jax.data.features.TwoTowerFeatures``.
+    """
+    del train
+    if features is None:
+        raise ValueError("the two-tower model needs features=TwoTowerFeatures(...)")
+    if features.user.shape[0] != num_users or features.item.shape[0] != num_items:
+        raise ValueError(f"features cover {features.user.shape[0]} users × "
+                         f"{features.item.shape[0]} items, data {num_users} × {num_items}")
+    history = bool(model_config.get("history", False))
+    if history and features.history_ids.shape[1] == 0:
+        raise ValueError("model.history needs features built with history_len > 0")
+    return TwoTower(
+        features.user, features.item, rngs=rngs,
+        hidden_dim=int(model_config.get("hidden_dim", 256)),
+        dim=int(model_config.get("dim", 128)),
+        temperature=float(model_config.get("temperature", 0.07)),
+        history_ids=features.history_ids if history else None,
+        history_mask=features.history_mask if history else None,
+        user_id_dim=int(model_config.get("user_id_dim", 0)),
+        item_id_dim=int(model_config.get("item_id_dim", 0)))
+
+
+_PARAMS_FILE = "two_tower_params.npz"
+_CONFIG_FILE = "two_tower.json"
+
+
+def save_two_tower(model: TwoTower, directory: str | os.PathLike) -> None:
+    """Writes the trained parameters (``.npz``, no pickles) and settings for serving."""
+    directory = Path(directory)
+    flat = {"/".join(map(str, path)): np.asarray(value)
+            for path, value in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+    with fileio.atomic_path(directory / _PARAMS_FILE, suffix=".npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **flat)
+    fileio.atomic_write_json(directory / _CONFIG_FILE, model.config())
+
+
+def load_two_tower(directory: str | os.PathLike, features: Any) -> TwoTower:
+    """Rebuilds a model saved by ``save_two_tower`` over ``features`` (``TwoTowerFeatures``)."""
+    directory = Path(directory)
+    config = json.loads((directory / _CONFIG_FILE).read_text())
+    with np.load(directory / _PARAMS_FILE, allow_pickle=False) as z:
+        flat = {k: z[k] for k in z.files}
+    history = bool(config.get("history", False))
+    model = TwoTower(features.user, features.item, rngs=nnx.Rngs(0),
+                     hidden_dim=config["hidden_dim"], dim=config["dim"],
+                     history_ids=features.history_ids if history else None,
+                     history_mask=features.history_mask if history else None,
+                     user_id_dim=config["user_id_dim"], item_id_dim=config["item_id_dim"])
+    params = nnx.state(model, nnx.Param)
+    for path, variable in nnx.to_flat_state(params):
+        key = "/".join(map(str, path))
+        if key not in flat or flat[key].shape != variable.shape:
+            raise ValueError(f"{directory / _PARAMS_FILE}: parameter {key} missing or of "
+                             "another shape")
+        variable[...] = jnp.asarray(flat[key])
+    nnx.update(model, params)
+    return model

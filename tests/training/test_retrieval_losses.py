@@ -1,0 +1,126 @@
+"""The in-batch softmax equals a hand-computed NumPy cross-entropy."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from recsys_jax.models.two_tower import TwoTower
+from recsys_jax.training.retrieval_losses import (in_batch_softmax_loss, make_retrieval_loss,
+                                                  sampling_log_q)
+
+
+def _unit(x):
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _reference(u, v, ids, tau, *, log_q=None, remove_hits=False, weight=None, neg=None,
+               neg_ids=None):
+    """Row by row, with Python loops: -log softmax of the diagonal over allowed candidates."""
+    cands = v if neg is None else np.concatenate([v, neg])
+    cand_ids = ids if neg is None else np.concatenate([ids, neg_ids])
+    b = len(u)
+    weight = np.ones(b) if weight is None else weight
+    out = []
+    for i in range(b):
+        logits, positive = [], None
+        for j in range(len(cands)):
+            s = float(u[i] @ cands[j]) / tau - (0.0 if log_q is None else log_q[j])
+            if j == i:
+                positive = s
+                continue
+            if j < b and weight[j] == 0:
+                continue
+            elif remove_hits and cand_ids[j] == ids[i]:
+                continue
+            logits.append(s)
+        all_logits = np.array(logits + [positive])
+        m = all_logits.max()
+        out.append(m + np.log(np.exp(all_logits - m).sum()) - positive)
+    return np.array(out)
+
+
+@pytest.fixture
+def batch():
+    rng = np.random.default_rng(0)
+    u = _unit(rng.normal(size=(5, 4)))
+    v = _unit(rng.normal(size=(5, 4)))
+    ids = np.array([3, 7, 3, 1, 7])  # items 3 and 7 appear twice: accidental hits
+    v[2], v[4] = v[0], v[1]           # same item, same embedding
+    q = np.array([0.3, 0.1, 0.3, 0.05, 0.1])
+    return u.astype(np.float32), v.astype(np.float32), ids, np.log(q)
+
+
+@pytest.mark.parametrize("logq", [False, True])
+@pytest.mark.parametrize("remove_hits", [False, True])
+def test_matches_numpy_cross_entropy(batch, logq, remove_hits):
+    u, v, ids, log_q = batch
+    tau = 0.07
+    got = in_batch_softmax_loss(jnp.asarray(u), jnp.asarray(v), jnp.asarray(ids),
+                                jnp.ones(5), jnp.float32(tau),
+                                candidate_log_q=jnp.asarray(log_q) if logq else None,
+                                remove_accidental_hits=remove_hits)
+    want = _reference(u, v, ids, tau, log_q=log_q if logq else None, remove_hits=remove_hits)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+
+
+def test_plain_loss_is_softmax_cross_entropy_of_the_logit_matrix(batch):
+    u, v, ids, _ = batch
+    got = in_batch_softmax_loss(jnp.asarray(u), jnp.asarray(v), jnp.asarray(ids), jnp.ones(5),
+                                jnp.float32(0.5))
+    want = optax.softmax_cross_entropy_with_integer_labels(jnp.asarray(u @ v.T / 0.5),
+                                                           jnp.arange(5))
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5)
+
+
+def test_padding_rows_are_not_candidates(batch):
+    u, v, ids, _ = batch
+    weight = np.array([1, 1, 1, 0, 1], np.float32)
+    got = in_batch_softmax_loss(jnp.asarray(u), jnp.asarray(v), jnp.asarray(ids),
+                                jnp.asarray(weight), jnp.float32(0.1))
+    want = _reference(u, v, ids, 0.1, weight=weight)
+    np.testing.assert_allclose(np.asarray(got)[weight > 0], want[weight > 0], rtol=1e-5)
+
+
+def test_random_negatives_with_mixed_correction_and_hits(batch):
+    u, v, ids, log_q = batch
+    rng = np.random.default_rng(1)
+    neg = _unit(rng.normal(size=(3, 4))).astype(np.float32)
+    neg_ids = np.array([7, 9, 2])
+    cand_log_q = rng.normal(size=8)
+    got = in_batch_softmax_loss(jnp.asarray(u), jnp.asarray(v), jnp.asarray(ids), jnp.ones(5),
+                                jnp.float32(0.2), candidate_log_q=jnp.asarray(cand_log_q),
+                                remove_accidental_hits=True, negative_vectors=jnp.asarray(neg),
+                                negative_ids=jnp.asarray(neg_ids))
+    want = _reference(u, v, ids, 0.2, log_q=cand_log_q, remove_hits=True, neg=neg,
+                      neg_ids=neg_ids)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+
+
+def test_sampling_log_q_is_a_smoothed_distribution():
+    log_q = sampling_log_q(np.array([0, 0, 1]), 3)
+    np.testing.assert_allclose(np.exp(log_q), [3 / 6, 2 / 6, 1 / 6], rtol=1e-6)
+
+
+@pytest.mark.parametrize("options", [dict(), dict(num_random_negatives=4),
+                                     dict(remove_accidental_hits=False)])
+def test_loss_fn_trains_a_two_tower(options):
+    rng = np.random.default_rng(0)
+    model = TwoTower(rng.normal(size=(6, 3)).astype(np.float32),
+                     rng.normal(size=(5, 2)).astype(np.float32), rngs=nnx.Rngs(0),
+                     hidden_dim=8, dim=4)
+    loss_fn = make_retrieval_loss(num_items=5, item_log_q=sampling_log_q(np.arange(5), 5),
+                                  **options)
+    batch = {"user": jnp.arange(6) % 6, "item": jnp.array([0, 1, 2, 3, 4, 0]),
+             "weight": jnp.ones(6)}
+    optimizer = nnx.Optimizer(model, optax.adam(0.05), wrt=nnx.Param)
+    first = None
+    for step in range(8):
+        (loss, aux), grads = nnx.value_and_grad(loss_fn, has_aux=True)(
+            model, batch, jax.random.key(step))
+        optimizer.update(model, grads)
+        first = float(loss) if first is None else first
+    assert np.isfinite(float(loss)) and float(loss) < first
+    assert 1e-3 <= float(aux["temperature"]) <= 1.0

@@ -1,0 +1,43 @@
+"""experiments/train_two_tower.py end to end on configs/two_tower_tiny.py (no network)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recsys_jax.evaluation.runs import load_run
+from recsys_jax.fileio import load_npy
+from recsys_jax.retrieval import index as index_lib
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_train_two_tower_end_to_end(tmp_path):
+    workdir = tmp_path / "tt"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "experiments" / "train_two_tower.py"),
+         f"--config={REPO / 'configs' / 'two_tower_tiny.py'}", f"--workdir={workdir}",
+         "--config.loss.num_random_negatives=16", "--config.index.kind=hnsw"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "test HR@100" in proc.stdout and "p99" in proc.stdout
+    metrics = json.loads((workdir / "test_metrics.json").read_text())
+    for key in ("test_hr@10", "test_hr@100", "test_recall@100", "test_ndcg@100"):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert metrics["index"]["kind"].startswith("hnsw")
+    assert metrics["retrieve_latency_ms"]["p99_ms"] > 0
+    items = load_npy(workdir / "item_embeddings.npy")
+    np.testing.assert_allclose(np.linalg.norm(items, axis=1), 1.0, rtol=1e-5)
+    index = index_lib.load_index(workdir / "index.faiss", num_items=len(items), dim=8)
+    assert index.ntotal == len(items)
+    run = load_run(workdir / "run")
+    assert run.kind == "embeddings" and run.num_items == len(items)
+    assert [json.loads(l)["epoch"] for l in
+            (workdir / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    for name in ("features.npz", "test_features.npz", "two_tower_params.npz", "report.md",
+                 "learning_curve.png", "split/split.npz", "ids/item_ids.json"):
+        assert (workdir / name).is_file(), name
