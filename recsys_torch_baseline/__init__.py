@@ -1,0 +1,14 @@
+"""The PyTorch baseline of recsys_jax: the same models written the way a PyTorch user writes
+them, for the side-by-side benchmark (``experiments/benchmark_torch.py``) only.
+
+Kept apart from ``recsys_jax`` (which never imports torch); installed with the ``baseline``
+extra. Modules:
+  mf            ``TorchMF`` (nn.Embedding tables, biases, μ), weights to/from NumPy
+  mf_training   the ``DataLoader`` baseline and the tuned loop, early stopping, ``FitRecord``
+  jax_mf        recsys_jax's MF trained under the same protocol (the JAX side)
+  two_tower     ``TorchTwoTower`` (same towers, loads JAX weights) and the in-batch softmax
+                loss; its training loop and benchmark are not written yet
+  worker        one measurement in a fresh process with fixed thread settings
+  benchmark     orchestration, scoring with recsys_jax.evaluation, Markdown/JSON
+Importing the package loads neither framework.
+"""

@@ -1,0 +1,289 @@
+"""JAX against the PyTorch baseline and tuned variants: same data, recipe and evaluation code.
+
+``run_mf_benchmark`` loads and splits the data once (recsys_jax's loaders and splits), then
+trains every variant ``repetitions`` times, each run in a fresh worker process
+(``recsys_torch_baseline.worker``) with identical thread settings; the order of the variants
+rotates between repetitions so slow drifts of a shared machine hit all of them alike. Test
+predictions come back as NumPy and are scored here by ``recsys_jax.evaluation`` (clipped
+RMSE/MAE, user-level bootstrap CIs, paired tests against JAX).
+
+Definitions (seconds are wall clock):
+  steady epoch     median training time of epochs 2.. of a run (validation excluded);
+                   the table shows the median over repetitions
+  examples/s       training ratings per epoch / steady epoch
+  warm-up          explicit compile (JAX's ahead-of-time ``lower().compile()``) plus the
+                   extra time of epoch 1 over the steady epoch (``torch.compile`` compiles
+                   there, cold: inductor's on-disk cache is disabled in the workers; eager
+                   PyTorch warms its allocator there)
+  time to best     from the start of set-up (model, optimizer, data to device) to the end of
+                   the best validation epoch, compile included
+  peak RSS         the worker's peak resident set during training (``VmHWM`` after resetting
+                   it just before set-up; frameworks and data already loaded), and the whole
+                   process's peak (``getrusage`` ``ru_maxrss``, start-up included)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from recsys_torch_baseline.worker import thread_environment
+
+MF_VARIANTS = ("jax", "baseline", "tuned")
+LABELS = {"jax": "JAX (scanned epoch)", "baseline": "PyTorch baseline (DataLoader)",
+          "tuned": "PyTorch tuned"}
+
+
+def save_rating_data(data: Any, path: Path) -> None:
+    """Writes a ``RatingData`` as the ``.npz`` the workers read."""
+    arrays = {f"{part}_{col}": getattr(data, part)[col]
+              for part in ("train", "val", "test") for col in ("user", "item", "rating")}
+    np.savez(path, num_users=data.num_users, num_items=data.num_items,
+             rating_scale=np.asarray(data.rating_scale), **arrays)
+
+
+def run_worker(task: dict[str, Any], work_dir: Path, *, timeout_s: float | None = None
+               ) -> tuple[dict[str, Any], np.ndarray]:
+    """Runs one task in a fresh interpreter; returns its result and test predictions."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    task_path = work_dir / "task.json"
+    task_path.write_text(json.dumps(task))
+    env = {**os.environ, **thread_environment(int(task["threads"]))}
+    # Inductor caches compiled kernels on disk across processes; JAX keeps no persistent cache
+    # by default. Disabled, every repetition pays (and reports) a cold torch.compile.
+    env["TORCHINDUCTOR_FORCE_DISABLE_CACHES"] = "1"
+    # The repository root on the path, so the worker imports this checkout's packages.
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    proc = subprocess.run([sys.executable, "-m", "recsys_torch_baseline.worker",
+                           str(task_path), str(work_dir)], env=env, capture_output=True,
+                          text=True, timeout=timeout_s)
+    if proc.returncode != 0:
+        raise RuntimeError(f"worker for {task['variant']} (seed {task['seed']}) failed "
+                           f"with exit code {proc.returncode}:\n{proc.stderr[-4000:]}")
+    result = json.loads((work_dir / "result.json").read_text())
+    return result, np.load(work_dir / "test_predictions.npy")
+
+
+def _steady_epoch(history: Sequence[dict[str, float]]) -> float:
+    times = [h["epoch_time_s"] for h in history]
+    return statistics.median(times[1:] if len(times) > 1 else times)
+
+
+def summarize_runs(runs: Sequence[dict[str, Any]], num_train: int) -> dict[str, Any]:
+    """Medians over repetitions of one variant's speed and memory figures."""
+    steady = [_steady_epoch(r["history"]) for r in runs]
+    warmup = [r["compile_s"] + max(0.0, r["history"][0]["epoch_time_s"] - s)
+              for r, s in zip(runs, steady)]
+
+    def med(values):
+        values = [v for v in values if v is not None]
+        return statistics.median(values) if values else None
+
+    epoch = med(steady)
+    return {
+        "repetitions": len(runs),
+        "steady_epoch_s": epoch,
+        "steady_epoch_s_all": steady,
+        "examples_per_s": num_train / epoch,
+        "warmup_s": med(warmup),
+        "compile_s": med([r["compile_s"] for r in runs]),
+        "setup_s": med([r["setup_s"] for r in runs]),
+        "eval_s": med([statistics.median(h["eval_time_s"] for h in r["history"])
+                       for r in runs]),
+        "time_to_best_s": med([r["time_to_best_s"] for r in runs]),
+        "total_s": med([r["total_s"] for r in runs]),
+        "best_epochs": [r["best_epoch"] for r in runs],
+        "epochs_trained": [len(r["history"]) for r in runs],
+        "peak_rss_training_mib": med([r["peak_rss_training_mib"] for r in runs]),
+        "peak_rss_process_mib": med([r["peak_rss_process_mib"] for r in runs]),
+    }
+
+
+def score_mf(runs: dict[str, list[dict[str, Any]]], predictions: dict[str, list[np.ndarray]],
+             data: Any, *, bootstrap_resamples: int = 2000) -> dict[str, Any]:
+    """Test RMSE/MAE of every run with recsys_jax's rating metrics, and the comparison table
+    of the first repetition (CIs over users, Δ and paired tests against JAX)."""
+    from recsys_jax.evaluation.compare import (BootstrapSettings, ModelEvaluation,
+                                               rating_comparison_table, to_markdown)
+    from recsys_jax.evaluation.rating import rating_metrics
+    test = data.test
+    per_run = {v: [rating_metrics(test["user"], p, test["rating"], data.rating_scale)
+                   for p in preds] for v, preds in predictions.items()}
+    evaluations = [ModelEvaluation(v, metrics[0]) for v, metrics in per_run.items()]
+    table = rating_comparison_table(evaluations, "jax",
+                                    BootstrapSettings(n_resamples=bootstrap_resamples))
+    rmse_rows = table[table["metric"] == "rmse"].set_index("model")
+    quality = {}
+    for v, metrics in per_run.items():
+        rmses = [m.aggregates["rmse"] for m in metrics]
+        row = rmse_rows.loc[v]
+        quality[v] = {
+            "test_rmse": rmses, "test_mae": [m.aggregates["mae"] for m in metrics],
+            "test_rmse_mean": float(np.mean(rmses)),
+            "test_rmse_std": float(np.std(rmses, ddof=1)) if len(rmses) > 1 else 0.0,
+            "first_rep_rmse": rmses[0],
+            "first_rep_ci": [float(row["ci_low"]), float(row["ci_high"])],
+            "first_rep_delta_vs_jax": None if v == "jax" else float(row["delta"]),
+            "first_rep_delta_ci": None if v == "jax" else [float(row["delta_ci_low"]),
+                                                           float(row["delta_ci_high"])],
+            "first_rep_p_ttest": None if v == "jax" else float(row["p_ttest"]),
+            "best_val_rmse": [r["best_val_rmse"] for r in runs[v]],
+        }
+    return {"quality": quality,
+            "comparison_markdown": to_markdown(table, "Test rating error, first repetition "
+                                                      "(seed 0), Δ against JAX")}
+
+
+def run_mf_benchmark(config: Any, *, variants: Sequence[str] = MF_VARIANTS,
+                     repetitions: int = 3, max_epochs: int | None = None,
+                     threads: int | None = None, torch_compile: bool = True,
+                     bootstrap_resamples: int = 2000, work_dir: str | None = None,
+                     log=print) -> dict[str, Any]:
+    """Trains each MF variant ``repetitions`` times (seeds ``training.seed + r``) and
+    returns quality, speed and environment figures (see the module docstring).
+
+    Args:
+      config: the MF experiment config (``configs/mf_ml100k.py``).
+      variants: subset of ``MF_VARIANTS``.
+      repetitions: runs per variant.
+      max_epochs: replaces ``training.epochs`` (early stopping still applies).
+      threads: CPU threads for every framework (default: the CPUs this process may use).
+      torch_compile: ``torch.compile`` the model in the tuned variant.
+      bootstrap_resamples: bootstrap resamples of the CIs.
+      work_dir: where worker files go (default: a temporary directory).
+    """
+    from recsys_jax.training.rating_data import load_rating_data
+    from recsys_torch_baseline.mf_training import MFRecipe
+
+    unknown = set(variants) - set(MF_VARIANTS)
+    if unknown or "jax" not in variants:
+        raise ValueError(f"variants must include 'jax' and come from {MF_VARIANTS}, "
+                         f"got {list(variants)}")
+    threads = threads or len(os.sched_getaffinity(0))
+    prepared = load_rating_data(config)
+    data = prepared.data
+    num_train = len(data.train["rating"])
+    recipe = MFRecipe.from_config(config, **({"max_epochs": max_epochs} if max_epochs else {}))
+    runs: dict[str, list] = {v: [] for v in variants}
+    predictions: dict[str, list] = {v: [] for v in variants}
+    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+        tmp = Path(tmp)
+        save_rating_data(data, tmp / "data.npz")
+        for rep in range(repetitions):
+            order = list(variants[rep % len(variants):]) + list(variants[:rep % len(variants)])
+            for variant in order:
+                seed = int(config.training.seed) + rep
+                task = {"model": "mf", "variant": variant, "seed": seed, "threads": threads,
+                        "data": str(tmp / "data.npz"), "config": config.to_dict(),
+                        "recipe": vars(recipe), "compile": torch_compile,
+                        "max_epochs": recipe.max_epochs}
+                t0 = time.perf_counter()
+                result, preds = run_worker(task, tmp / f"{variant}_{rep}")
+                runs[variant].append(result)
+                predictions[variant].append(preds)
+                log(f"rep {rep + 1}/{repetitions} {variant:>8}: {len(result['history'])} "
+                    f"epochs, steady epoch {_steady_epoch(result['history']):.3f}s, best val "
+                    f"RMSE {result['best_val_rmse']:.4f} (epoch {result['best_epoch']}), "
+                    f"worker {time.perf_counter() - t0:.1f}s")
+    speed = {v: summarize_runs(runs[v], num_train) for v in variants}
+    scored = score_mf(runs, predictions, data, bootstrap_resamples=bootstrap_resamples)
+    return {
+        "benchmark": "mf", "dataset": prepared.dataset, "split": prepared.split_protocol,
+        "split_fingerprint": prepared.split_fingerprint,
+        "num_train": num_train, "num_val": len(data.val["rating"]),
+        "num_test": len(data.test["rating"]), "recipe": vars(recipe),
+        "torch_compile": torch_compile, "repetitions": repetitions,
+        "environment": environment(threads, runs),
+        "speed": speed, **scored,
+        "runs": {v: [{k: r[k] for k in r if k != "environment"} for r in rs]
+                 for v, rs in runs.items()},
+    }
+
+
+def environment(threads: int, runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Machine, versions and the thread settings every worker ran with."""
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    workers = {v: rs[0]["environment"] for v, rs in runs.items() if rs}
+    return {"cpu": cpu, "cpu_count": os.cpu_count(), "threads": threads,
+            "python": platform.python_version(), "platform": platform.platform(),
+            "workers": workers}
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return "—" if not a or not b else f"{a / b:.2f}×"
+
+
+def format_mf_markdown(result: dict[str, Any]) -> str:
+    """The benchmark as Markdown: setup line, speed table, quality table and comparison."""
+    # Fixed row order (JSON written with sorted keys loses the run order).
+    speed = {v: result["speed"][v] for v in MF_VARIANTS if v in result["speed"]}
+    quality = {v: result["quality"][v] for v in MF_VARIANTS if v in result["quality"]}
+    env = result["environment"]
+    r = result["recipe"]
+    jax_speed = speed["jax"]
+    lines = [
+        f"## MF: JAX vs PyTorch on {result['dataset']} ({result['split']} split)",
+        "",
+        f"{result['num_train']:,} training ratings, dim {r['dim']}, batch {r['batch_size']}, "
+        f"Adam lr {r['lr']:g} weight decay {r['weight_decay']:g}, up to {r['max_epochs']} "
+        f"epochs, patience {r['patience']}; {result['repetitions']} repetitions per variant "
+        f"(seeds {r['seed']}..{r['seed'] + result['repetitions'] - 1}), medians shown. "
+        f"CPU: {env['cpu']}, {env['threads']} threads for every framework "
+        f"(affinity, `OMP_NUM_THREADS`/`torch.set_num_threads`, XLA "
+        f"`intra_op_parallelism_threads`). torch.compile in tuned: "
+        f"{'yes' if result['torch_compile'] else 'no'}.",
+        "",
+        "| variant | steady epoch (s) | train examples/s | JAX speed-up | warm-up/compile (s) "
+        "| time to best val (s) | JAX speed-up | best epochs | peak RSS training / process "
+        "(MiB) |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    for v, s in speed.items():
+        lines.append(
+            f"| {LABELS[v]} | {s['steady_epoch_s']:.3f} | {s['examples_per_s']:,.0f} | "
+            f"{'—' if v == 'jax' else _ratio(jax_speed['examples_per_s'], s['examples_per_s'])}"
+            f" | {s['warmup_s']:.2f} | {s['time_to_best_s']:.2f} | "
+            f"{'—' if v == 'jax' else _ratio(s['time_to_best_s'], jax_speed['time_to_best_s'])}"
+            f" | {', '.join(map(str, s['best_epochs']))} | "
+            f"{_fmt_mib(s['peak_rss_training_mib'])} / {_fmt_mib(s['peak_rss_process_mib'])} |")
+    lines += ["", "JAX relative to each PyTorch variant (> 1: JAX better): " + "; ".join(
+        f"{LABELS[v]}: examples/s {_ratio(jax_speed['examples_per_s'], s['examples_per_s'])}"
+        f", warm-up {_ratio(s['warmup_s'], jax_speed['warmup_s'])}"
+        f", time to best {_ratio(s['time_to_best_s'], jax_speed['time_to_best_s'])}"
+        f", peak RSS in training "
+        f"{_ratio(s['peak_rss_training_mib'], jax_speed['peak_rss_training_mib'])}"
+        for v, s in speed.items() if v != "jax") + "."]
+    lines += ["", "| variant | test RMSE, mean ± std over reps | test RMSE seed "
+              f"{r['seed']} [95% CI] | Δ vs JAX [95% CI] | p (paired t) |",
+              "|---|---:|---:|---:|---:|"]
+    for v, q in quality.items():
+        delta = ("—" if q["first_rep_delta_vs_jax"] is None else
+                 f"{q['first_rep_delta_vs_jax']:+.4f} [{q['first_rep_delta_ci'][0]:+.4f}, "
+                 f"{q['first_rep_delta_ci'][1]:+.4f}]")
+        p = "—" if q["first_rep_p_ttest"] is None else f"{q['first_rep_p_ttest']:.3f}"
+        lines.append(f"| {LABELS[v]} | {q['test_rmse_mean']:.4f} ± {q['test_rmse_std']:.4f} | "
+                     f"{q['first_rep_rmse']:.4f} [{q['first_rep_ci'][0]:.4f}, "
+                     f"{q['first_rep_ci'][1]:.4f}] | {delta} | {p} |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt_mib(x: float | None) -> str:
+    return "—" if x is None else f"{x:,.0f}"

@@ -1,0 +1,139 @@
+"""One benchmark measurement in a fresh interpreter: ``python -m recsys_torch_baseline.worker``.
+
+Each (framework variant, repetition) trains in its own process so that (a) peak memory is the
+variant's own, (b) one framework's thread pools (PyTorch's OpenMP workers, XLA's Eigen pool)
+never compete with the other's, and (c) thread settings are applied before either framework
+starts. This module imports neither framework at the top: the thread settings must come first.
+
+Usage: ``python -m recsys_torch_baseline.worker TASK.json OUT_DIR``; the task names the model,
+variant, seed, thread count and the ``.npz`` holding the data. Writes ``OUT_DIR/result.json``
+and ``OUT_DIR/test_predictions.npy``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def thread_environment(threads: int) -> dict[str, str]:
+    """Environment variables that cap both frameworks' intra-op threads at ``threads``.
+
+    PyTorch (OpenMP, MKL) reads ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` at start-up (and the
+    worker also calls ``torch.set_num_threads``); XLA's CPU client sizes its intra-op Eigen
+    pool from ``intra_op_parallelism_threads`` in ``XLA_FLAGS``. CPU affinity, set by the
+    worker itself, is the hard limit for both.
+    """
+    xla = os.environ.get("XLA_FLAGS", "")
+    xla = " ".join(f for f in xla.split() if "intra_op_parallelism_threads" not in f
+                   and "xla_cpu_multi_thread_eigen" not in f)
+    # XLA takes this one without the leading dashes (with them it aborts: "Unknown flag").
+    xla = f"{xla} --xla_cpu_multi_thread_eigen=true intra_op_parallelism_threads={threads}"
+    return {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+            "XLA_FLAGS": xla.strip()}
+
+
+def _status_kib(field: str) -> int | None:
+    """A ``/proc/self/status`` memory field (``VmRSS``, ``VmHWM``) in KiB, if readable."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Resets the kernel's peak-RSS mark (``VmHWM``) so later peaks exclude start-up."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def set_threads(threads: int) -> dict[str, Any]:
+    """Pins this process to ``threads`` CPUs and caps the frameworks' pools (before import)."""
+    os.environ.update(thread_environment(threads))
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if cpus and threads < len(cpus):
+        os.sched_setaffinity(0, cpus[:threads])
+    affinity = sorted(os.sched_getaffinity(0)) if cpus else None
+    return {"threads": threads, "cpu_affinity": affinity,
+            **{k: os.environ[k] for k in thread_environment(threads)}}
+
+
+def _load_data(path: str) -> dict[str, Any]:
+    import numpy as np
+    with np.load(path) as z:
+        data = {part: {col: z[f"{part}_{col}"] for col in ("user", "item", "rating")}
+                for part in ("train", "val", "test")}
+        data["num_users"] = int(z["num_users"])
+        data["num_items"] = int(z["num_items"])
+        data["rating_scale"] = tuple(float(x) for x in z["rating_scale"])
+    return data
+
+
+def run_task(task: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    """Runs one measurement; returns the JSON-ready result (predictions saved apart)."""
+    threads = set_threads(int(task["threads"]))
+    import numpy as np
+    data = _load_data(task["data"])
+    variant, seed = task["variant"], int(task["seed"])
+    if variant == "jax":
+        import jax
+        import ml_collections
+        from recsys_torch_baseline.jax_mf import fit_jax_mf
+        config = ml_collections.ConfigDict(task["config"])
+        jax.devices()  # Start the backend before the clock, as importing torch starts its pools.
+        threads["framework"] = {"jax": jax.__version__, "backend": jax.default_backend(),
+                                "device": jax.devices()[0].device_kind}
+        rss_before = _status_kib("VmRSS")
+        reset = _reset_peak_rss()
+        record = fit_jax_mf(config, data, seed=seed, max_epochs=task.get("max_epochs"))
+    else:
+        import torch
+        from recsys_torch_baseline.mf_training import MFRecipe, fit_torch_mf
+        torch.set_num_threads(int(task["threads"]))
+        threads["framework"] = {"torch": torch.__version__,
+                                "torch_num_threads": torch.get_num_threads(),
+                                "torch_num_interop_threads": torch.get_num_interop_threads(),
+                                "device": "cpu"}
+        recipe = MFRecipe(**{**task["recipe"], "seed": seed})
+        rss_before = _status_kib("VmRSS")
+        reset = _reset_peak_rss()
+        record = fit_torch_mf(variant, recipe, data, compile_model=bool(task.get("compile")))
+    peak_training = _status_kib("VmHWM") if reset else None
+    np.save(out_dir / "test_predictions.npy", record.test_predictions)
+    result = {k: v for k, v in vars(record).items() if k != "test_predictions"}
+    result.update(
+        seed=seed, environment=threads,
+        rss_before_training_mib=None if rss_before is None else rss_before / 1024,
+        peak_rss_training_mib=None if peak_training is None else peak_training / 1024,
+        # ru_maxrss is in KiB on Linux: the peak of the whole process, start-up included.
+        peak_rss_process_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return result
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 3:
+        print(__doc__, file=sys.stderr)
+        return 2
+    task = json.loads(Path(argv[1]).read_text())
+    out_dir = Path(argv[2])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    result = run_task(task, out_dir)
+    result["worker_wall_s"] = time.perf_counter() - t0
+    (out_dir / "result.json").write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

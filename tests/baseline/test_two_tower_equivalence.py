@@ -1,0 +1,74 @@
+"""The PyTorch two-tower gives the JAX two-tower's embeddings and loss from the same weights."""
+
+import numpy as np
+import pytest
+
+import torch
+
+import jax.numpy as jnp  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from recsys_jax.models.two_tower import TwoTower  # noqa: E402
+from recsys_jax.training.retrieval_losses import in_batch_softmax_loss  # noqa: E402
+from recsys_torch_baseline.two_tower import TorchTwoTower  # noqa: E402
+from recsys_torch_baseline.two_tower import in_batch_softmax_loss as torch_loss  # noqa: E402
+
+USERS, ITEMS = 11, 17
+
+
+def _models(history: bool, ids: bool):
+    rng = np.random.default_rng(0)
+    user_features = rng.normal(size=(USERS, 5)).astype(np.float32)
+    item_features = rng.normal(size=(ITEMS, 7)).astype(np.float32)
+    extra = {}
+    if history:
+        extra["history_ids"] = rng.integers(0, ITEMS, (USERS, 4))
+        extra["history_mask"] = (rng.random((USERS, 4)) < 0.7).astype(np.float32)
+    if ids:
+        extra.update(user_id_dim=3, item_id_dim=2)
+    jax_model = TwoTower(user_features, item_features, rngs=nnx.Rngs(1), hidden_dim=16, dim=8,
+                         temperature=0.1, **extra)
+    # Non-trivial LayerNorm parameters, so a transposed or swapped copy would show.
+    for t in (jax_model.user_tower, jax_model.item_tower):
+        t.norm.scale[...] = jnp.asarray(rng.normal(1.0, 0.3, 8), jnp.float32)
+        t.norm.bias[...] = jnp.asarray(rng.normal(0.0, 0.3, 8), jnp.float32)
+    flat = {"/".join(map(str, path)): np.asarray(value)
+            for path, value in nnx.to_flat_state(nnx.state(jax_model, nnx.Param))}
+    torch_model = TorchTwoTower(user_features, item_features, hidden_dim=16, dim=8,
+                                temperature=0.5, **extra)
+    torch_model.load_jax_params(flat)
+    return jax_model, torch_model
+
+
+@pytest.mark.parametrize("history,ids", [(False, False), (True, True)])
+def test_same_weights_give_same_embeddings(history, ids):
+    jax_model, torch_model = _models(history, ids)
+    expected = jax_model.export_arrays()
+    got = torch_model.export_arrays()
+    for name in ("user_embeddings", "item_embeddings"):
+        np.testing.assert_allclose(got[name], expected[name], rtol=1e-5, atol=1e-5, err_msg=name)
+    assert float(torch_model.temperature.detach()) == pytest.approx(
+        float(jax_model.temperature), rel=1e-6)
+
+
+def test_load_rejects_missing_parameters():
+    jax_model, torch_model = _models(False, False)
+    with pytest.raises(ValueError, match="missing JAX parameter"):
+        torch_model.load_jax_params({})
+
+
+@pytest.mark.parametrize("log_q", [False, True])
+def test_in_batch_softmax_matches_the_jax_loss(log_q):
+    rng = np.random.default_rng(2)
+    u = rng.normal(size=(6, 4)).astype(np.float32)
+    v = rng.normal(size=(6, 4)).astype(np.float32)
+    ids = np.array([0, 3, 3, 5, 1, 0])  # two accidental hits
+    offsets = rng.normal(size=6).astype(np.float32) if log_q else None
+    expected = in_batch_softmax_loss(
+        jnp.asarray(u), jnp.asarray(v), jnp.asarray(ids), jnp.ones(6), jnp.asarray(0.2),
+        candidate_log_q=None if offsets is None else jnp.asarray(offsets),
+        remove_accidental_hits=True).mean()
+    got = torch_loss(torch.from_numpy(u), torch.from_numpy(v), torch.from_numpy(ids),
+                     torch.tensor(0.2),
+                     candidate_log_q=None if offsets is None else torch.from_numpy(offsets))
+    assert float(got) == pytest.approx(float(expected), rel=1e-5)
