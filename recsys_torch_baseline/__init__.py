@@ -7,7 +7,10 @@ extra. Modules:
   mf_training   the ``DataLoader`` baseline and the tuned loop, early stopping, ``FitRecord``
   jax_mf        recsys_jax's MF trained under the same protocol (the JAX side)
   two_tower     ``TorchTwoTower`` (same towers, loads JAX weights) and the in-batch softmax
-                loss; its training loop and benchmark are not written yet
+                loss
+  two_tower_training  the ``DataLoader`` baseline and the tuned loop, fixed epochs, export
+  jax_two_tower       recsys_jax's two-tower trained for the same fixed epochs (the JAX side)
+  two_tower_benchmark orchestration and scoring of the two-tower runs (HR@100 / NDCG@100)
   worker        one measurement in a fresh process with fixed thread settings
   benchmark     orchestration, scoring with recsys_jax.evaluation, Markdown/JSON
 Importing the package loads neither framework.

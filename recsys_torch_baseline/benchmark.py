@@ -55,6 +55,14 @@ def save_rating_data(data: Any, path: Path) -> None:
 def run_worker(task: dict[str, Any], work_dir: Path, *, timeout_s: float | None = None
                ) -> tuple[dict[str, Any], np.ndarray]:
     """Runs one task in a fresh interpreter; returns its result and test predictions."""
+    result = run_worker_process(task, work_dir, timeout_s=timeout_s)
+    return result, np.load(work_dir / "test_predictions.npy")
+
+
+def run_worker_process(task: dict[str, Any], work_dir: Path, *,
+                       timeout_s: float | None = None) -> dict[str, Any]:
+    """Runs one task in a fresh interpreter; returns its ``result.json`` (arrays it saved
+    stay in ``work_dir``)."""
     work_dir.mkdir(parents=True, exist_ok=True)
     task_path = work_dir / "task.json"
     task_path.write_text(json.dumps(task))
@@ -71,8 +79,7 @@ def run_worker(task: dict[str, Any], work_dir: Path, *, timeout_s: float | None 
     if proc.returncode != 0:
         raise RuntimeError(f"worker for {task['variant']} (seed {task['seed']}) failed "
                            f"with exit code {proc.returncode}:\n{proc.stderr[-4000:]}")
-    result = json.loads((work_dir / "result.json").read_text())
-    return result, np.load(work_dir / "test_predictions.npy")
+    return json.loads((work_dir / "result.json").read_text())
 
 
 def _steady_epoch(history: Sequence[dict[str, float]]) -> float:

@@ -8,7 +8,7 @@ the mean-pooled item-tower embeddings of each user's recent history. ``load_jax_
 a trained JAX model's parameters in (``nnx.Linear`` keeps kernels as ``[in, out]``, PyTorch as
 ``[out, in]``), so both produce the same embeddings.
 
-Not done yet: the training loop and benchmark of this model (see the package docstring).
+Training loops: ``two_tower_training``; benchmark: ``two_tower_benchmark``.
 """
 
 from __future__ import annotations

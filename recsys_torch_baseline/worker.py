@@ -7,7 +7,8 @@ starts. This module imports neither framework at the top: the thread settings mu
 
 Usage: ``python -m recsys_torch_baseline.worker TASK.json OUT_DIR``; the task names the model,
 variant, seed, thread count and the ``.npz`` holding the data. Writes ``OUT_DIR/result.json``
-and ``OUT_DIR/test_predictions.npy``.
+and ``OUT_DIR/test_predictions.npy`` (MF) or ``user_embeddings.npy`` / ``item_embeddings.npy``
+(two-tower).
 """
 
 from __future__ import annotations
@@ -80,8 +81,82 @@ def _load_data(path: str) -> dict[str, Any]:
     return data
 
 
+def _load_two_tower_arrays(task: dict[str, Any]) -> dict[str, Any]:
+    """The two-tower inputs the parent saved, as plain NumPy (no recsys_jax, no JAX)."""
+    import numpy as np
+    out = {}
+    for prefix, path in (("", task["features"]), ("test_", task["test_features"])):
+        with np.load(path) as z:
+            out[f"{prefix}user_features"] = z["user"]
+            out[f"{prefix}history_ids"] = z["history_ids"]
+            out[f"{prefix}history_mask"] = z["history_mask"]
+            if not prefix:
+                out["item_features"] = z["item"]
+    with np.load(task["positives"]) as z:
+        out.update(pos_user=z["user"], pos_item=z["item"], log_q=z["log_q"])
+    return out
+
+
+def _framework_info(variant: str, threads: int) -> dict[str, Any]:
+    """Versions and thread pools of the framework this worker runs (imports it)."""
+    if variant == "jax":
+        import jax
+        jax.devices()  # Start the backend before the clock, as importing torch starts its pools.
+        return {"jax": jax.__version__, "backend": jax.default_backend(),
+                "device": jax.devices()[0].device_kind}
+    import torch
+    torch.set_num_threads(threads)
+    return {"torch": torch.__version__, "torch_num_threads": torch.get_num_threads(),
+            "torch_num_interop_threads": torch.get_num_interop_threads(), "device": "cpu"}
+
+
+def run_two_tower_task(task: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    """One two-tower run: fixed epochs, then the exported embeddings saved as ``.npy``."""
+    threads = set_threads(int(task["threads"]))
+    import numpy as np
+    variant, seed, epochs = task["variant"], int(task["seed"]), int(task["epochs"])
+    threads["framework"] = _framework_info(variant, int(task["threads"]))
+    if variant == "jax":
+        import ml_collections
+        from recsys_jax.data.features import TwoTowerFeatures
+        from recsys_torch_baseline.jax_two_tower import fit_jax_two_tower
+        config = ml_collections.ConfigDict(task["config"])
+        features = TwoTowerFeatures.load(task["features"])
+        test_features = TwoTowerFeatures.load(task["test_features"])
+        with np.load(task["positives"]) as z:
+            positives = {"user": z["user"], "item": z["item"]}
+        rss_before = _status_kib("VmRSS")
+        reset = _reset_peak_rss()
+        record = fit_jax_two_tower(config, features, test_features, positives, seed=seed,
+                                   epochs=epochs)
+    else:
+        from recsys_torch_baseline.two_tower_training import (TwoTowerRecipe,
+                                                              fit_torch_two_tower)
+        arrays = _load_two_tower_arrays(task)
+        with np.load(task["init_params"]) as z:
+            init = {k: z[k] for k in z.files}
+        recipe = TwoTowerRecipe(**{**task["recipe"], "seed": seed, "epochs": epochs})
+        rss_before = _status_kib("VmRSS")
+        reset = _reset_peak_rss()
+        record = fit_torch_two_tower(variant, recipe, arrays, init_params=init,
+                                     compile_model=bool(task.get("compile")))
+    peak_training = _status_kib("VmHWM") if reset else None
+    np.save(out_dir / "user_embeddings.npy", record.user_embeddings)
+    np.save(out_dir / "item_embeddings.npy", record.item_embeddings)
+    result = {k: v for k, v in vars(record).items()
+              if k not in ("user_embeddings", "item_embeddings")}
+    result.update(
+        seed=seed, environment=threads,
+        rss_before_training_mib=None if rss_before is None else rss_before / 1024,
+        peak_rss_training_mib=None if peak_training is None else peak_training / 1024,
+        peak_rss_process_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return result
+
+
 def run_task(task: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     """Runs one measurement; returns the JSON-ready result (predictions saved apart)."""
+    if task.get("model") == "two_tower":
+        return run_two_tower_task(task, out_dir)
     threads = set_threads(int(task["threads"]))
     import numpy as np
     data = _load_data(task["data"])

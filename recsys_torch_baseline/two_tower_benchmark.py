@@ -1,0 +1,221 @@
+"""The two-tower half of the side-by-side benchmark: JAX against both PyTorch variants.
+
+``run_two_tower_benchmark`` prepares the data once with recsys_jax's own path
+(``retrieval_experiment.prepare_retrieval_data``: load, encode, split, features from the
+training part, test users' inputs from train + val, positives), saves the features, the
+positives with their log q and the JAX model's initial parameters, then trains every variant
+``repetitions`` times, each run in a fresh worker process (``recsys_torch_baseline.worker``)
+with identical thread settings and the variant order rotating between repetitions (as the MF
+benchmark). Every run trains for the same fixed number of epochs (no early stopping: the speed
+comparison needs equal work) and exports its user/item embeddings as NumPy, which are scored
+here by the evaluation suite exactly as ``retrieval_experiment`` scores its test part
+(``evaluate_ranking`` over ``Embeddings`` on ``RetrievalData.target("test")``, full ranking,
+train + val items excluded), with user-level bootstrap CIs and paired tests against JAX from
+``recsys_jax.evaluation.significance``.
+
+Definitions as in ``recsys_torch_baseline.benchmark`` (steady epoch: median of epochs 2..;
+warm-up: explicit compile plus epoch 1's excess over the steady epoch; examples/s: training
+positives per steady epoch). "Total" is set-up + compile + all epochs, export excluded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from recsys_torch_baseline.benchmark import _fmt_mib, _ratio, environment, run_worker_process
+
+VARIANTS = ("jax", "baseline", "tuned")
+LABELS = {"jax": "JAX (scanned epoch)", "baseline": "PyTorch baseline (DataLoader)",
+          "tuned": "PyTorch tuned"}
+METRICS = ("hr@100", "ndcg@100")
+
+
+def _steady_epoch(history: Sequence[dict[str, float]]) -> float:
+    times = [h["epoch_time_s"] for h in history]
+    return statistics.median(times[1:] if len(times) > 1 else times)
+
+
+def summarize_runs(runs: Sequence[dict[str, Any]], num_train: int) -> dict[str, Any]:
+    """Medians over repetitions of one variant's speed and memory figures."""
+    steady = [_steady_epoch(r["history"]) for r in runs]
+    warmup = [r["compile_s"] + max(0.0, r["history"][0]["epoch_time_s"] - s)
+              for r, s in zip(runs, steady)]
+
+    def med(values):
+        values = [v for v in values if v is not None]
+        return statistics.median(values) if values else None
+
+    epoch = med(steady)
+    return {
+        "repetitions": len(runs), "steady_epoch_s": epoch, "steady_epoch_s_all": steady,
+        "examples_per_s": num_train / epoch, "warmup_s": med(warmup),
+        "compile_s": med([r["compile_s"] for r in runs]),
+        "setup_s": med([r["setup_s"] for r in runs]),
+        "total_s": med([r["total_s"] for r in runs]),
+        "export_s": med([r["export_s"] for r in runs]),
+        "epochs_trained": [len(r["history"]) for r in runs],
+        "final_train_loss": [r["history"][-1]["train_loss"] for r in runs],
+        "temperature": [r["temperature"] for r in runs],
+        "peak_rss_training_mib": med([r["peak_rss_training_mib"] for r in runs]),
+        "peak_rss_process_mib": med([r["peak_rss_process_mib"] for r in runs]),
+    }
+
+
+def score_two_tower(embeddings: dict[str, list[tuple[np.ndarray, np.ndarray]]], target: Any,
+                    *, bootstrap_resamples: int = 2000) -> dict[str, Any]:
+    """HR@100 / NDCG@100 of every run with the evaluation suite; for each variant's first
+    repetition a user-level bootstrap CI, and Δ against JAX's first repetition with its CI
+    and paired t-test p-value."""
+    from recsys_jax.evaluation.evaluate import evaluate_ranking
+    from recsys_jax.evaluation.significance import compare_paired, mean_ci
+    from recsys_jax.evaluation.sources import Embeddings
+
+    per_run = {v: [evaluate_ranking(Embeddings(u, i), target, (100,), metrics=("hr", "ndcg"))
+                   for u, i in runs] for v, runs in embeddings.items()}
+    quality: dict[str, Any] = {}
+    for v, results in per_run.items():
+        quality[v] = {}
+        for metric in METRICS:
+            means = [r.mean(metric) for r in results]
+            first = results[0].values[metric]
+            q = {"values": means, "mean": float(np.mean(means)),
+                 "std": float(np.std(means, ddof=1)) if len(means) > 1 else 0.0,
+                 "first_rep": means[0],
+                 "first_rep_ci": list(mean_ci(first, n_resamples=bootstrap_resamples)),
+                 "delta_vs_jax": None, "delta_ci": None, "p_ttest": None}
+            if v != "jax" and "jax" in per_run:
+                c = compare_paired(first, per_run["jax"][0].values[metric],
+                                   n_resamples=bootstrap_resamples)
+                q.update(delta_vs_jax=c.delta, delta_ci=list(c.delta_ci), p_ttest=c.t_pvalue)
+            quality[v][metric] = q
+    return {"quality": quality, "num_test_users": int(len(per_run["jax"][0].users))}
+
+
+def run_two_tower_benchmark(config: Any, *, variants: Sequence[str] = VARIANTS,
+                            repetitions: int = 3, epochs: int | None = None,
+                            threads: int | None = None, torch_compile: bool = False,
+                            bootstrap_resamples: int = 2000, work_dir: str | None = None,
+                            log=print) -> dict[str, Any]:
+    """Trains each two-tower variant ``repetitions`` times (seeds ``training.seed + r``) for
+    the same fixed number of epochs; returns quality, speed and environment figures.
+
+    Args:
+      config: the two-tower experiment config (``configs/two_tower_ml100k.py``).
+      variants: subset of ``VARIANTS``, with ``jax``.
+      repetitions: runs per variant.
+      epochs: epochs per run (default: ``training.epochs``); no early stopping.
+      threads: CPU threads for every framework (default: the CPUs this process may use).
+      torch_compile: ``torch.compile`` the loss in the tuned variant.
+      bootstrap_resamples: bootstrap resamples of the CIs.
+      work_dir: where worker files go (default: a temporary directory).
+    """
+    from recsys_jax.training.retrieval_experiment import prepare_retrieval_data
+    from recsys_jax.training.retrieval_losses import sampling_log_q
+    from recsys_torch_baseline.jax_two_tower import initial_params
+    from recsys_torch_baseline.two_tower_training import TwoTowerRecipe
+
+    unknown = set(variants) - set(VARIANTS)
+    if unknown or "jax" not in variants:
+        raise ValueError(f"variants must include 'jax' and come from {VARIANTS}, "
+                         f"got {list(variants)}")
+    threads = threads or len(os.sched_getaffinity(0))
+    epochs = int(epochs or config.training.epochs)
+    # Checked before any training, so an unsupported recipe fails fast.
+    recipe = TwoTowerRecipe.from_config(config, epochs=epochs)
+    data = prepare_retrieval_data(config)
+    positives = data.positives
+    num_train = len(positives["user"])
+    runs: dict[str, list] = {v: [] for v in variants}
+    embeddings: dict[str, list] = {v: [] for v in variants}
+    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+        tmp = Path(tmp)
+        data.features.save(tmp / "features.npz")
+        data.test_features.save(tmp / "test_features.npz")
+        np.savez(tmp / "positives.npz", user=positives["user"], item=positives["item"],
+                 log_q=sampling_log_q(positives["item"], data.num_items))
+        for rep in range(repetitions):
+            seed = int(config.training.seed) + rep
+            init_path = tmp / f"init_{seed}.npz"
+            np.savez(init_path, **initial_params(config, data.features, seed))
+            order = list(variants[rep % len(variants):]) + list(variants[:rep % len(variants)])
+            for variant in order:
+                task = {"model": "two_tower", "variant": variant, "seed": seed,
+                        "threads": threads, "epochs": epochs, "config": config.to_dict(),
+                        "recipe": dataclasses.asdict(recipe), "compile": torch_compile,
+                        "features": str(tmp / "features.npz"),
+                        "test_features": str(tmp / "test_features.npz"),
+                        "positives": str(tmp / "positives.npz"), "init_params": str(init_path)}
+                out = tmp / f"{variant}_{rep}"
+                t0 = time.perf_counter()
+                result = run_worker_process(task, out)
+                runs[variant].append(result)
+                embeddings[variant].append((np.load(out / "user_embeddings.npy"),
+                                            np.load(out / "item_embeddings.npy")))
+                log(f"rep {rep + 1}/{repetitions} {variant:>8}: {epochs} epochs, steady epoch "
+                    f"{_steady_epoch(result['history']):.3f}s, final loss "
+                    f"{result['history'][-1]['train_loss']:.4f}, worker "
+                    f"{time.perf_counter() - t0:.1f}s")
+    speed = {v: summarize_runs(runs[v], num_train) for v in variants}
+    scored = score_two_tower(embeddings, data.target("test"),
+                             bootstrap_resamples=bootstrap_resamples)
+    return {
+        "benchmark": "two_tower", "dataset": data.dataset.name,
+        "split": data.split.protocol, "split_fingerprint": data.split.fingerprint(),
+        "num_train": num_train, "num_users": data.num_users, "num_items": data.num_items,
+        "recipe": dataclasses.asdict(recipe), "torch_compile": torch_compile,
+        "repetitions": repetitions, "environment": environment(threads, runs),
+        "speed": speed, **scored,
+        "runs": {v: [{k: r[k] for k in r if k != "environment"} for r in rs]
+                 for v, rs in runs.items()},
+    }
+
+
+def format_two_tower_markdown(result: dict[str, Any]) -> str:
+    """The benchmark as Markdown: setup line, one table of speed and quality per variant."""
+    speed = {v: result["speed"][v] for v in VARIANTS if v in result["speed"]}
+    quality = result["quality"]
+    env, r = result["environment"], result["recipe"]
+    jax_speed = speed["jax"]
+    lines = [
+        f"## Two-tower: JAX vs PyTorch on {result['dataset']} ({result['split']} split)",
+        "",
+        f"{result['num_train']:,} training positives, {result['num_users']:,} users × "
+        f"{result['num_items']:,} items; towers hidden {r['hidden_dim']} → {r['dim']}, history "
+        f"pooling {r['history']}, in-batch softmax (logQ {r['logq']}, accidental-hit removal "
+        f"{r['remove_accidental_hits']}), batch {r['batch_size']}, {r['optimizer']} lr "
+        f"{r['lr']:g} weight decay {r['weight_decay']:g}; the same fixed {r['epochs']} epochs "
+        f"for every variant (no early stopping), the same initial weights; "
+        f"{result['repetitions']} repetition(s) per variant (seeds {r['seed']}.."
+        f"{r['seed'] + result['repetitions'] - 1}), medians shown. Test metrics: full "
+        f"ranking, train + val items excluded, {result['num_test_users']:,} users, 95% "
+        f"bootstrap CI over users (first repetition). CPU: {env['cpu']}, {env['threads']} "
+        f"threads for every framework. torch.compile in tuned: "
+        f"{'yes' if result['torch_compile'] else 'no'}.",
+        "",
+        "| variant | steady epoch (s) | train examples/s | JAX speed-up | warm-up/compile (s) "
+        "| total train (s) | HR@100 [95% CI] | NDCG@100 [95% CI] | ΔHR@100 vs JAX [95% CI] "
+        "| peak RSS training / process (MiB) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for v, s in speed.items():
+        hr, ndcg = quality[v]["hr@100"], quality[v]["ndcg@100"]
+        delta = ("—" if hr["delta_vs_jax"] is None else
+                 f"{hr['delta_vs_jax']:+.4f} [{hr['delta_ci'][0]:+.4f}, "
+                 f"{hr['delta_ci'][1]:+.4f}]")
+        lines.append(
+            f"| {LABELS[v]} | {s['steady_epoch_s']:.3f} | {s['examples_per_s']:,.0f} | "
+            f"{'—' if v == 'jax' else _ratio(jax_speed['examples_per_s'], s['examples_per_s'])}"
+            f" | {s['warmup_s']:.2f} | {s['total_s']:.2f} | "
+            f"{hr['first_rep']:.4f} [{hr['first_rep_ci'][0]:.4f}, {hr['first_rep_ci'][1]:.4f}]"
+            f" | {ndcg['first_rep']:.4f} [{ndcg['first_rep_ci'][0]:.4f}, "
+            f"{ndcg['first_rep_ci'][1]:.4f}] | {delta} | "
+            f"{_fmt_mib(s['peak_rss_training_mib'])} / {_fmt_mib(s['peak_rss_process_mib'])} |")
+    return "\n".join(lines) + "\n"
