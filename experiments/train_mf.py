@@ -60,6 +60,7 @@ def main(argv: list[str]) -> None:
     print(f"test RMSE {summary['test_rmse']:.4f}  MAE {summary['test_mae']:.4f}  "
           f"(best epoch {summary['best_epoch']}, {summary['epochs_trained']} epochs, "
           f"workdir {workdir})")
+    print(table)
     if config.get("analysis") and config.analysis.enabled and prepared.items is not None:
         train_counts = np.bincount(prepared.data.train["item"], minlength=prepared.data.num_items)
         analysis = analyse_item_embeddings(

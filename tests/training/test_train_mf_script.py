@@ -23,7 +23,7 @@ def test_train_mf_end_to_end_with_overrides(tmp_path):
          "--config.training.epochs=2"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "test RMSE" in proc.stdout
+    assert "test RMSE" in proc.stdout and "user_item_bias" in proc.stdout
     assert "epoch 2/2" in proc.stderr  # One log line per epoch.
 
     config = json.loads((workdir / "config.json").read_text())
