@@ -82,38 +82,46 @@ def run_worker_process(task: dict[str, Any], work_dir: Path, *,
     return json.loads((work_dir / "result.json").read_text())
 
 
-def _steady_epoch(history: Sequence[dict[str, float]]) -> float:
+def steady_epoch(history: Sequence[dict[str, float]]) -> float:
+    """Median epoch time after the first (which includes warm-up)."""
     times = [h["epoch_time_s"] for h in history]
     return statistics.median(times[1:] if len(times) > 1 else times)
 
 
-def summarize_runs(runs: Sequence[dict[str, Any]], num_train: int) -> dict[str, Any]:
-    """Medians over repetitions of one variant's speed and memory figures."""
-    steady = [_steady_epoch(r["history"]) for r in runs]
+def _median(values: Sequence[float | None]) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def summarize_speed(runs: Sequence[dict[str, Any]], num_train: int) -> dict[str, Any]:
+    """Medians over repetitions of the speed and memory figures every benchmark reports."""
+    steady = [steady_epoch(r["history"]) for r in runs]
     warmup = [r["compile_s"] + max(0.0, r["history"][0]["epoch_time_s"] - s)
               for r, s in zip(runs, steady)]
-
-    def med(values):
-        values = [v for v in values if v is not None]
-        return statistics.median(values) if values else None
-
-    epoch = med(steady)
+    epoch = _median(steady)
     return {
         "repetitions": len(runs),
         "steady_epoch_s": epoch,
         "steady_epoch_s_all": steady,
         "examples_per_s": num_train / epoch,
-        "warmup_s": med(warmup),
-        "compile_s": med([r["compile_s"] for r in runs]),
-        "setup_s": med([r["setup_s"] for r in runs]),
-        "eval_s": med([statistics.median(h["eval_time_s"] for h in r["history"])
-                       for r in runs]),
-        "time_to_best_s": med([r["time_to_best_s"] for r in runs]),
-        "total_s": med([r["total_s"] for r in runs]),
-        "best_epochs": [r["best_epoch"] for r in runs],
+        "warmup_s": _median(warmup),
+        "compile_s": _median([r["compile_s"] for r in runs]),
+        "setup_s": _median([r["setup_s"] for r in runs]),
+        "total_s": _median([r["total_s"] for r in runs]),
         "epochs_trained": [len(r["history"]) for r in runs],
-        "peak_rss_training_mib": med([r["peak_rss_training_mib"] for r in runs]),
-        "peak_rss_process_mib": med([r["peak_rss_process_mib"] for r in runs]),
+        "peak_rss_training_mib": _median([r["peak_rss_training_mib"] for r in runs]),
+        "peak_rss_process_mib": _median([r["peak_rss_process_mib"] for r in runs]),
+    }
+
+
+def summarize_runs(runs: Sequence[dict[str, Any]], num_train: int) -> dict[str, Any]:
+    """``summarize_speed`` plus MF's evaluation time and time to the best validation epoch."""
+    return {
+        **summarize_speed(runs, num_train),
+        "eval_s": _median([statistics.median(h["eval_time_s"] for h in r["history"])
+                           for r in runs]),
+        "time_to_best_s": _median([r["time_to_best_s"] for r in runs]),
+        "best_epochs": [r["best_epoch"] for r in runs],
     }
 
 
@@ -200,7 +208,7 @@ def run_mf_benchmark(config: Any, *, variants: Sequence[str] = MF_VARIANTS,
                 runs[variant].append(result)
                 predictions[variant].append(preds)
                 log(f"rep {rep + 1}/{repetitions} {variant:>8}: {len(result['history'])} "
-                    f"epochs, steady epoch {_steady_epoch(result['history']):.3f}s, best val "
+                    f"epochs, steady epoch {steady_epoch(result['history']):.3f}s, best val "
                     f"RMSE {result['best_val_rmse']:.4f} (epoch {result['best_epoch']}), "
                     f"worker {time.perf_counter() - t0:.1f}s")
     speed = {v: summarize_runs(runs[v], num_train) for v in variants}

@@ -30,7 +30,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from recsys_torch_baseline.benchmark import _fmt_mib, _ratio, environment, run_worker_process
+from recsys_torch_baseline.benchmark import (_fmt_mib, _ratio, environment,
+                                             run_worker_process, steady_epoch,
+                                             summarize_speed)
 
 VARIANTS = ("jax", "baseline", "tuned")
 LABELS = {"jax": "JAX (scanned epoch)", "baseline": "PyTorch baseline (DataLoader)",
@@ -38,34 +40,13 @@ LABELS = {"jax": "JAX (scanned epoch)", "baseline": "PyTorch baseline (DataLoade
 METRICS = ("hr@100", "ndcg@100")
 
 
-def _steady_epoch(history: Sequence[dict[str, float]]) -> float:
-    times = [h["epoch_time_s"] for h in history]
-    return statistics.median(times[1:] if len(times) > 1 else times)
-
-
 def summarize_runs(runs: Sequence[dict[str, Any]], num_train: int) -> dict[str, Any]:
-    """Medians over repetitions of one variant's speed and memory figures."""
-    steady = [_steady_epoch(r["history"]) for r in runs]
-    warmup = [r["compile_s"] + max(0.0, r["history"][0]["epoch_time_s"] - s)
-              for r, s in zip(runs, steady)]
-
-    def med(values):
-        values = [v for v in values if v is not None]
-        return statistics.median(values) if values else None
-
-    epoch = med(steady)
+    """``summarize_speed`` plus the two-tower's export time, final loss and temperature."""
     return {
-        "repetitions": len(runs), "steady_epoch_s": epoch, "steady_epoch_s_all": steady,
-        "examples_per_s": num_train / epoch, "warmup_s": med(warmup),
-        "compile_s": med([r["compile_s"] for r in runs]),
-        "setup_s": med([r["setup_s"] for r in runs]),
-        "total_s": med([r["total_s"] for r in runs]),
-        "export_s": med([r["export_s"] for r in runs]),
-        "epochs_trained": [len(r["history"]) for r in runs],
+        **summarize_speed(runs, num_train),
+        "export_s": statistics.median(r["export_s"] for r in runs),
         "final_train_loss": [r["history"][-1]["train_loss"] for r in runs],
         "temperature": [r["temperature"] for r in runs],
-        "peak_rss_training_mib": med([r["peak_rss_training_mib"] for r in runs]),
-        "peak_rss_process_mib": med([r["peak_rss_process_mib"] for r in runs]),
     }
 
 
@@ -160,7 +141,7 @@ def run_two_tower_benchmark(config: Any, *, variants: Sequence[str] = VARIANTS,
                 embeddings[variant].append((np.load(out / "user_embeddings.npy"),
                                             np.load(out / "item_embeddings.npy")))
                 log(f"rep {rep + 1}/{repetitions} {variant:>8}: {epochs} epochs, steady epoch "
-                    f"{_steady_epoch(result['history']):.3f}s, final loss "
+                    f"{steady_epoch(result['history']):.3f}s, final loss "
                     f"{result['history'][-1]['train_loss']:.4f}, worker "
                     f"{time.perf_counter() - t0:.1f}s")
     speed = {v: summarize_runs(runs[v], num_train) for v in variants}
