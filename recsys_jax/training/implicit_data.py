@@ -19,7 +19,7 @@ import pandas as pd
 from recsys_jax.data import ids, splits
 from recsys_jax.evaluation.evaluate import EvaluationTarget, target_from_split
 from recsys_jax.training.columns import Columns, check_id_range, num_rows
-from recsys_jax.training.rating_data import load_dataset
+from recsys_jax.training.rating_data import load_dataset, split_from_config
 
 
 def implicit_interactions(interactions: pd.DataFrame,
@@ -101,11 +101,7 @@ def load_implicit_data(config: ml_collections.ConfigDict,
     encoded, mapping = ids.encode_dataset(dataset)
     min_rating = config.get("implicit", {}).get("min_rating")
     positives = implicit_interactions(encoded.interactions, min_rating)
-    s = config.split
-    split = splits.make_split(positives, s.name, seed=s.seed, val_fraction=s.val_fraction,
-                              test_fraction=s.test_fraction, holdout_k=s.get("holdout_k"))
-    if not split.report.ok:
-        raise ValueError(f"split {s.name!r} failed its leakage checks:\n{split.report.format()}")
+    split = split_from_config(positives, config.split)
     if save_dir is not None:
         mapping.save(os.path.join(save_dir, "ids"))
         split.save(os.path.join(save_dir, "split"))

@@ -29,6 +29,21 @@ def load_dataset(data_config: ml_collections.ConfigDict) -> Dataset:
                                     cache_dir=data_config.get("cache_dir"))
 
 
+def split_from_config(interactions: pd.DataFrame,
+                      split_config: ml_collections.ConfigDict) -> splits.Split:
+    """The split an experiment config's ``split`` block asks for.
+
+    Raises:
+      ValueError: when the split fails its leakage checks.
+    """
+    s = split_config
+    split = splits.make_split(interactions, s.name, seed=s.seed, val_fraction=s.val_fraction,
+                              test_fraction=s.test_fraction, holdout_k=s.get("holdout_k"))
+    if not split.report.ok:
+        raise ValueError(f"split {s.name!r} failed its leakage checks:\n{split.report.format()}")
+    return split
+
+
 @dataclasses.dataclass(frozen=True)
 class PreparedRatings:
     """Encoded, split ratings plus what later stages need to label their outputs.
@@ -66,12 +81,7 @@ def load_rating_data(config: ml_collections.ConfigDict,
     """
     dataset = load_dataset(config.data)
     encoded, mapping = ids.encode_dataset(dataset)
-    s = config.split
-    split = splits.make_split(encoded.interactions, s.name, seed=s.seed,
-                              val_fraction=s.val_fraction, test_fraction=s.test_fraction,
-                              holdout_k=s.get("holdout_k"))
-    if not split.report.ok:
-        raise ValueError(f"split {s.name!r} failed its leakage checks:\n{split.report.format()}")
+    split = split_from_config(encoded.interactions, config.split)
     if save_dir is not None:
         mapping.save(os.path.join(save_dir, "ids"))
         split.save(os.path.join(save_dir, "split"))

@@ -52,7 +52,7 @@ from recsys_jax.training import columns as columns_lib
 from recsys_jax.training.curves import plot_learning_curve
 from recsys_jax.training.loop import FitConfig, FitResult, fit
 from recsys_jax.training.optimizers import make_optimizer
-from recsys_jax.training.rating_data import load_dataset
+from recsys_jax.training.rating_data import load_dataset, split_from_config
 from recsys_jax.training.rating_experiment import write_config
 from recsys_jax.training.retrieval_evaluate import RankingEvaluator
 from recsys_jax.training.retrieval_losses import make_retrieval_loss, sampling_log_q
@@ -115,12 +115,7 @@ def prepare_retrieval_data(config: ml_collections.ConfigDict,
       ValueError: when the split fails its leakage checks or no positive is left.
     """
     encoded, mapping = ids.encode_dataset(load_dataset(config.data))
-    s = config.split
-    split = splits.make_split(encoded.interactions, s.name, seed=s.seed,
-                              val_fraction=s.val_fraction, test_fraction=s.test_fraction,
-                              holdout_k=s.get("holdout_k"))
-    if not split.report.ok:
-        raise ValueError(f"split {s.name!r} failed its leakage checks:\n{split.report.format()}")
+    split = split_from_config(encoded.interactions, config.split)
     build = functools.partial(
         build_two_tower_features, users=encoded.users, items=encoded.items,
         genre_names=encoded.genre_names, num_users=mapping.num_users,
