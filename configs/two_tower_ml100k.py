@@ -28,6 +28,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.dim = 128
     config.model.temperature = 0.07   # Initial τ; learnt, kept in [1e-3, 1].
     config.model.history = True       # Pool the item-tower embeddings of recent train items.
+    config.model.history_positions = True  # Learn a weight per history position (recency).
     config.model.user_id_dim = 0      # Learnt id embeddings fed to the towers (0: off).
     config.model.item_id_dim = 0
 
@@ -38,6 +39,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.features.demographics = True
     config.features.activity = False  # When users/items had training events; item counts.
     config.features.history_len = 10  # Most recent training items pooled (model.history).
+    # How a training pair's user is described: "causal" = by the user's training events before
+    # that pair (the next-item task the temporal protocols test), "all_train" = by all of them.
+    config.features.train_user_inputs = "causal"
     # Events test users are encoded from: "train+val" (val items are known when scoring test)
     # or "train". Training and validation always use train only.
     config.features.test_user_events = "train+val"

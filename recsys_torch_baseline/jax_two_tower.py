@@ -53,7 +53,8 @@ def fit_jax_two_tower(config: Any, features: TwoTowerFeatures,
       config: the two-tower experiment config (``model``, ``loss``, ``optimizer``,
         ``training`` blocks).
       features: training-time inputs; test_features: the test users' inputs.
-      positives: ``user``, ``item`` int32 columns of the training positives.
+      positives: ``user``, ``item`` int32 columns of the training positives, with each
+        pair's causal user inputs when the config trains on them (``prepare_retrieval_data``).
       seed: initialisation and shuffling seed (replaces ``training.seed``).
       epochs: epochs to train (replaces ``training.epochs``; no early stopping).
       start: ``time.perf_counter()`` the set-up time is measured from (default: now).
@@ -61,7 +62,7 @@ def fit_jax_two_tower(config: Any, features: TwoTowerFeatures,
     start = time.perf_counter() if start is None else start
     t, l = config.training, config.loss
     num_items = features.item.shape[0]
-    train = {k: np.asarray(positives[k], np.int32) for k in ("user", "item")}
+    train = {k: np.asarray(v) for k, v in positives.items()}
     model = build_jax_two_tower(config, features, seed)
     tx, _ = make_optimizer(config.optimizer, steps_per_epoch=steps_lib.steps_per_epoch(
         len(train["user"]), t.batch_size), num_epochs=epochs)

@@ -3,8 +3,9 @@
 Mirrors ``recsys_jax.models.two_tower.TwoTower``: each tower is
 ``nn.Sequential(Linear, ReLU, Linear, LayerNorm)`` followed by L2 normalisation; scores are
 cosines divided by a learnable temperature τ (stored as log τ, clipped to [1e-3, 1]); inputs are
-fixed feature rows held as buffers so batches carry only ids; optional learnt id embeddings and
-the mean-pooled item-tower embeddings of each user's recent history. ``load_jax_params`` copies
+fixed feature rows held as buffers so batches carry only ids (or, for causal training, each
+pair's own user inputs); optional learnt id embeddings and the mean-pooled (optionally
+position-weighted) item-tower embeddings of each user's recent history. ``load_jax_params`` copies
 a trained JAX model's parameters in (``nnx.Linear`` keeps kernels as ``[in, out]``, PyTorch as
 ``[out, in]``), so both produce the same embeddings.
 
@@ -23,6 +24,8 @@ from torch import nn
 
 MIN_TEMPERATURE = 1e-3
 MAX_TEMPERATURE = 1.0
+# As recsys_jax.models.two_tower: position weights are exp(scale · parameter).
+HISTORY_POSITION_SCALE = 10.0
 # nnx.LayerNorm's default epsilon (PyTorch's default is 1e-5).
 LAYER_NORM_EPS = 1e-6
 
@@ -44,7 +47,8 @@ class TorchTwoTower(nn.Module):
     def __init__(self, user_features: np.ndarray, item_features: np.ndarray, *,
                  hidden_dim: int = 256, dim: int = 128, temperature: float = 0.07,
                  history_ids: np.ndarray | None = None, history_mask: np.ndarray | None = None,
-                 user_id_dim: int = 0, item_id_dim: int = 0, id_init_std: float = 0.01):
+                 user_id_dim: int = 0, item_id_dim: int = 0, id_init_std: float = 0.01,
+                 history_positions: bool = False):
         """Arguments as ``recsys_jax.models.two_tower.TwoTower`` (PyTorch's default layer init)."""
         super().__init__()
         if not MIN_TEMPERATURE <= temperature <= MAX_TEMPERATURE:
@@ -59,6 +63,9 @@ class TorchTwoTower(nn.Module):
             self.register_buffer("history_ids", torch.as_tensor(np.array(history_ids, np.int64)))
             self.register_buffer("history_mask",
                                  torch.as_tensor(np.array(history_mask, np.float32)))
+        self.history_positions = bool(history_positions) and self.use_history
+        if self.history_positions:
+            self.history_position_logits = nn.Parameter(torch.zeros(np.shape(history_ids)[1]))
         self.user_id_dim, self.item_id_dim = int(user_id_dim), int(item_id_dim)
         if self.user_id_dim:
             self.user_id_embedding = nn.Embedding(self.num_users, self.user_id_dim)
@@ -84,17 +91,36 @@ class TorchTwoTower(nn.Module):
             x = torch.cat([x, self.item_id_embedding(item_ids)], -1)
         return l2_normalize(self.item_tower(x))
 
-    def user_embeddings(self, user_ids: torch.Tensor) -> torch.Tensor:
-        """Unit-norm embeddings of known users by encoded id."""
-        parts = [self.user_features[user_ids]]
+    def pooled_history(self, history_ids: torch.Tensor,
+                       history_mask: torch.Tensor) -> torch.Tensor:
+        """Masked (position-weighted, with ``history_positions``) mean of the item-tower
+        embeddings of ``history_ids``."""
+        table = self.item_embeddings(torch.arange(self.num_items))
+        weights = history_mask
+        if self.history_positions:
+            logits = HISTORY_POSITION_SCALE * self.history_position_logits[:history_ids.shape[-1]]
+            weights = weights * torch.exp(logits - logits.max())
+        pooled = (table[history_ids] * weights[..., None]).sum(-2)
+        return pooled / torch.clamp(weights.sum(-1), min=1e-6)[..., None]
+
+    def encode_users(self, features: torch.Tensor, user_ids: torch.Tensor,
+                     history_ids: torch.Tensor | None = None,
+                     history_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Unit-norm user embeddings from standardised feature rows (plus the history when
+        the model pools one)."""
+        parts = [features]
         if self.user_id_dim:
             parts.append(self.user_id_embedding(user_ids))
         if self.use_history:
-            table = self.item_embeddings(torch.arange(self.num_items))
-            mask = self.history_mask[user_ids]
-            pooled = (table[self.history_ids[user_ids]] * mask[..., None]).sum(-2)
-            parts.append(pooled / torch.clamp(mask.sum(-1), min=1.0)[..., None])
+            parts.append(self.pooled_history(history_ids, history_mask))
         return l2_normalize(self.user_tower(torch.cat(parts, -1)))
+
+    def user_embeddings(self, user_ids: torch.Tensor) -> torch.Tensor:
+        """Unit-norm embeddings of known users by encoded id (their stored inputs)."""
+        if self.use_history:
+            return self.encode_users(self.user_features[user_ids], user_ids,
+                                     self.history_ids[user_ids], self.history_mask[user_ids])
+        return self.encode_users(self.user_features[user_ids], user_ids)
 
     def forward(self, user_ids: torch.Tensor, item_ids: torch.Tensor) -> torch.Tensor:
         """Cosine scores of (user, item) pairs of equal shape."""
@@ -144,6 +170,8 @@ class TorchTwoTower(nn.Module):
             copy(f"{side}_tower/norm/bias", layers[3].bias)
             if getattr(self, f"{side}_id_dim"):
                 copy(f"{side}_id_embedding", getattr(self, f"{side}_id_embedding").weight)
+        if self.history_positions:
+            copy("history_position_logits", self.history_position_logits)
         copy("log_temperature", self.log_temperature)
 
 

@@ -120,7 +120,8 @@ def run_two_tower_benchmark(config: Any, *, variants: Sequence[str] = VARIANTS,
         tmp = Path(tmp)
         data.features.save(tmp / "features.npz")
         data.test_features.save(tmp / "test_features.npz")
-        np.savez(tmp / "positives.npz", user=positives["user"], item=positives["item"],
+        # The pairs with, under causal training, each pair's own user inputs.
+        np.savez(tmp / "positives.npz", **positives,
                  log_q=sampling_log_q(positives["item"], data.num_items))
         for rep in range(repetitions):
             seed = int(config.training.seed) + rep
@@ -170,7 +171,9 @@ def format_two_tower_markdown(result: dict[str, Any]) -> str:
         "",
         f"{result['num_train']:,} training positives, {result['num_users']:,} users × "
         f"{result['num_items']:,} items; towers hidden {r['hidden_dim']} → {r['dim']}, history "
-        f"pooling {r['history']}, in-batch softmax (logQ {r['logq']}, accidental-hit removal "
+        f"pooling {r['history']} (position weights {r.get('history_positions', False)}), "
+        f"training pairs' user inputs "
+        f"{'causal' if r.get('causal_inputs') else 'from all training events'}, in-batch softmax (logQ {r['logq']}, accidental-hit removal "
         f"{r['remove_accidental_hits']}), batch {r['batch_size']}, {r['optimizer']} lr "
         f"{r['lr']:g} weight decay {r['weight_decay']:g}; the same fixed {r['epochs']} epochs "
         f"for every variant (no early stopping), the same initial weights; "

@@ -42,6 +42,8 @@ class TwoTowerRecipe:
     dim: int = 128
     temperature: float = 0.07
     history: bool = True
+    history_positions: bool = False
+    causal_inputs: bool = True
     user_id_dim: int = 0
     item_id_dim: int = 0
     optimizer: str = "adamw"
@@ -74,6 +76,9 @@ class TwoTowerRecipe:
                              f"only; unsupported settings: {bad}")
         fields = dict(hidden_dim=int(m.hidden_dim), dim=int(m.dim),
                       temperature=float(m.temperature), history=bool(m.history),
+                      history_positions=bool(m.get("history_positions", False)),
+                      causal_inputs=config.features.get("train_user_inputs",
+                                                        "all_train") == "causal",
                       user_id_dim=int(m.user_id_dim), item_id_dim=int(m.item_id_dim),
                       optimizer=str(o.name), lr=float(o.lr),
                       weight_decay=float(o.get("weight_decay", 0.0)), logq=bool(l.logq),
@@ -112,10 +117,27 @@ def build_torch_two_tower(arrays: Mapping[str, np.ndarray], recipe: TwoTowerReci
         dim=recipe.dim, temperature=recipe.temperature,
         history_ids=arrays["history_ids"] if history else None,
         history_mask=arrays["history_mask"] if history else None,
-        user_id_dim=recipe.user_id_dim, item_id_dim=recipe.item_id_dim)
+        user_id_dim=recipe.user_id_dim, item_id_dim=recipe.item_id_dim,
+        history_positions=recipe.history_positions)
     if init_params is not None:
         model.load_jax_params(init_params)
     return model
+
+
+CAUSAL_COLUMNS = ("user_features", "history_ids", "history_mask")
+
+
+def positive_tensors(positives: Mapping[str, np.ndarray]) -> list[torch.Tensor]:
+    """The training pairs as tensors: ``user``, ``item`` and, when present, each pair's causal
+    user inputs (``CAUSAL_COLUMNS``, as ``retrieval_experiment.prepare_retrieval_data``
+    builds them; history columns only with the history tower)."""
+    columns = [torch.as_tensor(np.asarray(positives["user"], np.int64)),
+               torch.as_tensor(np.asarray(positives["item"], np.int64))]
+    dtypes = {"user_features": np.float32, "history_ids": np.int64, "history_mask": np.float32}
+    for name in CAUSAL_COLUMNS:
+        if name in positives:
+            columns.append(torch.as_tensor(np.asarray(positives[name], dtypes[name])))
+    return columns
 
 
 class _Loss(nn.Module):
@@ -128,9 +150,14 @@ class _Loss(nn.Module):
         self.log_q = log_q
         self.remove_accidental_hits = remove_accidental_hits
 
-    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    def forward(self, users: torch.Tensor, items: torch.Tensor,
+                *user_inputs: torch.Tensor) -> torch.Tensor:
+        """``user_inputs``: each pair's own (causal) user features, history ids and mask; none
+        to use the stored per-user rows."""
+        user_vectors = (self.model.encode_users(user_inputs[0], users, *user_inputs[1:])
+                        if user_inputs else self.model.user_embeddings(users))
         return in_batch_softmax_loss(
-            self.model.user_embeddings(users), self.model.item_embeddings(items), items,
+            user_vectors, self.model.item_embeddings(items), items,
             self.model.temperature,
             candidate_log_q=None if self.log_q is None else self.log_q[items],
             remove_accidental_hits=self.remove_accidental_hits)
@@ -145,8 +172,7 @@ class BaselineTrainer:
         self.optimizer = make_optimizer(model, recipe)
         self.loss = _Loss(model, None if log_q is None else torch.as_tensor(log_q),
                           recipe.remove_accidental_hits)
-        dataset = TensorDataset(torch.as_tensor(np.asarray(positives["user"], np.int64)),
-                                torch.as_tensor(np.asarray(positives["item"], np.int64)))
+        dataset = TensorDataset(*positive_tensors(positives))
         self.loader = DataLoader(dataset, batch_size=recipe.batch_size, shuffle=True,
                                  generator=torch.Generator().manual_seed(recipe.seed))
 
@@ -155,9 +181,9 @@ class BaselineTrainer:
         del epoch  # The DataLoader's generator carries the shuffle from epoch to epoch.
         self.model.train()
         total, count = 0.0, 0
-        for users, items in self.loader:
+        for users, items, *user_inputs in self.loader:
             self.optimizer.zero_grad()
-            loss = self.loss(users, items)
+            loss = self.loss(users, items, *user_inputs)
             loss.backward()
             self.optimizer.step()
             total += loss.item() * len(items)
@@ -178,26 +204,25 @@ class TunedTrainer:
         # dynamic=True: the last, shorter batch reuses the graph instead of recompiling.
         self.loss: Callable[..., torch.Tensor] = (
             torch.compile(loss, dynamic=True) if compile_model else loss)
-        self.users = torch.as_tensor(np.asarray(positives["user"], np.int64))
-        self.items = torch.as_tensor(np.asarray(positives["item"], np.int64))
+        self.columns = positive_tensors(positives)
         self.batch_size, self.seed = recipe.batch_size, recipe.seed
 
     def train_epoch(self, epoch: int) -> float:
         """Trains one epoch; returns the mean training loss over its examples."""
         self.model.train()
-        n = len(self.items)
+        n = len(self.columns[0])
         # The epoch's order is a function of (seed, epoch), so a run is reproducible.
         order = torch.randperm(n, generator=torch.Generator().manual_seed(
             self.seed * 1_000_003 + epoch))
-        users, items = self.users[order], self.items[order]
+        columns = [c[order] for c in self.columns]
         total = torch.zeros(())
         for start in range(0, n, self.batch_size):
-            u, i = users[start:start + self.batch_size], items[start:start + self.batch_size]
+            batch = [c[start:start + self.batch_size] for c in columns]
             self.optimizer.zero_grad(set_to_none=True)
-            loss = self.loss(u, i)
+            loss = self.loss(*batch)
             loss.backward()
             self.optimizer.step()
-            total += loss.detach() * len(i)
+            total += loss.detach() * len(batch[0])
         return float(total) / max(n, 1)
 
 
@@ -240,7 +265,8 @@ def fit_torch_two_tower(variant: str, recipe: TwoTowerRecipe, arrays: Mapping[st
       arrays: training features (``user_features``, ``item_features``, ``history_ids``,
         ``history_mask``), the test users' inputs (``test_user_features``,
         ``test_history_ids``, ``test_history_mask``), the positives (``pos_user``,
-        ``pos_item``) and ``log_q`` (``[num_items]``, used when ``recipe.logq``).
+        ``pos_item`` and, for causal training, ``pos_user_features``, ``pos_history_ids``,
+        ``pos_history_mask``) and ``log_q`` (``[num_items]``, used when ``recipe.logq``).
       init_params: the JAX model's initial parameters (None: PyTorch's default init).
       compile_model: ``torch.compile`` the loss (tuned variant only).
       start: ``time.perf_counter()`` the set-up time is measured from (default: now).
@@ -249,7 +275,10 @@ def fit_torch_two_tower(variant: str, recipe: TwoTowerRecipe, arrays: Mapping[st
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     start = time.perf_counter() if start is None else start
     model = build_torch_two_tower(arrays, recipe, init_params)
-    positives = {"user": arrays["pos_user"], "item": arrays["pos_item"]}
+    positives = {name[len("pos_"):]: arrays[name] for name in arrays if name.startswith("pos_")}
+    if recipe.causal_inputs != ("user_features" in positives):
+        raise ValueError(f"recipe.causal_inputs is {recipe.causal_inputs} but the positives "
+                         f"{'lack' if recipe.causal_inputs else 'carry'} per-pair user inputs")
     log_q = arrays["log_q"] if recipe.logq else None
     trainer = (BaselineTrainer(model, positives, log_q, recipe) if variant == "baseline"
                else TunedTrainer(model, positives, log_q, recipe, compile_model=compile_model))

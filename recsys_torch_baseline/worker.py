@@ -93,7 +93,8 @@ def _load_two_tower_arrays(task: dict[str, Any]) -> dict[str, Any]:
             if not prefix:
                 out["item_features"] = z["item"]
     with np.load(task["positives"]) as z:
-        out.update(pos_user=z["user"], pos_item=z["item"], log_q=z["log_q"])
+        out.update({f"pos_{name}": z[name] for name in z.files if name != "log_q"})
+        out["log_q"] = z["log_q"]
     return out
 
 
@@ -124,7 +125,7 @@ def run_two_tower_task(task: dict[str, Any], out_dir: Path) -> dict[str, Any]:
         features = TwoTowerFeatures.load(task["features"])
         test_features = TwoTowerFeatures.load(task["test_features"])
         with np.load(task["positives"]) as z:
-            positives = {"user": z["user"], "item": z["item"]}
+            positives = {name: z[name] for name in z.files if name != "log_q"}
         rss_before = _status_kib("VmRSS")
         reset = _reset_peak_rss()
         record = fit_jax_two_tower(config, features, test_features, positives, seed=seed,

@@ -103,20 +103,28 @@ def user_history_features(users: np.ndarray, items: np.ndarray, ratings: np.ndar
     users = np.asarray(users, np.int64)
     items = np.asarray(items, np.int64)
     ratings = np.asarray(ratings, np.float64)
-    count = np.bincount(users, minlength=num_users).astype(np.float64)
-    total = np.bincount(users, ratings, minlength=num_users)
-    squares = np.bincount(users, ratings * ratings, minlength=num_users)
-    global_mean = float(ratings.mean()) if len(ratings) else 0.0
-    has = count > 0
-    mean = np.where(has, total / np.maximum(count, 1), global_mean)
-    var = np.where(has, squares / np.maximum(count, 1) - mean * mean, 0.0)
-    std = np.sqrt(np.maximum(var, 0.0))
-
     genres = np.asarray(item_genres, np.float64)[items]            # [events, G]
     genre_count = np.zeros((num_users, genres.shape[1]))
     genre_total = np.zeros((num_users, genres.shape[1]))
     np.add.at(genre_count, users, genres)
     np.add.at(genre_total, users, genres * ratings[:, None])
+    return _history_statistics(
+        np.bincount(users, minlength=num_users).astype(np.float64),
+        np.bincount(users, ratings, minlength=num_users),
+        np.bincount(users, ratings * ratings, minlength=num_users),
+        genre_count, genre_total, global_mean=float(ratings.mean()) if len(ratings) else 0.0,
+        genre_names=genre_names)
+
+
+def _history_statistics(count: np.ndarray, total: np.ndarray, squares: np.ndarray,
+                        genre_count: np.ndarray, genre_total: np.ndarray, *,
+                        global_mean: float, genre_names: Sequence[str]) -> FeatureMatrix:
+    """The ``user_history_features`` columns from per-row sums (count, Σr, Σr², per-genre
+    count and Σr); rows with no event get ``global_mean`` and zero shares."""
+    has = count > 0
+    mean = np.where(has, total / np.maximum(count, 1), global_mean)
+    var = np.where(has, squares / np.maximum(count, 1) - mean * mean, 0.0)
+    std = np.sqrt(np.maximum(var, 0.0))
     share = genre_count / np.maximum(count, 1)[:, None]
     genre_mean = np.where(genre_count > 0, genre_total / np.maximum(genre_count, 1),
                           mean[:, None])
@@ -246,6 +254,117 @@ def user_histories(users: np.ndarray, items: np.ndarray, timestamps: np.ndarray,
     return ids, mask
 
 
+def _user_time_order(users: np.ndarray, items: np.ndarray,
+                     timestamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Events sorted by (user, time, item id), and each sorted row's group-start position."""
+    order = np.lexsort((items, np.asarray(timestamps, np.int64), users))
+    sorted_users = users[order]
+    first_of_user = np.searchsorted(sorted_users, sorted_users)
+    return order, first_of_user
+
+
+def _sums_before(values: np.ndarray, first_of_user: np.ndarray) -> np.ndarray:
+    """Per sorted row, the sum of ``values`` over the same user's earlier rows."""
+    before_row = np.cumsum(values, axis=0) - values                # sum of all earlier rows
+    return before_row - before_row[first_of_user]
+
+
+def causal_user_features(users: np.ndarray, items: np.ndarray, ratings: np.ndarray,
+                         timestamps: np.ndarray, *, item_genres: np.ndarray,
+                         genre_names: Sequence[str]) -> FeatureMatrix:
+    """For every event, ``user_history_features`` of its user over the user's *earlier* events.
+
+    "Earlier" is the order (time, item id), so ties in time are broken as in ``user_histories``.
+    This is how the user looked just before the event: a training pair (user, item) described
+    this way is the same task as the held-out events of the temporal protocols (predict the
+    next item from the past), and its own item never appears in its inputs.
+
+    Returns:
+      One row per event, in the order of the arguments.
+    """
+    users = np.asarray(users, np.int64)
+    items = np.asarray(items, np.int64)
+    ratings = np.asarray(ratings, np.float64)
+    order, first = _user_time_order(users, items, timestamps)
+    r = ratings[order]
+    genres = np.asarray(item_genres, np.float64)[items[order]]
+    stats = _history_statistics(
+        (np.arange(len(order)) - first).astype(np.float64),
+        _sums_before(r, first), _sums_before(r * r, first),
+        _sums_before(genres, first), _sums_before(genres * r[:, None], first),
+        global_mean=float(ratings.mean()) if len(ratings) else 0.0, genre_names=genre_names)
+    return _in_argument_order(stats, order)
+
+
+def causal_activity_features(users: np.ndarray, items: np.ndarray,
+                             timestamps: np.ndarray) -> FeatureMatrix:
+    """For every event, the user's ``activity_features`` over their earlier events (first,
+    mean and last day; the events' mean day where there is none)."""
+    users = np.asarray(users, np.int64)
+    order, first = _user_time_order(users, np.asarray(items, np.int64), timestamps)
+    days = np.asarray(timestamps, np.float64)[order] / 86400.0
+    fill = float(days.mean()) if len(days) else 0.0
+    position = np.arange(len(order))
+    count = position - first
+    has = count > 0
+    values = np.column_stack([
+        np.where(has, days[first], fill),
+        np.where(has, _sums_before(days, first) / np.maximum(count, 1), fill),
+        np.where(has, days[np.maximum(position - 1, 0)], fill)])
+    return _in_argument_order(FeatureMatrix(values.astype(np.float32), (
+        "user_first_day", "user_mean_day", "user_last_day")), order)
+
+
+def _in_argument_order(sorted_rows: FeatureMatrix, order: np.ndarray) -> FeatureMatrix:
+    values = np.empty_like(sorted_rows.values)
+    values[order] = sorted_rows.values
+    return FeatureMatrix(values, sorted_rows.names)
+
+
+def causal_histories(users: np.ndarray, items: np.ndarray, timestamps: np.ndarray, *,
+                     max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """For every event, the ``max_len`` items its user had before it, newest first.
+
+    The per-event counterpart of ``user_histories`` (same tie order): for a user's last event
+    plus one, it gives the same row.
+
+    Returns:
+      ``(ids [events, max_len] int32, mask [events, max_len] float32)`` in argument order.
+    """
+    if max_len <= 0:
+        raise ValueError(f"max_len must be positive, got {max_len}")
+    users = np.asarray(users, np.int64)
+    items = np.asarray(items, np.int64)
+    order, first = _user_time_order(users, items, timestamps)
+    position = np.arange(len(order))
+    back = position[:, None] - np.arange(1, max_len + 1)[None, :]  # [events, L], newest first
+    valid = back >= first[:, None]
+    ids = np.where(valid, items[order][np.maximum(back, 0)], 0).astype(np.int32)
+    out_ids = np.empty_like(ids)
+    out_mask = np.empty(ids.shape, np.float32)
+    out_ids[order] = ids
+    out_mask[order] = valid
+    return out_ids, out_mask
+
+
+@dataclasses.dataclass(frozen=True)
+class CausalUserInputs:
+    """Per training event, the user tower's inputs as of just before the event.
+
+    Attributes:
+      user: float32 ``[events, d_user]`` standardised with the ``TwoTowerFeatures`` scaler.
+      history_ids, history_mask: ``[events, L]`` (``L = 0`` without the history tower).
+    """
+
+    user: np.ndarray
+    history_ids: np.ndarray
+    history_mask: np.ndarray
+
+    def subset(self, rows: np.ndarray) -> "CausalUserInputs":
+        """The inputs of the events selected by ``rows`` (a mask or indices)."""
+        return CausalUserInputs(self.user[rows], self.history_ids[rows], self.history_mask[rows])
+
+
 @dataclasses.dataclass(frozen=True)
 class TwoTowerFeatures:
     """Standardised model inputs plus what is needed to encode new users the same way.
@@ -289,6 +408,41 @@ class TwoTowerFeatures:
                        user_scaler=Standardizer(z["user_mean"], z["user_std"]),
                        item_scaler=Standardizer(z["item_mean"], z["item_std"]),
                        history_ids=z["history_ids"], history_mask=z["history_mask"])
+
+
+def build_causal_user_inputs(train: pd.DataFrame, features: TwoTowerFeatures, *,
+                             users: pd.DataFrame | None, items: pd.DataFrame,
+                             genre_names: Sequence[str], num_users: int,
+                             use_demographics: bool = True, activity: bool = False
+                             ) -> CausalUserInputs:
+    """``CausalUserInputs`` for every row of ``train``, with the columns, scaler and history
+    length of ``features`` (built by ``build_two_tower_features`` with the same settings).
+
+    Raises:
+      ValueError: when the columns come out differently from ``features.user_names``.
+    """
+    u = train["user_id"].to_numpy(np.int64)
+    i = train["item_id"].to_numpy(np.int64)
+    t = train["timestamp"].to_numpy()
+    parts = [causal_user_features(u, i, train["rating"].to_numpy(), t,
+                                  item_genres=genre_matrix(items["genres"], genre_names),
+                                  genre_names=genre_names)]
+    if use_demographics:
+        demographics = demographic_features(users, num_users)
+        parts.append(FeatureMatrix(demographics.values[u], demographics.names))
+    if activity:
+        parts.append(causal_activity_features(u, i, t))
+    user = FeatureMatrix.concat(*parts)
+    if user.names != features.user_names:
+        raise ValueError("causal user columns differ from the features' columns: "
+                         f"{user.names} vs {features.user_names}")
+    history_len = features.history_ids.shape[1]
+    if history_len:
+        hist_ids, hist_mask = causal_histories(u, i, t, max_len=history_len)
+    else:
+        hist_ids = np.zeros((len(u), 0), np.int32)
+        hist_mask = np.zeros((len(u), 0), np.float32)
+    return CausalUserInputs(features.user_scaler(user.values), hist_ids, hist_mask)
 
 
 def build_two_tower_features(train: pd.DataFrame, *, users: pd.DataFrame | None,

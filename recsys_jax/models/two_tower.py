@@ -10,8 +10,10 @@ Inputs are feature rows (``recsys_jax.data.features``), stored in the model as n
 checkpoints. Optional extras:
 
 * ``history``: the user tower also sees the mean of the item-tower embeddings of the user's most
-  recent training items (Covington et al. style pooling). Computing it runs the item tower over
-  the whole catalogue once per call, which is cheap for MovieLens-sized catalogues only.
+  recent training items (Covington et al. style pooling); with ``history_positions`` a weighted
+  mean, with a learnt weight per position (newest first), so recency can count. Computing it runs
+  the item tower over the whole catalogue once per call, which is cheap for MovieLens-sized
+  catalogues only.
 * ``user_id_dim`` / ``item_id_dim``: learnt id embeddings concatenated to the tower inputs (0: off).
 
 Encoding a *new* user means standardising their raw features with the saved ``Standardizer`` and
@@ -36,6 +38,10 @@ from recsys_jax import fileio
 
 MIN_TEMPERATURE = 1e-3
 MAX_TEMPERATURE = 1.0
+# Position weights are exp(scale · parameter): a 10× step for these few numbers, which under the
+# towers' Adam step (≈ lr per update) otherwise move too little in a short run to learn how
+# steeply recency matters (on ML-100K leave-one-out, validation recall@100 0.695 → 0.712).
+HISTORY_POSITION_SCALE = 10.0
 
 
 class FeatureTable(nnx.Variable):
@@ -63,7 +69,8 @@ class TwoTower(nnx.Module):
                  rngs: nnx.Rngs, hidden_dim: int = 256, dim: int = 128,
                  temperature: float = 0.07, history_ids: np.ndarray | None = None,
                  history_mask: np.ndarray | None = None, user_id_dim: int = 0,
-                 item_id_dim: int = 0, id_init_std: float = 0.01):
+                 item_id_dim: int = 0, id_init_std: float = 0.01,
+                 history_positions: bool = False):
         """Creates the towers.
 
         Args:
@@ -90,6 +97,11 @@ class TwoTower(nnx.Module):
                 raise ValueError("history ids and mask must both be [num_users, L]")
             self.history_ids = FeatureTable(jnp.asarray(history_ids, jnp.int32))
             self.history_mask = FeatureTable(jnp.asarray(history_mask, jnp.float32))
+        self.history_positions = bool(history_positions) and self.use_history
+        if self.history_positions:
+            # Zeros: the plain mean at initialisation.
+            self.history_position_logits = nnx.Param(
+                jnp.zeros((np.shape(history_ids)[1],), jnp.float32))
         init = jax.nn.initializers.normal(stddev=id_init_std)
         self.user_id_dim, self.item_id_dim = int(user_id_dim), int(item_id_dim)
         if self.user_id_dim:
@@ -131,8 +143,13 @@ class TwoTower(nnx.Module):
         """
         if item_table is None:
             item_table = self.item_embeddings(jnp.arange(self.num_items))
-        vectors = item_table[history_ids] * history_mask[..., None]
-        return jnp.sum(vectors, -2) / jnp.maximum(jnp.sum(history_mask, -1), 1.0)[..., None]
+        weights = history_mask
+        if self.history_positions:
+            logits = (HISTORY_POSITION_SCALE
+                      * self.history_position_logits[...][:history_ids.shape[-1]])
+            weights = weights * jnp.exp(logits - jnp.max(logits))
+        vectors = item_table[history_ids] * weights[..., None]
+        return jnp.sum(vectors, -2) / jnp.maximum(jnp.sum(weights, -1), 1e-6)[..., None]
 
     def encode_users(self, features: jax.Array, *, user_ids: jax.Array | None = None,
                      history_ids: jax.Array | None = None,
@@ -177,7 +194,7 @@ class TwoTower(nnx.Module):
         """Constructor settings (for ``save_two_tower``)."""
         return {"hidden_dim": int(self.user_tower.hidden.out_features), "dim": self.dim,
                 "user_id_dim": self.user_id_dim, "item_id_dim": self.item_id_dim,
-                "history": self.use_history}
+                "history": self.use_history, "history_positions": self.history_positions}
 
 
 @functools.partial(jax.jit, static_argnums=(0, 2))
@@ -228,7 +245,8 @@ def build_two_tower(model_config: Mapping[str, Any], *, num_users: int, num_item
         history_ids=features.history_ids if history else None,
         history_mask=features.history_mask if history else None,
         user_id_dim=int(model_config.get("user_id_dim", 0)),
-        item_id_dim=int(model_config.get("item_id_dim", 0)))
+        item_id_dim=int(model_config.get("item_id_dim", 0)),
+        history_positions=bool(model_config.get("history_positions", False)))
 
 
 _PARAMS_FILE = "two_tower_params.npz"
@@ -257,7 +275,8 @@ def load_two_tower(directory: str | os.PathLike, features: Any) -> TwoTower:
                      hidden_dim=config["hidden_dim"], dim=config["dim"],
                      history_ids=features.history_ids if history else None,
                      history_mask=features.history_mask if history else None,
-                     user_id_dim=config["user_id_dim"], item_id_dim=config["item_id_dim"])
+                     user_id_dim=config["user_id_dim"], item_id_dim=config["item_id_dim"],
+                     history_positions=config.get("history_positions", False))
     params = nnx.state(model, nnx.Param)
     for path, variable in nnx.to_flat_state(params):
         key = "/".join(map(str, path))

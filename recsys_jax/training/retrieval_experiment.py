@@ -39,7 +39,8 @@ from flax import nnx
 from recsys_jax import fileio
 from recsys_jax.data import ids, splits
 from recsys_jax.data.dataset import Dataset
-from recsys_jax.data.features import TwoTowerFeatures, build_two_tower_features
+from recsys_jax.data.features import (TwoTowerFeatures, build_causal_user_inputs,
+                                      build_two_tower_features)
 from recsys_jax.evaluation.evaluate import EvaluationTarget, evaluate_ranking, target_from_split
 from recsys_jax.evaluation.runs import save_run
 from recsys_jax.evaluation.sources import Embeddings
@@ -133,19 +134,33 @@ def prepare_retrieval_data(config: ml_collections.ConfigDict,
     else:
         raise ValueError(f"features.test_user_events must be 'train' or 'train+val', got "
                          f"{test_events!r}")
-    train = split.train[split.train["rating"] >= config.training.min_rating]
-    if len(train) == 0:
+    keep = (split.train["rating"] >= config.training.min_rating).to_numpy()
+    if not keep.any():
         raise ValueError(f"no training event has rating >= {config.training.min_rating}")
-    users, items = train["user_id"].to_numpy(), train["item_id"].to_numpy()
+    users = split.train["user_id"].to_numpy()[keep]
+    items = split.train["item_id"].to_numpy()[keep]
     columns_lib.check_id_range(users, mapping.num_users, "user")
     columns_lib.check_id_range(items, mapping.num_items, "item")
+    positives = {"user": users.astype(np.int32), "item": items.astype(np.int32)}
+    train_inputs = config.features.get("train_user_inputs", "all_train")
+    if train_inputs == "causal":
+        inputs = build_causal_user_inputs(
+            split.train, features, users=encoded.users, items=encoded.items,
+            genre_names=encoded.genre_names, num_users=mapping.num_users,
+            use_demographics=config.features.demographics,
+            activity=config.features.get("activity", False)).subset(keep)
+        positives["user_features"] = inputs.user
+        if config.model.history:
+            positives["history_ids"] = inputs.history_ids
+            positives["history_mask"] = inputs.history_mask
+    elif train_inputs != "all_train":
+        raise ValueError(f"features.train_user_inputs must be 'causal' or 'all_train', got "
+                         f"{train_inputs!r}")
     if save_dir is not None:
         mapping.save(os.path.join(save_dir, "ids"))
         split.save(os.path.join(save_dir, "split"))
         features.save(os.path.join(save_dir, "features.npz"))
-    return RetrievalData(dataset=encoded, split=split,
-                         positives={"user": users.astype(np.int32),
-                                    "item": items.astype(np.int32)},
+    return RetrievalData(dataset=encoded, split=split, positives=positives,
                          features=features, test_features=test_features)
 
 

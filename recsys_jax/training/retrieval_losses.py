@@ -79,10 +79,23 @@ def sampling_log_q(item_ids: np.ndarray, num_items: int) -> np.ndarray:
     return np.log((counts + 1.0) / (counts.sum() + num_items)).astype(np.float32)
 
 
+def batch_user_embeddings(model: nnx.Module, batch: Batch) -> jax.Array:
+    """The batch's user embeddings: from per-row inputs when the batch carries them
+    (``user_features`` and, with the history tower, ``history_ids``/``history_mask``: the
+    causal training inputs of ``data.features.CausalUserInputs``), else from the model's stored
+    per-user rows."""
+    if "user_features" not in batch:
+        return model.user_embeddings(batch["user"])
+    return model.encode_users(batch["user_features"], user_ids=batch["user"],
+                              history_ids=batch.get("history_ids"),
+                              history_mask=batch.get("history_mask"))
+
+
 def make_retrieval_loss(*, num_items: int, item_log_q: np.ndarray | None = None,
                         remove_accidental_hits: bool = True,
                         num_random_negatives: int = 0) -> LossFn:
-    """The two-tower loss on batches with ``user`` and ``item`` id columns.
+    """The two-tower loss on batches with ``user`` and ``item`` id columns (and optionally
+    per-row user inputs, see ``batch_user_embeddings``).
 
     Args:
       num_items: catalogue size (random negatives are drawn from ``[0, num_items)``).
@@ -114,7 +127,7 @@ def make_retrieval_loss(*, num_items: int, item_log_q: np.ndarray | None = None,
                 # Expected count of each candidate in C under the mixed sampler.
                 offsets = jnp.log(items.shape[0] * jnp.exp(offsets) + m / num_items)
         per_row = in_batch_softmax_loss(
-            model.user_embeddings(users), model.item_embeddings(items), items, weight,
+            batch_user_embeddings(model, batch), model.item_embeddings(items), items, weight,
             model.temperature, candidate_log_q=offsets,
             remove_accidental_hits=remove_accidental_hits,
             negative_vectors=None if negatives is None else model.item_embeddings(negatives),

@@ -16,7 +16,7 @@ from recsys_torch_baseline.two_tower import in_batch_softmax_loss as torch_loss 
 USERS, ITEMS = 11, 17
 
 
-def _models(history: bool, ids: bool):
+def _models(history: bool, ids: bool, positions: bool = False):
     rng = np.random.default_rng(0)
     user_features = rng.normal(size=(USERS, 5)).astype(np.float32)
     item_features = rng.normal(size=(ITEMS, 7)).astype(np.float32)
@@ -24,6 +24,7 @@ def _models(history: bool, ids: bool):
     if history:
         extra["history_ids"] = rng.integers(0, ITEMS, (USERS, 4))
         extra["history_mask"] = (rng.random((USERS, 4)) < 0.7).astype(np.float32)
+        extra["history_positions"] = positions
     if ids:
         extra.update(user_id_dim=3, item_id_dim=2)
     jax_model = TwoTower(user_features, item_features, rngs=nnx.Rngs(1), hidden_dim=16, dim=8,
@@ -32,6 +33,8 @@ def _models(history: bool, ids: bool):
     for t in (jax_model.user_tower, jax_model.item_tower):
         t.norm.scale[...] = jnp.asarray(rng.normal(1.0, 0.3, 8), jnp.float32)
         t.norm.bias[...] = jnp.asarray(rng.normal(0.0, 0.3, 8), jnp.float32)
+    if positions:
+        jax_model.history_position_logits[...] = jnp.asarray([1.5, 0.0, -1.0, 0.3])
     flat = {"/".join(map(str, path)): np.asarray(value)
             for path, value in nnx.to_flat_state(nnx.state(jax_model, nnx.Param))}
     torch_model = TorchTwoTower(user_features, item_features, hidden_dim=16, dim=8,
@@ -40,9 +43,10 @@ def _models(history: bool, ids: bool):
     return jax_model, torch_model
 
 
-@pytest.mark.parametrize("history,ids", [(False, False), (True, True)])
-def test_same_weights_give_same_embeddings(history, ids):
-    jax_model, torch_model = _models(history, ids)
+@pytest.mark.parametrize("history,ids,positions", [(False, False, False), (True, True, False),
+                                                   (True, False, True)])
+def test_same_weights_give_same_embeddings(history, ids, positions):
+    jax_model, torch_model = _models(history, ids, positions)
     expected = jax_model.export_arrays()
     got = torch_model.export_arrays()
     for name in ("user_embeddings", "item_embeddings"):
@@ -72,3 +76,20 @@ def test_in_batch_softmax_matches_the_jax_loss(log_q):
                      torch.tensor(0.2),
                      candidate_log_q=None if offsets is None else torch.from_numpy(offsets))
     assert float(got) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_per_pair_user_inputs_give_the_same_embeddings():
+    """Causal training encodes each pair from its own inputs: both frameworks agree."""
+    jax_model, torch_model = _models(True, True, positions=True)
+    rng = np.random.default_rng(5)
+    features = rng.normal(size=(6, 5)).astype(np.float32)
+    users = np.array([0, 3, 3, 7, 10, 1])
+    hist = rng.integers(0, ITEMS, (6, 4))
+    mask = (rng.random((6, 4)) < 0.6).astype(np.float32)
+    expected = jax_model.encode_users(jnp.asarray(features), user_ids=jnp.asarray(users),
+                                      history_ids=jnp.asarray(hist),
+                                      history_mask=jnp.asarray(mask))
+    with torch.no_grad():
+        got = torch_model.encode_users(torch.from_numpy(features), torch.from_numpy(users),
+                                       torch.from_numpy(hist), torch.from_numpy(mask))
+    np.testing.assert_allclose(got.numpy(), np.asarray(expected), rtol=1e-5, atol=1e-5)

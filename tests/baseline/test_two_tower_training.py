@@ -33,9 +33,21 @@ def tiny():
     arrays = {"user_features": f.user, "item_features": f.item, "history_ids": f.history_ids,
               "history_mask": f.history_mask, "test_user_features": tf.user,
               "test_history_ids": tf.history_ids, "test_history_mask": tf.history_mask,
-              "pos_user": data.positives["user"], "pos_item": data.positives["item"],
+              **{f"pos_{k}": v for k, v in data.positives.items()},
               "log_q": sampling_log_q(data.positives["item"], data.num_items)}
     return config, data, arrays
+
+
+def test_causal_pairs_carry_their_inputs_and_a_mismatch_is_refused(tiny):
+    config, data, arrays = tiny
+    recipe = TwoTowerRecipe.from_config(config, epochs=1)
+    assert recipe.causal_inputs and "pos_user_features" in arrays
+    assert arrays["pos_user_features"].shape == (len(arrays["pos_user"]),
+                                                 data.features.user.shape[1])
+    stored_only = {k: v for k, v in arrays.items()
+                   if k not in ("pos_user_features", "pos_history_ids", "pos_history_mask")}
+    with pytest.raises(ValueError, match="causal_inputs"):
+        fit_torch_two_tower("tuned", recipe, stored_only)
 
 
 def test_starts_from_the_jax_initialisation(tiny):

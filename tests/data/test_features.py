@@ -8,7 +8,9 @@ import pytest
 
 from recsys_jax.data import ids, splits, synthetic
 from recsys_jax.data.features import (Standardizer, TwoTowerFeatures, activity_features,
-                                      build_two_tower_features, demographic_features,
+                                      build_causal_user_inputs, build_two_tower_features,
+                                      causal_activity_features, causal_histories,
+                                      causal_user_features, demographic_features,
                                       item_activity_features, item_content_features,
                                       user_histories, user_history_features)
 
@@ -128,6 +130,8 @@ def test_held_out_events_never_change_features(encoded_split, monkeypatch):
         np.testing.assert_array_equal(got.features.user, base.user)
         np.testing.assert_array_equal(got.features.history_ids, base.history_ids)
         np.testing.assert_array_equal(got.features.item, base.item)
+        for column in ("user_features", "history_ids", "history_mask"):  # Causal pairs.
+            np.testing.assert_array_equal(got.positives[column], reference.positives[column])
         assert np.array_equal(got.test_features.user,
                               reference.test_features.user) != test_inputs_move
     # And the flip is visible to a leaky builder.
@@ -149,3 +153,103 @@ def test_features_save_load_round_trip(encoded_split, tmp_path):
     np.testing.assert_array_equal(f.user_scaler.mean, g.user_scaler.mean)
     assert f.item_names == g.item_names
     np.testing.assert_array_equal(f.history_mask, g.history_mask)
+
+
+def _earlier_events(users, items, timestamps, row):
+    """Indices of the events of ``row``'s user that come before it in (time, item) order."""
+    same = users == users[row]
+    earlier = (timestamps < timestamps[row]) | ((timestamps == timestamps[row])
+                                                & (items < items[row]))
+    return np.flatnonzero(same & earlier)
+
+
+@pytest.fixture(scope="module")
+def event_log():
+    """Events in scrambled order, with ties in time and items seen twice by a user (but no
+    (user, item, time) twice)."""
+    rng = np.random.default_rng(0)
+    users, items, days = np.unravel_index(rng.choice(4 * 3 * 6, 40, replace=False), (4, 3, 6))
+    ratings = rng.integers(1, 6, 40).astype(np.float64)
+    return users, items, days * 86400, ratings
+
+
+def test_causal_user_features_equal_statistics_of_earlier_events(event_log):
+    users, items, timestamps, ratings = event_log
+    got = causal_user_features(users, items, ratings, timestamps, item_genres=ITEM_GENRES,
+                               genre_names=GENRES)
+    assert got.names == user_history_features(users, items, ratings, num_users=4,
+                                              item_genres=ITEM_GENRES,
+                                              genre_names=GENRES).names
+    for row in range(len(users)):
+        before = _earlier_events(users, items, timestamps, row)
+        # Independent computation: the per-user builder on the earlier events alone, whose
+        # empty-history fill is the global mean of *all* events.
+        expected = user_history_features(
+            np.concatenate([users[before], [9]]), np.concatenate([items[before], [0]]),
+            np.concatenate([ratings[before], [0.0]]), num_users=10, item_genres=ITEM_GENRES,
+            genre_names=GENRES).values[users[row]] if len(before) else None
+        if expected is None:
+            names = got.names
+            np.testing.assert_allclose(got.values[row, names.index("rating_mean")],
+                                       ratings.mean(), rtol=1e-6)
+            assert got.values[row, names.index("log_count")] == 0
+            continue
+        np.testing.assert_allclose(got.values[row], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_causal_activity_features_equal_activity_of_earlier_events(event_log):
+    users, items, timestamps, _ = event_log
+    got = causal_activity_features(users, items, timestamps)
+    assert got.names == ("user_first_day", "user_mean_day", "user_last_day")
+    for row in range(len(users)):
+        before = _earlier_events(users, items, timestamps, row)
+        if len(before):
+            expected = activity_features(users[before], timestamps[before], num_rows=4,
+                                         prefix="user").values[users[row]]
+        else:
+            expected = np.full(3, timestamps.mean() / 86400.0)
+        np.testing.assert_allclose(got.values[row], expected, rtol=1e-6)
+
+
+def test_causal_histories_are_the_earlier_items_newest_first(event_log):
+    users, items, timestamps, _ = event_log
+    got_ids, got_mask = causal_histories(users, items, timestamps, max_len=3)
+    for row in range(len(users)):
+        before = _earlier_events(users, items, timestamps, row)
+        ids_, mask = user_histories(users[before], items[before], timestamps[before],
+                                    num_users=4, max_len=3)
+        np.testing.assert_array_equal(got_ids[row], ids_[users[row]])
+        np.testing.assert_array_equal(got_mask[row], mask[users[row]])
+    # A user's inputs as of one event after their last equal the per-user histories.
+    full_ids, _ = user_histories(users, items, timestamps, num_users=4, max_len=3)
+    last = max(range(len(users)), key=lambda r: (users[r] == 0, timestamps[r], items[r]))
+    np.testing.assert_array_equal(np.concatenate([[items[last]], got_ids[last, :2]]),
+                                  full_ids[0])
+
+
+def test_causal_inputs_share_columns_and_scaler_and_ignore_later_events(encoded_split):
+    ds, split = encoded_split
+    kwargs = dict(users=ds.users, items=ds.items, genre_names=ds.genre_names,
+                  num_users=ds.num_users, activity=True)
+    features = _features(ds, split.train, activity=True)
+    inputs = build_causal_user_inputs(split.train, features, **kwargs)
+    assert inputs.user.shape == (len(split.train), features.user.shape[1])
+    assert inputs.history_ids.shape == (len(split.train), 4)
+    # The first event of every user has an empty history and population-level statistics.
+    first = split.train.sort_values(["timestamp", "item_id"]).groupby("user_id").head(1).index
+    assert not inputs.history_mask[first].any()
+    # Causality: dropping each user's latest training event changes no other row.
+    latest = split.train.sort_values(["timestamp", "item_id"]).groupby("user_id").tail(1).index
+    earlier = split.train.drop(index=latest)
+    again = build_causal_user_inputs(earlier, features, **kwargs)
+    keep = ~split.train.index.isin(latest)
+    # (Rows with an empty history hold population means, which the dropped events move.)
+    has_history = inputs.history_mask[keep, 0] > 0
+    np.testing.assert_allclose(again.user[has_history], inputs.user[keep][has_history],
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(again.history_ids, inputs.history_ids[keep])
+    # Other settings than the features were built with are refused.
+    with pytest.raises(ValueError, match="columns differ"):
+        build_causal_user_inputs(split.train, features, **{**kwargs, "activity": False})
+    subset = inputs.subset(np.arange(3))
+    assert subset.user.shape[0] == subset.history_ids.shape[0] == 3

@@ -67,10 +67,35 @@ def test_history_pooling_is_masked_mean_of_item_embeddings():
                                model.user_embeddings(jnp.arange(7)), rtol=1e-5, atol=1e-6)
 
 
-def test_save_load_round_trip(tmp_path):
+def test_history_position_weights_are_a_masked_softmax():
+    f = _features()
+    model = TwoTower(f.user, f.item, rngs=nnx.Rngs(0), hidden_dim=8, dim=4,
+                     history_ids=f.history_ids, history_mask=f.history_mask,
+                     history_positions=True)
+    items = np.asarray(model.item_embeddings(jnp.arange(9)))
+    ids_, mask = jnp.asarray(f.history_ids), jnp.asarray(f.history_mask)
+    uniform = TwoTower(f.user, f.item, rngs=nnx.Rngs(0), hidden_dim=8, dim=4,
+                       history_ids=f.history_ids, history_mask=f.history_mask)
+    # Zero logits: the plain masked mean.
+    np.testing.assert_allclose(model.pooled_history(ids_, mask),
+                               uniform.pooled_history(ids_, mask), rtol=1e-5, atol=1e-6)
+    params = np.array([0.2, 0.0, -0.1], np.float32)
+    model.history_position_logits[...] = jnp.asarray(params)
+    pooled = np.asarray(model.pooled_history(ids_, mask))
+    for u in range(7):
+        w = np.exp(two_tower.HISTORY_POSITION_SCALE * params) * f.history_mask[u]
+        want = (w[:, None] * items[f.history_ids[u]]).sum(0) / w.sum() if w.sum() else 0.0
+        np.testing.assert_allclose(pooled[u], want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("history_positions", [False, True])
+def test_save_load_round_trip(tmp_path, history_positions):
     f = _features()
     model = TwoTower(f.user, f.item, rngs=nnx.Rngs(3), hidden_dim=8, dim=4,
-                     history_ids=f.history_ids, history_mask=f.history_mask, item_id_dim=2)
+                     history_ids=f.history_ids, history_mask=f.history_mask, item_id_dim=2,
+                     history_positions=history_positions)
+    if history_positions:
+        model.history_position_logits[...] = jnp.array([1.0, -2.0, 0.5])
     save_two_tower(model, tmp_path)
     loaded = load_two_tower(tmp_path, f)
     for name, array in model.export_arrays().items():
