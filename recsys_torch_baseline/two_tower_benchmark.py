@@ -13,24 +13,35 @@ here by the evaluation suite exactly as ``retrieval_experiment`` scores its test
 train + val items excluded), with user-level bootstrap CIs and paired tests against JAX from
 ``recsys_jax.evaluation.significance``.
 
+Time to the best validation epoch: every run also exports, after each epoch and outside its
+timing, the embeddings with the training-time user inputs (what ``retrieval_experiment``'s
+per-epoch validation scores); they come back as ``epoch_*_embeddings.npy`` and are scored here,
+one run at a time, on ``RetrievalData.target("val")`` with the same ``evaluate_ranking`` over
+``Embeddings`` at the config's early-stopping metric (``training.monitor_metric`` @
+``training.monitor_k``). The best epoch is the first maximum, and
+``time_to_best_s = setup_s + compile_s + Σ epoch_time_s`` over epochs 1..best: the training
+time a run with per-epoch validation would spend to reach its best epoch, with evaluation (and
+the exports) left out of every framework's clock alike.
+
 Definitions as in ``recsys_torch_baseline.benchmark`` (steady epoch: median of epochs 2..;
 warm-up: explicit compile plus epoch 1's excess over the steady epoch; examples/s: training
-positives per steady epoch). "Total" is set-up + compile + all epochs, export excluded.
+positives per steady epoch). "Total" is set-up + compile + all epochs, exports excluded.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from recsys_torch_baseline.benchmark import (_fmt_mib, _ratio, environment,
+from recsys_torch_baseline.benchmark import (_fmt_mib, _median, _ratio, environment,
                                              run_worker_process, steady_epoch,
                                              summarize_speed)
 
@@ -41,13 +52,66 @@ METRICS = ("hr@100", "ndcg@100")
 
 
 def summarize_runs(runs: Sequence[dict[str, Any]], num_train: int) -> dict[str, Any]:
-    """``summarize_speed`` plus the two-tower's export time, final loss and temperature."""
+    """``summarize_speed`` plus the two-tower's export time, final loss, temperature and time
+    to the best validation epoch (None without per-epoch embeddings)."""
     return {
         **summarize_speed(runs, num_train),
         "export_s": statistics.median(r["export_s"] for r in runs),
         "final_train_loss": [r["history"][-1]["train_loss"] for r in runs],
         "temperature": [r["temperature"] for r in runs],
+        "time_to_best_s": _median([r.get("time_to_best_s") for r in runs]),
+        "best_epochs": [r.get("best_epoch") for r in runs],
     }
+
+
+def best_epoch(values: Sequence[float]) -> int:
+    """The 1-based epoch of the highest validation value; the first one on ties (as early
+    stopping keeps the first best). NaN values never win.
+
+    Raises:
+      ValueError: when there is no value, or none that is a number.
+    """
+    finite = [i for i, v in enumerate(values) if not math.isnan(v)]
+    if not finite:
+        raise ValueError(f"no validation value to pick the best epoch from: {list(values)}")
+    return max(finite, key=lambda i: (values[i], -i)) + 1
+
+
+def time_to_best(run: Mapping[str, Any], best: int) -> float:
+    """Seconds from the start of set-up to the end of epoch ``best`` (1-based): ``setup_s`` +
+    ``compile_s`` + the ``epoch_time_s`` of epochs 1..``best`` of ``run["history"]``."""
+    if not 1 <= best <= len(run["history"]):
+        raise ValueError(f"best epoch {best} outside 1..{len(run['history'])}")
+    return (run["setup_s"] + run["compile_s"]
+            + sum(h["epoch_time_s"] for h in run["history"][:best]))
+
+
+def validate_epochs(out_dir: Path, target: Any, metric: str, k: int) -> list[float]:
+    """``metric@k`` of every epoch's embeddings a worker saved in ``out_dir``
+    (``epoch_user_embeddings.npy`` / ``epoch_item_embeddings.npy``), by ``evaluate_ranking``
+    over ``Embeddings`` on ``target`` (full ranking); memory-mapped, one epoch at a time."""
+    from recsys_jax.evaluation.evaluate import evaluate_ranking
+    from recsys_jax.evaluation.sources import Embeddings
+
+    users = np.load(out_dir / "epoch_user_embeddings.npy", mmap_mode="r")
+    items = np.load(out_dir / "epoch_item_embeddings.npy", mmap_mode="r")
+    if len(users) != len(items):
+        raise ValueError(f"{out_dir}: {len(users)} user but {len(items)} item epochs")
+    return [evaluate_ranking(Embeddings(np.asarray(u), np.asarray(i)), target, (k,),
+                             metrics=(metric,)).mean(f"{metric}@{k}")
+            for u, i in zip(users, items)]
+
+
+def add_time_to_best(run: dict[str, Any], values: Sequence[float], monitor: str) -> None:
+    """Writes each epoch's validation value into ``run["history"]`` (key ``monitor``, e.g.
+    ``val_recall@100``) and the run's ``best_epoch``, ``best_val`` and ``time_to_best_s``."""
+    if len(values) != len(run["history"]):
+        raise ValueError(f"{len(values)} validation values for {len(run['history'])} epochs")
+    for h, value in zip(run["history"], values):
+        h[monitor] = float(value)
+    best = best_epoch(values)
+    run.update(best_epoch=best, best_val=float(values[best - 1]),
+               time_to_best_s=time_to_best(run, best))
 
 
 def score_two_tower(embeddings: dict[str, list[tuple[np.ndarray, np.ndarray]]], target: Any,
@@ -84,7 +148,7 @@ def run_two_tower_benchmark(config: Any, *, variants: Sequence[str] = VARIANTS,
                             repetitions: int = 3, epochs: int | None = None,
                             threads: int | None = None, torch_compile: bool = False,
                             bootstrap_resamples: int = 2000, work_dir: str | None = None,
-                            log=print) -> dict[str, Any]:
+                            epoch_embeddings: bool = True, log=print) -> dict[str, Any]:
     """Trains each two-tower variant ``repetitions`` times (seeds ``training.seed + r``) for
     the same fixed number of epochs; returns quality, speed and environment figures.
 
@@ -97,8 +161,10 @@ def run_two_tower_benchmark(config: Any, *, variants: Sequence[str] = VARIANTS,
       torch_compile: ``torch.compile`` the loss in the tuned variant.
       bootstrap_resamples: bootstrap resamples of the CIs.
       work_dir: where worker files go (default: a temporary directory).
+      epoch_embeddings: export every epoch's embeddings and score them on validation for the
+        time to the best validation epoch (see the module docstring).
     """
-    from recsys_jax.training.retrieval_experiment import prepare_retrieval_data
+    from recsys_jax.training.retrieval_experiment import monitor_name, prepare_retrieval_data
     from recsys_jax.training.retrieval_losses import sampling_log_q
     from recsys_torch_baseline.jax_two_tower import initial_params
     from recsys_torch_baseline.two_tower_training import TwoTowerRecipe
@@ -114,6 +180,10 @@ def run_two_tower_benchmark(config: Any, *, variants: Sequence[str] = VARIANTS,
     data = prepare_retrieval_data(config)
     positives = data.positives
     num_train = len(positives["user"])
+    # Per-epoch validation as retrieval_experiment's early stopping follows it.
+    val_target = data.target("val") if epoch_embeddings else None
+    metric, k = str(config.training.monitor_metric), int(config.training.monitor_k)
+    monitor = monitor_name(config)
     runs: dict[str, list] = {v: [] for v in variants}
     embeddings: dict[str, list] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
@@ -134,16 +204,24 @@ def run_two_tower_benchmark(config: Any, *, variants: Sequence[str] = VARIANTS,
                         "recipe": dataclasses.asdict(recipe), "compile": torch_compile,
                         "features": str(tmp / "features.npz"),
                         "test_features": str(tmp / "test_features.npz"),
-                        "positives": str(tmp / "positives.npz"), "init_params": str(init_path)}
+                        "positives": str(tmp / "positives.npz"), "init_params": str(init_path),
+                        "epoch_embeddings": epoch_embeddings}
                 out = tmp / f"{variant}_{rep}"
                 t0 = time.perf_counter()
                 result = run_worker_process(task, out)
                 runs[variant].append(result)
                 embeddings[variant].append((np.load(out / "user_embeddings.npy"),
                                             np.load(out / "item_embeddings.npy")))
+                best = ""
+                if epoch_embeddings:
+                    # Scored now, so only one run's epochs are ever loaded.
+                    add_time_to_best(result, validate_epochs(out, val_target, metric, k),
+                                     monitor)
+                    best = (f", best {monitor} {result['best_val']:.4f} (epoch "
+                            f"{result['best_epoch']}) after {result['time_to_best_s']:.2f}s")
                 log(f"rep {rep + 1}/{repetitions} {variant:>8}: {epochs} epochs, steady epoch "
                     f"{steady_epoch(result['history']):.3f}s, final loss "
-                    f"{result['history'][-1]['train_loss']:.4f}, worker "
+                    f"{result['history'][-1]['train_loss']:.4f}{best}, worker "
                     f"{time.perf_counter() - t0:.1f}s")
     speed = {v: summarize_runs(runs[v], num_train) for v in variants}
     scored = score_two_tower(embeddings, data.target("test"),
@@ -153,6 +231,7 @@ def run_two_tower_benchmark(config: Any, *, variants: Sequence[str] = VARIANTS,
         "split": data.split.protocol, "split_fingerprint": data.split.fingerprint(),
         "num_train": num_train, "num_users": data.num_users, "num_items": data.num_items,
         "recipe": dataclasses.asdict(recipe), "torch_compile": torch_compile,
+        "monitor": monitor if epoch_embeddings else None,
         "repetitions": repetitions, "environment": environment(threads, runs),
         "speed": speed, **scored,
         "runs": {v: [{k: r[k] for k in r if k != "environment"} for r in rs]
@@ -173,7 +252,8 @@ def format_two_tower_markdown(result: dict[str, Any]) -> str:
         f"{result['num_items']:,} items; towers hidden {r['hidden_dim']} → {r['dim']}, history "
         f"pooling {r['history']} (position weights {r.get('history_positions', False)}), "
         f"training pairs' user inputs "
-        f"{'causal' if r.get('causal_inputs') else 'from all training events'}, in-batch softmax (logQ {r['logq']}, accidental-hit removal "
+        f"{'causal' if r.get('causal_inputs') else 'from all training events'}, in-batch "
+        f"softmax (logQ {r['logq']}, accidental-hit removal "
         f"{r['remove_accidental_hits']}), batch {r['batch_size']}, {r['optimizer']} lr "
         f"{r['lr']:g} weight decay {r['weight_decay']:g}; the same fixed {r['epochs']} epochs "
         f"for every variant (no early stopping), the same initial weights; "
@@ -183,11 +263,18 @@ def format_two_tower_markdown(result: dict[str, Any]) -> str:
         f"bootstrap CI over users (first repetition). CPU: {env['cpu']}, {env['threads']} "
         f"threads for every framework. torch.compile in tuned: "
         f"{'yes' if result['torch_compile'] else 'no'}.",
+    ]
+    if result.get("monitor"):
+        lines[-1] += (
+            f" Time to best val epoch: set-up + compile + the epochs up to the first epoch "
+            f"with the highest {result['monitor']} (every epoch's embeddings scored afterwards "
+            f"by the same evaluation code; evaluation and exports not timed).")
+    lines += [
         "",
         "| variant | steady epoch (s) | train examples/s | JAX speed-up | warm-up/compile (s) "
-        "| total train (s) | HR@100 [95% CI] | NDCG@100 [95% CI] | ΔHR@100 vs JAX [95% CI] "
-        "| peak RSS training / process (MiB) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| total train (s) | time to best val epoch (s) | best epochs | HR@100 [95% CI] "
+        "| NDCG@100 [95% CI] | ΔHR@100 vs JAX [95% CI] | peak RSS training / process (MiB) |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     for v, s in speed.items():
         hr, ndcg = quality[v]["hr@100"], quality[v]["ndcg@100"]
@@ -197,9 +284,14 @@ def format_two_tower_markdown(result: dict[str, Any]) -> str:
         lines.append(
             f"| {LABELS[v]} | {s['steady_epoch_s']:.3f} | {s['examples_per_s']:,.0f} | "
             f"{'—' if v == 'jax' else _ratio(jax_speed['examples_per_s'], s['examples_per_s'])}"
-            f" | {s['warmup_s']:.2f} | {s['total_s']:.2f} | "
+            f" | {s['warmup_s']:.2f} | {s['total_s']:.2f} | {_fmt_s(s.get('time_to_best_s'))} | "
+            f"{', '.join('—' if e is None else str(e) for e in s.get('best_epochs', []))} | "
             f"{hr['first_rep']:.4f} [{hr['first_rep_ci'][0]:.4f}, {hr['first_rep_ci'][1]:.4f}]"
             f" | {ndcg['first_rep']:.4f} [{ndcg['first_rep_ci'][0]:.4f}, "
             f"{ndcg['first_rep_ci'][1]:.4f}] | {delta} | "
             f"{_fmt_mib(s['peak_rss_training_mib'])} / {_fmt_mib(s['peak_rss_process_mib'])} |")
     return "\n".join(lines) + "\n"
+
+
+def _fmt_s(x: float | None) -> str:
+    return "—" if x is None else f"{x:.2f}"

@@ -14,6 +14,9 @@ options, the same optimizer and weight decay, batch size, a fixed number of epoc
 
 Training runs for a fixed number of epochs, without per-epoch validation, in both frameworks:
 the benchmark compares the speed of the same amount of work, then scores the final embeddings.
+With ``epoch_embeddings`` each epoch's user and item embeddings (training-time user inputs) are
+also exported, outside the epoch's timing, so that the benchmark can score every epoch on the
+validation part afterwards with the evaluation suite (time to the best validation epoch).
 The model starts from the JAX model's initial parameters (``TorchTwoTower.load_jax_params``),
 so the frameworks differ only in shuffling order and floating-point detail.
 """
@@ -236,10 +239,16 @@ class TwoTowerFitRecord:
       compile_s: explicit ahead-of-time compilation (JAX); 0 where compilation happens in the
         first epoch (``torch.compile``), which then shows as warm-up.
       history: per epoch ``epoch``, ``train_loss``, ``epoch_time_s``.
-      total_s: from the start of set-up to the end of training.
+      total_s: from the start of set-up to the end of training (per-epoch exports
+        excluded).
       export_s: exporting the embeddings (test-time user inputs).
       temperature: the final τ.
       user_embeddings, item_embeddings: float32 exported embeddings (rows = encoded ids).
+      epoch_user_embeddings, epoch_item_embeddings: with ``epoch_embeddings``, every epoch's
+        float32 embeddings ``[epochs, num_users | num_items, dim]`` from the training-time
+        user inputs (what per-epoch validation would score); else None.
+      epoch_export_s: the time those per-epoch exports took (in no epoch time, nor in
+        ``total_s``).
     """
 
     variant: str
@@ -251,12 +260,48 @@ class TwoTowerFitRecord:
     temperature: float
     user_embeddings: np.ndarray
     item_embeddings: np.ndarray
+    epoch_user_embeddings: np.ndarray | None = None
+    epoch_item_embeddings: np.ndarray | None = None
+    epoch_export_s: float = 0.0
+
+
+# The record's arrays: the worker saves them as .npy files, never in its JSON result.
+ARRAY_FIELDS = ("user_embeddings", "item_embeddings", "epoch_user_embeddings",
+                "epoch_item_embeddings")
+
+
+class EpochExports:
+    """Every epoch's exported embeddings, written into ``[epochs, n, dim]`` float32 arrays
+    allocated at the first export (no list of copies to stack at the end)."""
+
+    def __init__(self, epochs: int):
+        self.epochs = epochs
+        self.arrays: dict[str, np.ndarray] = {}
+        self.seconds = 0.0
+
+    def add(self, epoch: int, export: Callable[[], Mapping[str, np.ndarray]]) -> None:
+        """Stores ``export()`` (``user_embeddings``, ``item_embeddings``) as epoch ``epoch``
+        (1-based) and adds its wall time to ``seconds``."""
+        t0 = time.perf_counter()
+        exported = export()
+        for name in ("user_embeddings", "item_embeddings"):
+            if name not in self.arrays:
+                self.arrays[name] = np.empty((self.epochs, *exported[name].shape), np.float32)
+            self.arrays[name][epoch - 1] = exported[name]
+        self.seconds += time.perf_counter() - t0
+
+    def record_fields(self) -> dict[str, Any]:
+        """``epoch_user_embeddings``, ``epoch_item_embeddings`` (None when nothing was
+        exported) and ``epoch_export_s`` for ``TwoTowerFitRecord``."""
+        return {"epoch_user_embeddings": self.arrays.get("user_embeddings"),
+                "epoch_item_embeddings": self.arrays.get("item_embeddings"),
+                "epoch_export_s": self.seconds}
 
 
 def fit_torch_two_tower(variant: str, recipe: TwoTowerRecipe, arrays: Mapping[str, np.ndarray],
                         *, init_params: Mapping[str, np.ndarray] | None = None,
-                        compile_model: bool = False, start: float | None = None
-                        ) -> TwoTowerFitRecord:
+                        compile_model: bool = False, start: float | None = None,
+                        epoch_embeddings: bool = False) -> TwoTowerFitRecord:
     """Trains the PyTorch two-tower for ``recipe.epochs`` epochs and exports its embeddings.
 
     Args:
@@ -270,6 +315,8 @@ def fit_torch_two_tower(variant: str, recipe: TwoTowerRecipe, arrays: Mapping[st
       init_params: the JAX model's initial parameters (None: PyTorch's default init).
       compile_model: ``torch.compile`` the loss (tuned variant only).
       start: ``time.perf_counter()`` the set-up time is measured from (default: now).
+      epoch_embeddings: also export the embeddings after every epoch, with the training-time
+        user inputs, outside the timed epochs (``TwoTowerFitRecord.epoch_user_embeddings``).
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
@@ -283,13 +330,18 @@ def fit_torch_two_tower(variant: str, recipe: TwoTowerRecipe, arrays: Mapping[st
     trainer = (BaselineTrainer(model, positives, log_q, recipe) if variant == "baseline"
                else TunedTrainer(model, positives, log_q, recipe, compile_model=compile_model))
     setup_s = time.perf_counter() - start
-    history = []
+    history, exports = [], EpochExports(recipe.epochs)
     for epoch in range(1, recipe.epochs + 1):
         t0 = time.perf_counter()
         train_loss = trainer.train_epoch(epoch)
         history.append({"epoch": epoch, "train_loss": train_loss,
                         "epoch_time_s": time.perf_counter() - t0})
-    total_s = time.perf_counter() - start
+        if epoch_embeddings:
+            # After the epoch's clock stopped; the stored (training-time) user rows are still
+            # in place, so this is what per-epoch validation would score.
+            exports.add(epoch, model.export_arrays)
+    # Set-up plus the epochs: the per-epoch exports are not training time.
+    total_s = time.perf_counter() - start - exports.seconds
     t0 = time.perf_counter()
     # Test users are encoded from their test-time inputs (train + val events), as in
     # retrieval_experiment.use_test_inputs.
@@ -302,4 +354,4 @@ def fit_torch_two_tower(variant: str, recipe: TwoTowerRecipe, arrays: Mapping[st
     return TwoTowerFitRecord(
         variant=variant, setup_s=setup_s, compile_s=0.0, history=history, total_s=total_s,
         export_s=time.perf_counter() - t0, temperature=float(model.temperature.detach()),
-        **exported)
+        **exported, **exports.record_fields())

@@ -8,7 +8,8 @@ starts. This module imports neither framework at the top: the thread settings mu
 Usage: ``python -m recsys_torch_baseline.worker TASK.json OUT_DIR``; the task names the model,
 variant, seed, thread count and the ``.npz`` holding the data. Writes ``OUT_DIR/result.json``
 and ``OUT_DIR/test_predictions.npy`` (MF) or ``user_embeddings.npy`` / ``item_embeddings.npy``
-(two-tower).
+(two-tower; with task key ``"epoch_embeddings": true`` also every epoch's embeddings,
+``epoch_user_embeddings.npy`` / ``epoch_item_embeddings.npy``, ``[epochs, n, dim]``).
 """
 
 from __future__ import annotations
@@ -112,10 +113,12 @@ def _framework_info(variant: str, threads: int) -> dict[str, Any]:
 
 
 def run_two_tower_task(task: dict[str, Any], out_dir: Path) -> dict[str, Any]:
-    """One two-tower run: fixed epochs, then the exported embeddings saved as ``.npy``."""
+    """One two-tower run: fixed epochs, then the exported embeddings saved as ``.npy`` (and,
+    when ``task["epoch_embeddings"]``, every epoch's training-time embeddings)."""
     threads = set_threads(int(task["threads"]))
     import numpy as np
     variant, seed, epochs = task["variant"], int(task["seed"]), int(task["epochs"])
+    epoch_embeddings = bool(task.get("epoch_embeddings"))
     threads["framework"] = _framework_info(variant, int(task["threads"]))
     if variant == "jax":
         import ml_collections
@@ -129,7 +132,7 @@ def run_two_tower_task(task: dict[str, Any], out_dir: Path) -> dict[str, Any]:
         rss_before = _status_kib("VmRSS")
         reset = _reset_peak_rss()
         record = fit_jax_two_tower(config, features, test_features, positives, seed=seed,
-                                   epochs=epochs)
+                                   epochs=epochs, epoch_embeddings=epoch_embeddings)
     else:
         from recsys_torch_baseline.two_tower_training import (TwoTowerRecipe,
                                                               fit_torch_two_tower)
@@ -140,12 +143,14 @@ def run_two_tower_task(task: dict[str, Any], out_dir: Path) -> dict[str, Any]:
         rss_before = _status_kib("VmRSS")
         reset = _reset_peak_rss()
         record = fit_torch_two_tower(variant, recipe, arrays, init_params=init,
-                                     compile_model=bool(task.get("compile")))
+                                     compile_model=bool(task.get("compile")),
+                                     epoch_embeddings=epoch_embeddings)
+    from recsys_torch_baseline.two_tower_training import ARRAY_FIELDS
     peak_training = _status_kib("VmHWM") if reset else None
-    np.save(out_dir / "user_embeddings.npy", record.user_embeddings)
-    np.save(out_dir / "item_embeddings.npy", record.item_embeddings)
-    result = {k: v for k, v in vars(record).items()
-              if k not in ("user_embeddings", "item_embeddings")}
+    for name in ARRAY_FIELDS:
+        if getattr(record, name) is not None:
+            np.save(out_dir / f"{name}.npy", getattr(record, name))
+    result = {k: v for k, v in vars(record).items() if k not in ARRAY_FIELDS}
     result.update(
         seed=seed, environment=threads,
         rss_before_training_mib=None if rss_before is None else rss_before / 1024,

@@ -16,7 +16,10 @@ import torch  # noqa: F401  (collected only with the baseline extra, see conftes
 from recsys_jax.config_files import sibling_config  # noqa: E402
 from recsys_jax.training.retrieval_experiment import prepare_retrieval_data  # noqa: E402
 from recsys_jax.training.retrieval_losses import sampling_log_q  # noqa: E402
-from recsys_torch_baseline.jax_two_tower import initial_params  # noqa: E402
+from recsys_torch_baseline.jax_two_tower import (fit_jax_two_tower,  # noqa: E402
+                                                 initial_params)
+from recsys_torch_baseline.two_tower_benchmark import (add_time_to_best,  # noqa: E402
+                                                       best_epoch, time_to_best)
 from recsys_torch_baseline.two_tower_training import (TwoTowerRecipe,  # noqa: E402
                                                       build_torch_two_tower,
                                                       fit_torch_two_tower)
@@ -75,6 +78,78 @@ def test_fit_learns_and_exports(tiny, variant):
     np.testing.assert_allclose(np.linalg.norm(record.item_embeddings, axis=1), 1.0, rtol=1e-4)
 
 
+def _training_inputs_as_test(arrays):
+    """``arrays`` whose test users' inputs are the training-time ones, so the end-of-training
+    export is a plain export with training-time inputs."""
+    return {**arrays, "test_user_features": arrays["user_features"],
+            "test_history_ids": arrays["history_ids"],
+            "test_history_mask": arrays["history_mask"]}
+
+
+def _check_epoch_embeddings(record, plain, epochs, num_users, num_items, dim):
+    """``record`` trained with per-epoch exports; ``plain`` the same run without them, exporting
+    with the training-time inputs at the end (an independent export of the last epoch)."""
+    users, items = record.epoch_user_embeddings, record.epoch_item_embeddings
+    assert users.shape == (epochs, num_users, dim) and users.dtype == np.float32
+    assert items.shape == (epochs, num_items, dim) and items.dtype == np.float32
+    assert not np.allclose(users[0], users[-1])  # One slot per epoch, not one state repeated.
+    np.testing.assert_allclose(users[-1], plain.user_embeddings, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(items[-1], plain.item_embeddings, rtol=1e-5, atol=1e-6)
+    # The final export still switches to the test users' inputs (train + val events).
+    assert not np.allclose(users[-1], record.user_embeddings)
+    np.testing.assert_allclose(items[-1], record.item_embeddings, rtol=1e-5, atol=1e-6)
+    assert plain.epoch_user_embeddings is None and plain.epoch_export_s == 0.0
+    assert record.epoch_export_s > 0 and len(record.history) == epochs
+
+
+@pytest.mark.parametrize("variant", ["baseline", "tuned"])
+def test_torch_epoch_embeddings_are_training_time_exports(tiny, variant):
+    config, data, arrays = tiny
+    recipe = TwoTowerRecipe.from_config(config, epochs=3, lr=1e-2)
+    init = initial_params(config, data.features, seed=0)
+    record = fit_torch_two_tower(variant, recipe, arrays, init_params=init,
+                                 epoch_embeddings=True)
+    plain = fit_torch_two_tower(variant, recipe, _training_inputs_as_test(arrays),
+                                init_params=init)
+    _check_epoch_embeddings(record, plain, 3, data.num_users, data.num_items, recipe.dim)
+
+
+def test_jax_epoch_embeddings_are_training_time_exports(tiny):
+    config, data, _ = tiny
+    record = fit_jax_two_tower(config, data.features, data.test_features, data.positives,
+                               seed=0, epochs=3, epoch_embeddings=True)
+    # Exporting between epochs must leave the (donated) training state intact: the plain run
+    # trains the same epochs untouched and ends identical.
+    plain = fit_jax_two_tower(config, data.features, data.features, data.positives, seed=0,
+                              epochs=3)
+    _check_epoch_embeddings(record, plain, 3, data.num_users, data.num_items,
+                            int(config.model.dim))
+
+
+def test_best_epoch_is_the_first_maximum():
+    assert best_epoch([0.1, 0.3, 0.2]) == 2
+    assert best_epoch([0.1, 0.3, 0.3, 0.2]) == 2
+    assert best_epoch([0.5]) == 1
+    assert best_epoch([float("nan"), 0.2, 0.1]) == 2
+    with pytest.raises(ValueError):
+        best_epoch([float("nan")])
+
+
+def test_time_to_best_adds_setup_compile_and_the_epochs_up_to_the_best():
+    run = {"setup_s": 0.5, "compile_s": 2.0, "history": [
+        {"epoch": 1, "epoch_time_s": 3.0}, {"epoch": 2, "epoch_time_s": 1.0},
+        {"epoch": 3, "epoch_time_s": 1.25}, {"epoch": 4, "epoch_time_s": 1.5}]}
+    assert time_to_best(run, 1) == pytest.approx(5.5)
+    assert time_to_best(run, 3) == pytest.approx(7.75)
+    assert time_to_best(run, 4) == pytest.approx(9.25)
+    with pytest.raises(ValueError):
+        time_to_best(run, 5)
+    add_time_to_best(run, [0.10, 0.30, 0.30, 0.25], "val_recall@100")
+    assert (run["best_epoch"], run["best_val"]) == (2, 0.30)
+    assert run["time_to_best_s"] == pytest.approx(6.5)
+    assert [h["val_recall@100"] for h in run["history"]] == [0.10, 0.30, 0.30, 0.25]
+
+
 def test_unsupported_recipe_is_refused(tiny):
     config = tiny[0].copy_and_resolve_references()
     config.loss.num_random_negatives = 16
@@ -103,9 +178,26 @@ def test_two_tower_benchmark_script_end_to_end(tmp_path):
         assert len(hr["first_rep_ci"]) == 2, variant
         assert math.isfinite(result["quality"][variant]["ndcg@100"]["first_rep"]), variant
     assert result["quality"]["baseline"]["hr@100"]["delta_vs_jax"] is not None
+    # Time to the best validation epoch, from every epoch scored on validation.
+    monitor = result["monitor"]
+    assert monitor == "val_recall@10"  # The tiny config's monitor_metric @ monitor_k.
+    for variant, (run,) in result["runs"].items():
+        values = [h[monitor] for h in run["history"]]
+        assert all(0 <= x <= 1 for x in values), variant
+        assert 1 <= run["best_epoch"] <= 2, variant
+        assert run["best_val"] == max(values) == values[run["best_epoch"] - 1], variant
+        assert 0 < run["time_to_best_s"] <= run["total_s"] + 1e-6, variant
+        assert run["time_to_best_s"] == pytest.approx(
+            run["setup_s"] + run["compile_s"]
+            + sum(h["epoch_time_s"] for h in run["history"][:run["best_epoch"]])), variant
+        assert "epoch_user_embeddings" not in run, variant
+        speed = result["speed"][variant]
+        assert speed["time_to_best_s"] == run["time_to_best_s"], variant
+        assert speed["best_epochs"] == [run["best_epoch"]], variant
     threads = result["environment"]["threads"]
     workers = result["environment"]["workers"]
     assert workers["tuned"]["framework"]["torch_num_threads"] == threads
     assert workers["jax"]["OMP_NUM_THREADS"] == str(threads)
-    assert (tmp_path / "benchmark_two_tower.md").read_text().startswith(
-        "## Two-tower: JAX vs PyTorch")
+    markdown = (tmp_path / "benchmark_two_tower.md").read_text()
+    assert markdown.startswith("## Two-tower: JAX vs PyTorch")
+    assert "time to best val epoch (s)" in markdown
