@@ -10,7 +10,9 @@ extra. Modules:
                 loss
   two_tower_training  the ``DataLoader`` baseline and the tuned loop, fixed epochs, export
   jax_two_tower       recsys_jax's two-tower trained for the same fixed epochs (the JAX side)
-  two_tower_benchmark orchestration and scoring of the two-tower runs (HR@100 / NDCG@100)
+  two_tower_benchmark orchestration and scoring of the two-tower runs (HR@100 / NDCG@100,
+                      time to the best validation epoch)
+  two_tower_profile   one training step timed piece by piece in both frameworks
   worker        one measurement in a fresh process with fixed thread settings
   benchmark     orchestration, scoring with recsys_jax.evaluation, Markdown/JSON
 Importing the package loads neither framework.

@@ -91,11 +91,12 @@ class TorchTwoTower(nn.Module):
             x = torch.cat([x, self.item_id_embedding(item_ids)], -1)
         return l2_normalize(self.item_tower(x))
 
-    def pooled_history(self, history_ids: torch.Tensor,
-                       history_mask: torch.Tensor) -> torch.Tensor:
+    def pooled_history(self, history_ids: torch.Tensor, history_mask: torch.Tensor,
+                       item_table: torch.Tensor | None = None) -> torch.Tensor:
         """Masked (position-weighted, with ``history_positions``) mean of the item-tower
-        embeddings of ``history_ids``."""
-        table = self.item_embeddings(torch.arange(self.num_items))
+        embeddings of ``history_ids`` (``item_table``: all item embeddings, if computed)."""
+        table = self.item_embeddings(torch.arange(self.num_items)) if item_table is None \
+            else item_table
         weights = history_mask
         if self.history_positions:
             logits = HISTORY_POSITION_SCALE * self.history_position_logits[:history_ids.shape[-1]]
@@ -105,21 +106,24 @@ class TorchTwoTower(nn.Module):
 
     def encode_users(self, features: torch.Tensor, user_ids: torch.Tensor,
                      history_ids: torch.Tensor | None = None,
-                     history_mask: torch.Tensor | None = None) -> torch.Tensor:
+                     history_mask: torch.Tensor | None = None,
+                     item_table: torch.Tensor | None = None) -> torch.Tensor:
         """Unit-norm user embeddings from standardised feature rows (plus the history when
-        the model pools one)."""
+        the model pools one; ``item_table`` as in ``pooled_history``)."""
         parts = [features]
         if self.user_id_dim:
             parts.append(self.user_id_embedding(user_ids))
         if self.use_history:
-            parts.append(self.pooled_history(history_ids, history_mask))
+            parts.append(self.pooled_history(history_ids, history_mask, item_table))
         return l2_normalize(self.user_tower(torch.cat(parts, -1)))
 
-    def user_embeddings(self, user_ids: torch.Tensor) -> torch.Tensor:
+    def user_embeddings(self, user_ids: torch.Tensor,
+                        item_table: torch.Tensor | None = None) -> torch.Tensor:
         """Unit-norm embeddings of known users by encoded id (their stored inputs)."""
         if self.use_history:
             return self.encode_users(self.user_features[user_ids], user_ids,
-                                     self.history_ids[user_ids], self.history_mask[user_ids])
+                                     self.history_ids[user_ids], self.history_mask[user_ids],
+                                     item_table)
         return self.encode_users(self.user_features[user_ids], user_ids)
 
     def forward(self, user_ids: torch.Tensor, item_ids: torch.Tensor) -> torch.Tensor:

@@ -157,10 +157,19 @@ class _Loss(nn.Module):
                 *user_inputs: torch.Tensor) -> torch.Tensor:
         """``user_inputs``: each pair's own (causal) user features, history ids and mask; none
         to use the stored per-user rows."""
-        user_vectors = (self.model.encode_users(user_inputs[0], users, *user_inputs[1:])
-                        if user_inputs else self.model.user_embeddings(users))
+        model = self.model
+        if model.use_history:
+            # As the JAX loss: one item-tower pass over the catalogue serves the history
+            # pooling and the batch's items.
+            table = model.item_embeddings(torch.arange(model.num_items))
+            item_vectors = table[items]
+        else:
+            table, item_vectors = None, model.item_embeddings(items)
+        user_vectors = (model.encode_users(user_inputs[0], users, *user_inputs[1:],
+                                           item_table=table)
+                        if user_inputs else model.user_embeddings(users, table))
         return in_batch_softmax_loss(
-            user_vectors, self.model.item_embeddings(items), items,
+            user_vectors, item_vectors, items,
             self.model.temperature,
             candidate_log_q=None if self.log_q is None else self.log_q[items],
             remove_accidental_hits=self.remove_accidental_hits)

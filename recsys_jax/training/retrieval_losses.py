@@ -79,16 +79,18 @@ def sampling_log_q(item_ids: np.ndarray, num_items: int) -> np.ndarray:
     return np.log((counts + 1.0) / (counts.sum() + num_items)).astype(np.float32)
 
 
-def batch_user_embeddings(model: nnx.Module, batch: Batch) -> jax.Array:
+def batch_user_embeddings(model: nnx.Module, batch: Batch,
+                          item_table: jax.Array | None = None) -> jax.Array:
     """The batch's user embeddings: from per-row inputs when the batch carries them
     (``user_features`` and, with the history tower, ``history_ids``/``history_mask``: the
     causal training inputs of ``data.features.CausalUserInputs``), else from the model's stored
-    per-user rows."""
+    per-user rows. ``item_table``: the catalogue's item embeddings for the history pooling, when
+    already computed."""
     if "user_features" not in batch:
-        return model.user_embeddings(batch["user"])
+        return model.user_embeddings(batch["user"], item_table)
     return model.encode_users(batch["user_features"], user_ids=batch["user"],
                               history_ids=batch.get("history_ids"),
-                              history_mask=batch.get("history_mask"))
+                              history_mask=batch.get("history_mask"), item_table=item_table)
 
 
 def make_retrieval_loss(*, num_items: int, item_log_q: np.ndarray | None = None,
@@ -126,11 +128,18 @@ def make_retrieval_loss(*, num_items: int, item_log_q: np.ndarray | None = None,
             if m:
                 # Expected count of each candidate in C under the mixed sampler.
                 offsets = jnp.log(items.shape[0] * jnp.exp(offsets) + m / num_items)
+        if getattr(model, "use_history", False):
+            # History pooling runs the item tower over the whole catalogue anyway; gathering
+            # the batch's items from that table saves a second tower pass over B items.
+            table = model.item_embeddings(jnp.arange(model.num_items))
+            embed_items = lambda ids: table[ids]  # noqa: E731
+        else:
+            table, embed_items = None, model.item_embeddings
         per_row = in_batch_softmax_loss(
-            batch_user_embeddings(model, batch), model.item_embeddings(items), items, weight,
+            batch_user_embeddings(model, batch, table), embed_items(items), items, weight,
             model.temperature, candidate_log_q=offsets,
             remove_accidental_hits=remove_accidental_hits,
-            negative_vectors=None if negatives is None else model.item_embeddings(negatives),
+            negative_vectors=None if negatives is None else embed_items(negatives),
             negative_ids=negatives)
         return weighted_mean(per_row, weight), {"temperature": model.temperature}
 
