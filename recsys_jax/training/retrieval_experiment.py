@@ -2,8 +2,9 @@
 
 Steps: load, encode and split the data (``rating_data.load_dataset``, ``splits.make_split``);
 build features from the *training* part only (``data.features``; validation and test users are
-encoded from their training-time features, so no held-out event reaches the model); train with
-the shared ``loop.fit`` on the in-batch softmax (``retrieval_losses``), early-stopping on
+encoded from their training-time features, so no held-out event reaches the model; with
+``features.train_user_inputs="causal"`` each training pair also carries its user's inputs as of
+just before it, ``data.features.CausalUserInputs``); train with the shared ``loop.fit`` on the in-batch softmax (``retrieval_losses``), early-stopping on
 validation recall@K from the evaluation suite's full ranking; export the embeddings; evaluate the
 test part; build and save a FAISS index; time ``Retriever.retrieve``.
 
@@ -71,7 +72,8 @@ class RetrievalData:
       dataset: the encoded data set.
       split: the split (encoded ids).
       positives: training columns ``user``, ``item`` (int32): the training events whose rating
-        is at least ``training.min_rating``.
+        is at least ``training.min_rating``; with causal inputs also ``user_features`` and,
+        with the history tower, ``history_ids``/``history_mask`` (one row per pair).
       features: model inputs built from ``split.train`` only (training and validation).
       test_features: the inputs test users are encoded from: ``features`` when
         ``features.test_user_events == "train"``, else rebuilt from train + validation events
