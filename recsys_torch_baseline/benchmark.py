@@ -60,8 +60,10 @@ def run_worker(task: dict[str, Any], work_dir: Path, *, timeout_s: float | None 
 
 
 def run_worker_process(task: dict[str, Any], work_dir: Path, *,
-                       timeout_s: float | None = None) -> dict[str, Any]:
-    """Runs one task in a fresh interpreter; returns its ``result.json`` (arrays it saved
+                       timeout_s: float | None = None,
+                       module: str = "recsys_torch_baseline.worker") -> dict[str, Any]:
+    """Runs one task (``python -m <module> TASK.json WORK_DIR``) in a fresh interpreter with
+    the thread environment of ``task["threads"]``; returns its ``result.json`` (arrays it saved
     stay in ``work_dir``)."""
     work_dir.mkdir(parents=True, exist_ok=True)
     task_path = work_dir / "task.json"
@@ -73,11 +75,11 @@ def run_worker_process(task: dict[str, Any], work_dir: Path, *,
     # The repository root on the path, so the worker imports this checkout's packages.
     root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    proc = subprocess.run([sys.executable, "-m", "recsys_torch_baseline.worker",
-                           str(task_path), str(work_dir)], env=env, capture_output=True,
-                          text=True, timeout=timeout_s)
+    proc = subprocess.run([sys.executable, "-m", module, str(task_path), str(work_dir)],
+                          env=env, capture_output=True, text=True, timeout=timeout_s)
     if proc.returncode != 0:
-        raise RuntimeError(f"worker for {task['variant']} (seed {task['seed']}) failed "
+        what = task.get("variant") or task.get("framework")
+        raise RuntimeError(f"{module} worker for {what} (seed {task.get('seed')}) failed "
                            f"with exit code {proc.returncode}:\n{proc.stderr[-4000:]}")
     return json.loads((work_dir / "result.json").read_text())
 

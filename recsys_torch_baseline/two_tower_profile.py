@@ -40,7 +40,6 @@ import json
 import math
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -49,7 +48,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from recsys_torch_baseline.worker import thread_environment
+from recsys_torch_baseline.benchmark import run_worker_process
 
 FRAMEWORKS = ("jax", "torch")
 PIECES = ("step", "step_scanned", "step_no_history", "towers", "towers_no_history", "loss",
@@ -594,23 +593,13 @@ def run_worker(framework: str, shapes: ProfileShapes, work_dir: Path, *, threads
                repetitions: int, warmup: int, scan_steps: int, seed: int = 0,
                timeout_s: float | None = None) -> dict[str, Any]:
     """Profiles ``framework`` in a fresh interpreter with the thread environment of
-    ``worker.thread_environment``; returns its ``result.json``."""
-    work_dir.mkdir(parents=True, exist_ok=True)
+    ``worker.thread_environment`` (``benchmark.run_worker_process``); returns its
+    ``result.json``."""
     task = {"framework": framework, "shapes": dataclasses.asdict(shapes), "threads": threads,
             "repetitions": repetitions, "warmup": warmup, "scan_steps": scan_steps,
             "seed": seed}
-    task_path = work_dir / "task.json"
-    task_path.write_text(json.dumps(task))
-    env = {**os.environ, **thread_environment(threads)}
-    root = str(Path(__file__).resolve().parents[1])  # This checkout's packages first.
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    proc = subprocess.run([sys.executable, "-m", "recsys_torch_baseline.two_tower_profile",
-                           str(task_path), str(work_dir)], env=env, capture_output=True,
-                          text=True, timeout=timeout_s)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{framework} profile worker failed with exit code "
-                           f"{proc.returncode}:\n{proc.stderr[-4000:]}")
-    return json.loads((work_dir / "result.json").read_text())
+    return run_worker_process(task, work_dir, timeout_s=timeout_s,
+                              module="recsys_torch_baseline.two_tower_profile")
 
 
 def run_profile(shapes: ProfileShapes, *, threads: int | None = None, repetitions: int = 20,
