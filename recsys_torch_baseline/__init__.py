@@ -13,6 +13,7 @@ extra. Modules:
   two_tower_benchmark orchestration and scoring of the two-tower runs (HR@100 / NDCG@100,
                       time to the best validation epoch)
   two_tower_profile   one training step timed piece by piece in both frameworks
+  mf_optimizer_floor  MF's dense optimizer update alone, per epoch, in both frameworks
   worker        one measurement in a fresh process with fixed thread settings
   benchmark     orchestration, scoring with recsys_jax.evaluation, Markdown/JSON
 Importing the package loads neither framework.
