@@ -97,6 +97,9 @@ def time_variant(task: Mapping[str, Any]) -> dict[str, Any]:
     one warm-up epoch; JAX's compilation apart)."""
     shapes = {k: tuple(v) for k, v in task["shapes"].items()}
     steps, repetitions = int(task["steps"]), int(task["repetitions"])
+    from recsys_torch_baseline.worker import framework_info
+    # "jax" starts the JAX backend; the torch variants import torch and set its threads.
+    framework = framework_info(task["variant"], int(task["threads"]))
     if task["variant"] == "jax":
         import jax
         t0 = time.perf_counter()
@@ -108,10 +111,7 @@ def time_variant(task: Mapping[str, Any]) -> dict[str, Any]:
         def run():
             state[0] = epoch_fn(*state[0])
             jax.block_until_ready(state[0])
-        framework = {"jax": jax.__version__, "backend": jax.default_backend()}
     else:
-        import torch
-        torch.set_num_threads(int(task["threads"]))
         step, _ = torch_update(shapes, lr=float(task["optimizer"]["lr"]),
                                weight_decay=float(task["optimizer"]["weight_decay"]),
                                fused=task["variant"] == "torch_fused")
@@ -120,7 +120,6 @@ def time_variant(task: Mapping[str, Any]) -> dict[str, Any]:
         def run():
             for _ in range(steps):
                 step()
-        framework = {"torch": torch.__version__, "torch_num_threads": torch.get_num_threads()}
     run()  # Warm-up epoch.
     median_s, times = _median_s(run, repetitions)
     return {"variant": task["variant"], "epoch_update_s": median_s, "epoch_update_s_all": times,

@@ -743,16 +743,16 @@ def main(argv: list[str]) -> int:
     if len(argv) != 3:
         print(main.__doc__, file=sys.stderr)
         return 2
-    from recsys_torch_baseline.worker import _framework_info, set_threads
+    from recsys_torch_baseline.worker import framework_info, set_threads
     task = json.loads(Path(argv[1]).read_text())
     out_dir = Path(argv[2])
     out_dir.mkdir(parents=True, exist_ok=True)
     threads = int(task["threads"])
     environment = set_threads(threads)  # Before either framework is imported.
     framework = task["framework"]
-    # _framework_info: "jax" starts the JAX backend; anything else imports torch and calls
+    # framework_info: "jax" starts the JAX backend; anything else imports torch and calls
     # torch.set_num_threads(threads).
-    environment["framework"] = _framework_info(framework, threads)
+    environment["framework"] = framework_info(framework, threads)
     t0 = time.perf_counter()
     pieces = profile_framework(framework, ProfileShapes(**task["shapes"]),
                                repetitions=int(task["repetitions"]),

@@ -99,7 +99,7 @@ def _load_two_tower_arrays(task: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _framework_info(variant: str, threads: int) -> dict[str, Any]:
+def framework_info(variant: str, threads: int) -> dict[str, Any]:
     """Versions and thread pools of the framework this worker runs (imports it)."""
     if variant == "jax":
         import jax
@@ -119,7 +119,7 @@ def run_two_tower_task(task: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     import numpy as np
     variant, seed, epochs = task["variant"], int(task["seed"]), int(task["epochs"])
     epoch_embeddings = bool(task.get("epoch_embeddings"))
-    threads["framework"] = _framework_info(variant, int(task["threads"]))
+    threads["framework"] = framework_info(variant, int(task["threads"]))
     if variant == "jax":
         import ml_collections
         from recsys_jax.data.features import TwoTowerFeatures
@@ -151,12 +151,19 @@ def run_two_tower_task(task: dict[str, Any], out_dir: Path) -> dict[str, Any]:
         if getattr(record, name) is not None:
             np.save(out_dir / f"{name}.npy", getattr(record, name))
     result = {k: v for k, v in vars(record).items() if k not in ARRAY_FIELDS}
-    result.update(
-        seed=seed, environment=threads,
-        rss_before_training_mib=None if rss_before is None else rss_before / 1024,
-        peak_rss_training_mib=None if peak_training is None else peak_training / 1024,
-        peak_rss_process_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    return result
+    return {**result, "seed": seed, "environment": threads,
+            **_memory_fields(rss_before, peak_training)}
+
+
+def _memory_fields(rss_before_kib: float | None, peak_training_kib: float | None
+                   ) -> dict[str, float | None]:
+    """RSS before training, peak during training (when the peak could be reset) and peak of
+    the whole process, in MiB."""
+    return {
+        "rss_before_training_mib": None if rss_before_kib is None else rss_before_kib / 1024,
+        "peak_rss_training_mib": None if peak_training_kib is None else peak_training_kib / 1024,
+        # ru_maxrss is in KiB on Linux: the peak of the whole process, start-up included.
+        "peak_rss_process_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def run_task(task: dict[str, Any], out_dir: Path) -> dict[str, Any]:
@@ -167,25 +174,16 @@ def run_task(task: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     import numpy as np
     data = _load_data(task["data"])
     variant, seed = task["variant"], int(task["seed"])
+    threads["framework"] = framework_info(variant, int(task["threads"]))
     if variant == "jax":
-        import jax
         import ml_collections
         from recsys_torch_baseline.jax_mf import fit_jax_mf
         config = ml_collections.ConfigDict(task["config"])
-        jax.devices()  # Start the backend before the clock, as importing torch starts its pools.
-        threads["framework"] = {"jax": jax.__version__, "backend": jax.default_backend(),
-                                "device": jax.devices()[0].device_kind}
         rss_before = _status_kib("VmRSS")
         reset = _reset_peak_rss()
         record = fit_jax_mf(config, data, seed=seed, max_epochs=task.get("max_epochs"))
     else:
-        import torch
         from recsys_torch_baseline.mf_training import MFRecipe, fit_torch_mf
-        torch.set_num_threads(int(task["threads"]))
-        threads["framework"] = {"torch": torch.__version__,
-                                "torch_num_threads": torch.get_num_threads(),
-                                "torch_num_interop_threads": torch.get_num_interop_threads(),
-                                "device": "cpu"}
         recipe = MFRecipe(**{**task["recipe"], "seed": seed})
         rss_before = _status_kib("VmRSS")
         reset = _reset_peak_rss()
@@ -193,13 +191,8 @@ def run_task(task: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     peak_training = _status_kib("VmHWM") if reset else None
     np.save(out_dir / "test_predictions.npy", record.test_predictions)
     result = {k: v for k, v in vars(record).items() if k != "test_predictions"}
-    result.update(
-        seed=seed, environment=threads,
-        rss_before_training_mib=None if rss_before is None else rss_before / 1024,
-        peak_rss_training_mib=None if peak_training is None else peak_training / 1024,
-        # ru_maxrss is in KiB on Linux: the peak of the whole process, start-up included.
-        peak_rss_process_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    return result
+    return {**result, "seed": seed, "environment": threads,
+            **_memory_fields(rss_before, peak_training)}
 
 
 def main(argv: list[str]) -> int:
