@@ -1,10 +1,6 @@
 """The MF optimizer floor times the recipe's real update: both frameworks apply the same one."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,8 +9,8 @@ import torch  # noqa: F401  (collected only with the baseline extra, see conftes
 
 from recsys_jax.config_files import sibling_config  # noqa: E402
 from recsys_torch_baseline import mf_optimizer_floor as floor  # noqa: E402
+from tests.baseline.scripts import ROOT, run_experiment  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
 SHAPES = floor.mf_parameter_shapes(5, 7, 3)
 
 
@@ -53,13 +49,8 @@ def test_time_variant_reports_positive_times(variant):
 
 
 def test_script_end_to_end(tmp_path):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "experiments" / "mf_optimizer_floor.py"),
-         "--config=configs/mf_tiny.py", "--threads=1", "--repetitions=2",
-         f"--output_dir={tmp_path}"], cwd=ROOT, env=env, capture_output=True, text=True,
-        timeout=300)
+    proc = run_experiment("mf_optimizer_floor.py", "--config=configs/mf_tiny.py", "--threads=1",
+                          "--repetitions=2", f"--output_dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((tmp_path / "mf_optimizer_floor.json").read_text())
     assert set(result["variants"]) == set(floor.VARIANTS)

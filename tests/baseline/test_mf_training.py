@@ -1,10 +1,6 @@
 """Training loops of the PyTorch MF baseline and the benchmark script, end to end on tiny data."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +8,7 @@ import pytest
 import torch
 
 from recsys_torch_baseline.mf_training import MFRecipe, fit_torch_mf  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.baseline.scripts import run_experiment  # noqa: E402
 
 
 def _data(seed: int = 0) -> dict:
@@ -57,13 +52,9 @@ def test_unknown_variant():
 
 
 def test_benchmark_script_end_to_end(tmp_path):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "experiments" / "benchmark_torch.py"),
-         "--config=configs/mf_tiny.py", "--repetitions=1", "--epochs=2",
-         "--torch_compile=false", "--bootstrap_resamples=200", f"--output_dir={tmp_path}"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = run_experiment("benchmark_torch.py", "--config=configs/mf_tiny.py",
+                          "--repetitions=1", "--epochs=2", "--torch_compile=false",
+                          "--bootstrap_resamples=200", f"--output_dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "PyTorch baseline (DataLoader)" in proc.stdout
     result = json.loads((tmp_path / "benchmark_mf.json").read_text())

@@ -2,10 +2,6 @@
 PyTorch, timings have the expected form, and the script runs end to end."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
@@ -17,8 +13,8 @@ import torch  # noqa: F401  (collected only with the baseline extra, see conftes
 from recsys_jax.config_files import sibling_config  # noqa: E402
 from recsys_jax.training.retrieval_losses import in_batch_softmax_loss  # noqa: E402
 from recsys_torch_baseline import two_tower_profile as tp  # noqa: E402
+from tests.baseline.scripts import ROOT, run_experiment  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
 TINY = tp.ProfileShapes(batch_size=32, user_dim=5, item_dim=7, num_users=20, num_items=30,
                         history_len=4, hidden_dim=16, dim=8, num_train=100)
 TINY_FLAGS = ["--batch_size=32", "--user_dim=5", "--item_dim=7", "--num_users=20",
@@ -144,13 +140,8 @@ def test_shapes_from_tiny_config():
 
 
 def test_profile_script_end_to_end(tmp_path):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "experiments" / "profile_two_tower.py"), *TINY_FLAGS,
-         "--repetitions=2", "--warmup=1", "--scan_steps=2", "--threads=1",
-         f"--output_dir={tmp_path}"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = run_experiment("profile_two_tower.py", *TINY_FLAGS, "--repetitions=2", "--warmup=1",
+                          "--scan_steps=2", "--threads=1", f"--output_dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| piece | JAX ms | PyTorch ms | PyTorch/JAX |" in proc.stdout
     result = json.loads((tmp_path / "profile_two_tower.json").read_text())

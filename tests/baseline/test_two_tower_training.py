@@ -3,10 +3,6 @@ the tiny synthetic config."""
 
 import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,8 +19,8 @@ from recsys_torch_baseline.two_tower_benchmark import (add_time_to_best,  # noqa
 from recsys_torch_baseline.two_tower_training import (TwoTowerRecipe,  # noqa: E402
                                                       build_torch_two_tower,
                                                       fit_torch_two_tower)
+from tests.baseline.scripts import ROOT, run_experiment  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "two_tower_tiny.py"
 
 
@@ -158,13 +154,9 @@ def test_unsupported_recipe_is_refused(tiny):
 
 
 def test_two_tower_benchmark_script_end_to_end(tmp_path):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "experiments" / "benchmark_torch.py"),
-         "--models=two_tower", "--config=configs/two_tower_tiny.py", "--repetitions=1",
-         "--epochs=2", "--bootstrap_resamples=200", f"--output_dir={tmp_path}"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = run_experiment("benchmark_torch.py", "--models=two_tower",
+                          "--config=configs/two_tower_tiny.py", "--repetitions=1", "--epochs=2",
+                          "--bootstrap_resamples=200", f"--output_dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "PyTorch baseline (DataLoader)" in proc.stdout
     result = json.loads((tmp_path / "benchmark_two_tower.json").read_text())
