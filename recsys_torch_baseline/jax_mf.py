@@ -54,8 +54,8 @@ def fit_jax_mf(config: Any, data: Mapping[str, Any], *, seed: int,
 
     t0 = time.perf_counter()
     run_epoch = steps_lib.make_train_epoch(
-        graphdef, make_rating_loss(t.loss, t.l2_reg), t.batch_size).lower(
-        state, device_data, key, np.int32(1)).compile()
+        graphdef, make_rating_loss(t.loss, t.l2_reg), t.batch_size).compile(
+        state, device_data, key)
     compile_s = time.perf_counter() - t0
 
     history, best = [], None

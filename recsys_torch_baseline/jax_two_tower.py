@@ -96,8 +96,8 @@ def fit_jax_two_tower(config: Any, features: TwoTowerFeatures,
     setup_s = time.perf_counter() - start
 
     t0 = time.perf_counter()
-    run_epoch = steps_lib.make_train_epoch(graphdef, loss_fn, t.batch_size).lower(
-        state, device_data, key, np.int32(1)).compile()
+    run_epoch = steps_lib.make_train_epoch(graphdef, loss_fn, t.batch_size).compile(
+        state, device_data, key)
     compile_s = time.perf_counter() - t0
 
     history, exports = [], EpochExports(epochs)

@@ -76,8 +76,8 @@ def time_scan_epochs(make_model: ModelFactory, loss_fn: LossFn,
     data = jax.device_put(dict(train))
     key = jax.random.key(seed)
     t0 = time.perf_counter()
-    run_epoch = steps_lib.make_train_epoch(graphdef, loss_fn, batch_size).lower(
-        state, data, key, np.int32(1)).compile()
+    run_epoch = steps_lib.make_train_epoch(graphdef, loss_fn, batch_size).compile(
+        state, data, key)
     compile_s = time.perf_counter() - t0
     times, metrics = [], None
     for epoch in range(1, epochs + 1):

@@ -191,7 +191,7 @@ def _format_epoch(record: Mapping[str, Any], num_epochs: int, monitor: str) -> s
 
 
 def _epoch_runner(graphdef: nnx.GraphDef, loss_fn: LossFn, train: Mapping[str, np.ndarray],
-                  config: FitConfig, state: nnx.State, key: jax.Array, first_epoch: int,
+                  config: FitConfig, state: nnx.State, key: jax.Array,
                   on_device: bool) -> tuple[Callable, float]:
     """``(run(state, epoch) -> (state, per-step metrics on host), compile seconds)``."""
     if not on_device:
@@ -208,8 +208,8 @@ def _epoch_runner(graphdef: nnx.GraphDef, loss_fn: LossFn, train: Mapping[str, n
 
     t0 = time.perf_counter()
     data = jax.device_put(dict(train))
-    compiled = steps_lib.make_train_epoch(graphdef, loss_fn, config.batch_size).lower(
-        state, data, key, np.int32(first_epoch)).compile()
+    compiled = steps_lib.make_train_epoch(graphdef, loss_fn, config.batch_size).compile(
+        state, data, key)
     compile_time = time.perf_counter() - t0
     logging.info("compiled the train epoch (%d steps of %d) in %.2fs",
                  steps_lib.steps_per_epoch(len(next(iter(train.values()))), config.batch_size),
@@ -272,7 +272,7 @@ def fit(model: nnx.Module, optimizer: nnx.Optimizer, loss_fn: LossFn,
     try:
         if not finished and start_epoch <= config.num_epochs:
             run_epoch, compile_time = _epoch_runner(graphdef, loss_fn, train, config, state, key,
-                                                    start_epoch, on_device)
+                                                    on_device)
             for epoch in range(start_epoch, config.num_epochs + 1):
                 t0 = time.perf_counter()
                 state, step_metrics = run_epoch(state, epoch)
