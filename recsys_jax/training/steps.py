@@ -107,7 +107,8 @@ def epoch_order(key: jax.Array, epoch: int | jax.Array, num_rows: int) -> jax.Ar
     return _device_permutation(key, epoch, num_rows)
 
 
-def gather_batches(data: Batch, order: jax.Array, batch_size: int) -> dict[str, jax.Array]:
+def gather_batches(data: Batch, order: jax.Array | np.ndarray,
+                   batch_size: int) -> dict[str, jax.Array]:
     """Rows ``order`` of every column, padded and reshaped to ``(steps, batch_size, ...)``.
 
     Works on JAX arrays (inside ``jit``; also when only some inputs are) and on NumPy arrays
