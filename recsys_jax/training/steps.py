@@ -112,7 +112,8 @@ def gather_batches(data: Batch, order: jax.Array | np.ndarray,
     """Rows ``order`` of every column, padded and reshaped to ``(steps, batch_size, ...)``.
 
     Works on JAX arrays (inside ``jit``; also when only some inputs are) and on NumPy arrays
-    (host-side streaming); adds the ``weight`` column (times any existing one) that zeroes the padding.
+    (host-side streaming); adds the ``weight`` column (times any existing one) that zeroes the
+    padding.
     """
     on_device = isinstance(order, jax.Array) or any(isinstance(c, jax.Array)
                                                     for c in data.values())
@@ -199,7 +200,7 @@ def _num_rows(data: Batch) -> int:
 
 
 def make_train_epoch(graphdef: nnx.GraphDef, loss_fn: LossFn, batch_size: int) -> TrainEpoch:
-    """The scanned on-device epoch of ``graphdef``'s model under ``loss_fn`` (see ``TrainEpoch``)."""
+    """The scanned on-device epoch of ``graphdef``'s model under ``loss_fn``; see ``TrainEpoch``."""
     def scan(state, data, order, key):
         return _scan_steps(graphdef, loss_fn, state, gather_batches(data, order, batch_size),
                            key)
