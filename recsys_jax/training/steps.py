@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from recsys_jax.training.columns import num_rows
 from recsys_jax.training.losses import LossFn, batch_weight
 
 Batch = Mapping[str, jax.Array]
@@ -186,17 +187,13 @@ class TrainEpoch:
 
     def __call__(self, state: nnx.State, data: Batch, key: jax.Array,
                  epoch: int | jax.Array) -> tuple[nnx.State, Metrics]:
-        order = epoch_order(key, epoch, _num_rows(data))
+        order = epoch_order(key, epoch, num_rows(data))
         return self.scan(state, data, order, key)
 
     def compile(self, state: nnx.State, data: Batch, key: jax.Array) -> "TrainEpoch":
         """The same epoch compiled ahead of time for these shapes (to time compilation apart)."""
-        order = jax.ShapeDtypeStruct((_num_rows(data),), jnp.int32)
+        order = jax.ShapeDtypeStruct((num_rows(data),), jnp.int32)
         return TrainEpoch(self.scan.lower(state, data, order, key).compile())
-
-
-def _num_rows(data: Batch) -> int:
-    return int(next(iter(data.values())).shape[0])
 
 
 def make_train_epoch(graphdef: nnx.GraphDef, loss_fn: LossFn, batch_size: int) -> TrainEpoch:
