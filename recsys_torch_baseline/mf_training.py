@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from recsys_jax.training.early_stopping import EarlyStopping
 from recsys_torch_baseline.mf import TorchMF, build_torch_mf, predict
 
 VARIANTS = ("baseline", "tuned")
@@ -204,8 +205,8 @@ def fit_torch_mf(variant: str, recipe: MFRecipe, data: Mapping[str, Any], *,
     trainer = (BaselineTrainer(model, train, recipe) if variant == "baseline"
                else TunedTrainer(model, train, recipe, compile_model=compile_model))
     setup_s = time.perf_counter() - start
-    history, best = [], None
-    best_state, bad_epochs, time_to_best = None, 0, float("nan")
+    history, early = [], EarlyStopping(recipe.patience)
+    best_state, time_to_best = None, float("nan")
     for epoch in range(1, recipe.max_epochs + 1):
         t0 = time.perf_counter()
         train_loss = trainer.train_epoch(epoch)
@@ -215,17 +216,15 @@ def fit_torch_mf(variant: str, recipe: MFRecipe, data: Mapping[str, Any], *,
         t2 = time.perf_counter()
         history.append({"epoch": epoch, "train_loss": train_loss, "val_rmse": val_rmse,
                         "epoch_time_s": t1 - t0, "eval_time_s": t2 - t1})
-        if best is None or val_rmse < best[1]:
-            best, bad_epochs = (epoch, val_rmse), 0
+        if early.update(val_rmse, epoch):
             best_state = copy.deepcopy(model.state_dict())
             time_to_best = time.perf_counter() - start
-        else:
-            bad_epochs += 1
-            if recipe.patience and bad_epochs >= recipe.patience:
-                break
+        elif early.should_stop:
+            break
     total_s = time.perf_counter() - start
     model.load_state_dict(best_state)
     return FitRecord(variant=variant, setup_s=setup_s, compile_s=0.0, history=history,
-                     best_epoch=best[0], best_val_rmse=best[1], time_to_best_s=time_to_best,
+                     best_epoch=early.best_epoch, best_val_rmse=early.best_value,
+                     time_to_best_s=time_to_best,
                      total_s=total_s,
                      test_predictions=predict(model, test["user"], test["item"]))

@@ -33,6 +33,7 @@ from recsys_jax import fileio
 from recsys_jax.training import steps as steps_lib
 from recsys_jax.training.checkpoints import CheckpointStore, abstract_state
 from recsys_jax.training.columns import num_rows
+from recsys_jax.training.early_stopping import EarlyStopping
 from recsys_jax.training.losses import LossFn
 
 Evaluate = Callable[[nnx.Module], Mapping[str, float]]
@@ -77,37 +78,6 @@ class FitConfig:
                              f"{self.data_on_device!r}")
         if self.chunk_steps <= 0:
             raise ValueError(f"chunk_steps must be positive, got {self.chunk_steps}")
-
-
-@dataclasses.dataclass
-class EarlyStopping:
-    """Tracks the best value of the monitored metric and epochs since it improved."""
-
-    patience: int
-    mode: str = "min"
-    min_delta: float = 0.0
-    best_value: float | None = None
-    best_epoch: int | None = None
-    bad_epochs: int = 0
-
-    def update(self, value: float, epoch: int) -> bool:
-        """Records ``value`` for ``epoch``; returns whether it is a new best."""
-        if self.best_value is None:
-            improved = True
-        elif self.mode == "min":
-            improved = value < self.best_value - self.min_delta
-        else:
-            improved = value > self.best_value + self.min_delta
-        if improved:
-            self.best_value, self.best_epoch, self.bad_epochs = float(value), epoch, 0
-        else:
-            self.bad_epochs += 1
-        return improved
-
-    @property
-    def should_stop(self) -> bool:
-        """Whether ``patience`` epochs have passed without improvement."""
-        return self.patience > 0 and self.bad_epochs >= self.patience
 
 
 @dataclasses.dataclass
