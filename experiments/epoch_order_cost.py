@@ -13,8 +13,6 @@ prints a Markdown table (written with the JSON to ``output_dir``).
 
 from __future__ import annotations
 
-import statistics
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,6 +21,7 @@ import numpy as np
 from absl import app, flags
 
 from recsys_jax import fileio
+from recsys_jax.retrieval.latency import measure_latency
 from recsys_jax.training import steps
 from recsys_jax.training.benchmark import environment
 
@@ -33,13 +32,10 @@ _OUTPUT_DIR = flags.DEFINE_string("output_dir", "workdirs/epoch_order_cost", "Ou
 
 
 def _median_ms(draw: Callable[[int], Any], repetitions: int) -> float:
-    draw(0)  # Compiles (XLA) or warms the caches; not timed.
-    times = []
-    for epoch in range(1, repetitions + 1):
-        t0 = time.perf_counter()
-        jax.block_until_ready(draw(epoch))
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
+    # One epoch per call; the first call compiles (XLA) or warms the caches and is not timed.
+    stats = measure_latency(lambda epoch: jax.block_until_ready(draw(epoch)),
+                            range(1, repetitions + 1), warmup=1)
+    return stats.p50_ms
 
 
 def measure(num_rows: int, repetitions: int) -> dict[str, Any]:
