@@ -3,10 +3,11 @@
 The MF recipe (``configs/mf_ml100k.py``: Adam with L2 weight decay, batch 256) updates *every*
 parameter on every step, whichever rows the batch touched: the decay term and Adam's moments
 make the update dense. This module times exactly that update, with nothing else (no forward, no
-backward, no data), for the steps of one epoch on the model's real parameter shapes:
+backward, no data), for the steps of one epoch on each model's real parameters:
 
   jax            the library's optimizer (``training.optimizers.make_optimizer`` on the config's
-                 ``optimizer`` block) applied ``steps`` times inside one jitted ``lax.scan``
+                 ``optimizer`` block) applied ``steps`` times inside one jitted ``lax.scan`` to
+                 ``models.mf.MatrixFactorization``'s parameters (one table for users and items)
   torch          ``mf_training.make_adam`` (the baseline's ``torch.optim.Adam``, CPU default)
   torch_fused    the same with ``fused=True`` (the tuned variant's optimizer)
 
@@ -36,7 +37,8 @@ GRADIENT = 1e-3  # The fixed gradient of every parameter entry.
 
 
 def mf_parameter_shapes(num_users: int, num_items: int, dim: int) -> dict[str, tuple[int, ...]]:
-    """The MF model's parameters (names as ``models.mf`` and ``TorchMF`` use them)."""
+    """The MF parameters per side, as ``TorchMF`` names them (the JAX model holds the same
+    numbers in one table; see ``jax_update_epoch``)."""
     return {"user_embedding": (num_users, dim), "item_embedding": (num_items, dim),
             "user_bias": (num_users,), "item_bias": (num_items,), "global_mean": ()}
 
@@ -44,14 +46,22 @@ def mf_parameter_shapes(num_users: int, num_items: int, dim: int) -> dict[str, t
 def jax_update_epoch(optimizer_config: Mapping[str, Any], shapes: Mapping[str, tuple],
                      steps: int) -> tuple[Callable, Any, Any]:
     """``(epoch_fn, params, opt_state)``: ``epoch_fn(params, opt_state)`` applies the library's
-    optimizer ``steps`` times with the fixed gradients and returns the new pair."""
+    optimizer ``steps`` times with the fixed gradients and returns the new pair.
+
+    ``params`` are the ``nnx.Param`` state of a zero ``MatrixFactorization`` of the sizes in
+    ``shapes``; ``per_side_params`` names them as ``shapes`` does.
+    """
     import jax
     import jax.numpy as jnp
     import optax
+    from flax import nnx
+    from recsys_jax.models.mf import MatrixFactorization
     from recsys_jax.training.optimizers import make_optimizer
 
     tx, _ = make_optimizer(optimizer_config, steps_per_epoch=steps, num_epochs=1)
-    params = {name: jnp.zeros(shape, jnp.float32) for name, shape in shapes.items()}
+    num_users, dim = shapes["user_embedding"]
+    model = MatrixFactorization(num_users, shapes["item_embedding"][0], dim, rngs=nnx.Rngs(0))
+    params = jax.tree.map(jnp.zeros_like, nnx.state(model, nnx.Param))
     grads = jax.tree.map(lambda p: jnp.full(p.shape, GRADIENT, jnp.float32), params)
 
     def epoch_fn(params, opt_state):
@@ -62,6 +72,14 @@ def jax_update_epoch(optimizer_config: Mapping[str, Any], shapes: Mapping[str, t
         return jax.lax.scan(step, (params, opt_state), None, length=steps)[0]
 
     return jax.jit(epoch_fn, donate_argnums=(0, 1)), params, tx.init(params)
+
+
+def per_side_params(params: Any, num_users: int) -> dict[str, np.ndarray]:
+    """JAX MF parameters (``jax_update_epoch``'s) as NumPy, named per side like ``TorchMF``'s."""
+    table, bias = np.asarray(params["embedding"][...]), np.asarray(params["bias"][...])
+    return {"user_embedding": table[:num_users], "item_embedding": table[num_users:],
+            "user_bias": bias[:num_users], "item_bias": bias[num_users:],
+            "global_mean": np.asarray(params["global_mean"][...])}
 
 
 def torch_update(shapes: Mapping[str, tuple], *, lr: float, weight_decay: float,

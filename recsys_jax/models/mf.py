@@ -18,6 +18,14 @@ seen rows instead (mean bias and mean embedding over seen ids): a new user is on
 the user population, and on MovieLens light users rate higher than the heavy raters who dominate
 μ, so the average *user* predicts newcomers better than μ does. Training is unaffected (every
 training id is seen); only predictions for unseen ids change.
+
+Storage: users and items share one embedding table, one bias vector and one seen mask, items in
+the rows after the users (row ``num_users + i`` is item ``i``), as factorisation machines keep
+all their ids. A batch then costs one row gather, one gradient scatter and one optimizer update
+per kind of parameter instead of two; with Adam updating the whole tables every step that makes
+the ML-100K CPU epoch ≈ 10 % faster (``experiments/benchmark_mf.py``). The per-side views
+(``user_embedding``, ``item_bias``, …) and ``export_arrays`` / ``load_arrays`` keep the user/item
+names, and the initial values are the same draws as with two tables (users first).
 """
 
 from __future__ import annotations
@@ -37,12 +45,24 @@ class SeenMask(nnx.Variable):
     """Marks the ids that have at least one training interaction (not trained, checkpointed)."""
 
 
+# export_arrays name -> (table attribute, side); side 0 = the user rows, 1 = the item rows.
+_SIDE_ARRAYS = {"user_embeddings": ("embedding", 0), "item_embeddings": ("embedding", 1),
+                "user_bias": ("bias", 0), "item_bias": ("bias", 1),
+                "user_seen": ("seen", 0), "item_seen": ("seen", 1)}
+
+
 class MatrixFactorization(nnx.Module):
     """User/item embeddings with user/item biases and a global mean.
 
     Ids must lie in ``[0, num_users)`` / ``[0, num_items)``; JAX clamps out-of-range gathers
     silently, so callers validate ids before they reach ``__call__`` (the training loop and
     ``recsys_jax.training.evaluate`` do).
+
+    Attributes:
+      embedding: ``(num_users + num_items, dim)`` parameter, user rows then item rows.
+      bias: ``(num_users + num_items,)`` parameter, the same order.
+      global_mean: the scalar μ.
+      seen: ``(num_users + num_items,)`` boolean ``SeenMask``, the same order.
     """
 
     def __init__(self, num_users: int, num_items: int, dim: int, *, rngs: nnx.Rngs,
@@ -54,7 +74,7 @@ class MatrixFactorization(nnx.Module):
           num_users: number of user rows (ids 0..num_users-1).
           num_items: number of item rows.
           dim: embedding dimension.
-          rngs: random streams; ``rngs.params()`` draws the embedding tables.
+          rngs: random streams; ``rngs.params()`` draws the user rows, then the item rows.
           init_std: standard deviation of the normal embedding initialiser.
           global_mean: initial value of μ, normally the mean training rating.
           unseen_user: how an unseen user is served: ``"zero"`` (no bias, no embedding term)
@@ -73,35 +93,90 @@ class MatrixFactorization(nnx.Module):
         self.num_items = num_items
         self.dim = dim
         init = jax.nn.initializers.normal(stddev=init_std)
-        self.user_embedding = nnx.Param(init(rngs.params(), (num_users, dim), jnp.float32))
-        self.item_embedding = nnx.Param(init(rngs.params(), (num_items, dim), jnp.float32))
-        self.user_bias = nnx.Param(jnp.zeros((num_users,), jnp.float32))
-        self.item_bias = nnx.Param(jnp.zeros((num_items,), jnp.float32))
+        user_rows = init(rngs.params(), (num_users, dim), jnp.float32)
+        item_rows = init(rngs.params(), (num_items, dim), jnp.float32)
+        self.embedding = nnx.Param(jnp.concatenate([user_rows, item_rows]))
+        self.bias = nnx.Param(jnp.zeros((num_users + num_items,), jnp.float32))
         self.global_mean = nnx.Param(jnp.asarray(global_mean, jnp.float32))
-        self.user_seen = SeenMask(jnp.ones((num_users,), jnp.bool_))
-        self.item_seen = SeenMask(jnp.ones((num_items,), jnp.bool_))
+        self.seen = SeenMask(jnp.ones((num_users + num_items,), jnp.bool_))
+
+    def _side(self, array: jax.Array, side: int) -> jax.Array:
+        return array[:self.num_users] if side == 0 else array[self.num_users:]
+
+    @property
+    def user_embedding(self) -> jax.Array:
+        """The user rows of ``embedding`` (read-only; write with ``load_arrays``)."""
+        return self._side(self.embedding[...], 0)
+
+    @property
+    def item_embedding(self) -> jax.Array:
+        """The item rows of ``embedding`` (read-only; write with ``load_arrays``)."""
+        return self._side(self.embedding[...], 1)
+
+    @property
+    def user_bias(self) -> jax.Array:
+        """The user entries of ``bias`` (read-only)."""
+        return self._side(self.bias[...], 0)
+
+    @property
+    def item_bias(self) -> jax.Array:
+        """The item entries of ``bias`` (read-only)."""
+        return self._side(self.bias[...], 1)
+
+    @property
+    def user_seen(self) -> jax.Array:
+        """The user entries of ``seen`` (read-only; set with ``mark_seen``)."""
+        return self._side(self.seen[...], 0)
+
+    @property
+    def item_seen(self) -> jax.Array:
+        """The item entries of ``seen`` (read-only; set with ``mark_seen``)."""
+        return self._side(self.seen[...], 1)
 
     def mark_seen(self, users: np.ndarray, items: np.ndarray) -> None:
-        """Sets the seen masks to exactly the ids present in the training interactions."""
-        users = np.asarray(users)
-        items = np.asarray(items)
-        user_seen = np.zeros(self.num_users, np.bool_)
-        item_seen = np.zeros(self.num_items, np.bool_)
-        user_seen[users] = True
-        item_seen[items] = True
-        self.user_seen[...] = jnp.asarray(user_seen)
-        self.item_seen[...] = jnp.asarray(item_seen)
+        """Sets the seen mask to exactly the ids present in the training interactions."""
+        seen = np.zeros(self.num_users + self.num_items, np.bool_)
+        seen[np.asarray(users)] = True
+        seen[self.num_users + np.asarray(items)] = True
+        self.seen[...] = jnp.asarray(seen)
+
+    def _rows(self, users: jax.Array, items: jax.Array) -> jax.Array:
+        """Row indices ``(2,) + users.shape``: the users' rows, then the items'."""
+        users = jnp.asarray(users)
+        return jnp.stack([users, jnp.asarray(items, users.dtype) + self.num_users])
 
     def __call__(self, users: jax.Array, items: jax.Array) -> jax.Array:
         """Predicted ratings, shape ``users.shape``, for int id arrays of equal shape."""
-        p, user_bias, user_known = _rows_or_fallback(
-            self.user_embedding[...], self.user_bias[...], self.user_seen[...], users,
-            self.unseen_user)
-        q, item_bias, item_known = _rows_or_fallback(
-            self.item_embedding[...], self.item_bias[...], self.item_seen[...], items,
-            self.unseen_item)
+        rows = self._rows(users, items)
+        vectors, bias, seen = self.embedding[...][rows], self.bias[...][rows], self.seen[...][rows]
+        p, user_bias, user_known = self._fallback(0, vectors[0], bias[0], seen[0],
+                                                  self.unseen_user)
+        q, item_bias, item_known = self._fallback(1, vectors[1], bias[1], seen[1],
+                                                  self.unseen_item)
         interaction = jnp.where(user_known & item_known, jnp.sum(p * q, axis=-1), 0.0)
         return self.global_mean[...] + user_bias + item_bias + interaction
+
+    def _fallback(self, side: int, vectors: jax.Array, bias: jax.Array, id_seen: jax.Array,
+                  mode: str) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """One side's rows, biases and has-a-vector mask, unseen ids replaced.
+
+        ``"zero"``: an unseen id has bias 0 and no vector (mask False). ``"mean"``: it gets the
+        unweighted mean row and bias of the seen ids (mask True, so its vector is used).
+        """
+        if mode == "zero":
+            return vectors, jnp.where(id_seen, bias, 0.0), id_seen
+        mean_row, mean_bias = self._seen_means(side)
+        return (jnp.where(id_seen[..., None], vectors, mean_row),
+                jnp.where(id_seen, bias, mean_bias), jnp.ones_like(id_seen))
+
+    def _seen_means(self, side: int) -> tuple[jax.Array, jax.Array]:
+        """The unweighted mean row and bias of one side's seen ids (the ``"mean"`` fallback)."""
+        weight = self._side(self.seen[...], side).astype(jnp.float32)
+        count = jnp.maximum(jnp.sum(weight), 1.0)
+        # stop_gradient: the fallback is a read-out of the seen rows, not something to train.
+        mean_row = jax.lax.stop_gradient(weight @ self._side(self.embedding[...], side) / count)
+        mean_bias = jax.lax.stop_gradient(weight @ self._side(self.bias[...], side) / count)
+        return mean_row, mean_bias
 
     def row_l2(self, users: jax.Array, items: jax.Array) -> jax.Array:
         """Per-example ‖p_u‖² + ‖q_i‖² + b_u² + b_i² of the rows an example uses.
@@ -109,47 +184,45 @@ class MatrixFactorization(nnx.Module):
         This is the regulariser of classic SVD (Funk, Koren): only the rows in the batch are
         penalised, once per rating they take part in, unlike weight decay on whole tables.
         """
-        p = self.user_embedding[...][users]
-        q = self.item_embedding[...][items]
-        return (jnp.sum(p * p, axis=-1) + jnp.sum(q * q, axis=-1)
-                + jnp.square(self.user_bias[...][users]) + jnp.square(self.item_bias[...][items]))
+        rows = self._rows(users, items)
+        vectors, bias = self.embedding[...][rows], self.bias[...][rows]
+        return jnp.sum(jnp.sum(vectors * vectors, axis=-1) + jnp.square(bias), axis=0)
 
     def export_arrays(self) -> dict[str, np.ndarray]:
-        """The learnt tables as NumPy, named as the exported ``.npy`` files."""
-        return {
-            "user_embeddings": np.asarray(self.user_embedding[...]),
-            "item_embeddings": np.asarray(self.item_embedding[...]),
-            "user_bias": np.asarray(self.user_bias[...]),
-            "item_bias": np.asarray(self.item_bias[...]),
-            "global_mean": np.asarray(self.global_mean[...]),
-            "user_seen": np.asarray(self.user_seen[...]),
-            "item_seen": np.asarray(self.item_seen[...]),
-        }
+        """The learnt tables as NumPy, per side, named as the exported ``.npy`` files."""
+        arrays = {name: np.asarray(self._side(getattr(self, table)[...], side))
+                  for name, (table, side) in _SIDE_ARRAYS.items()}
+        return {**arrays, "global_mean": np.asarray(self.global_mean[...])}
 
+    def load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Sets any of the ``export_arrays`` tables by their export names (the inverse).
 
-def _rows_or_fallback(table: jax.Array, bias: jax.Array, seen: jax.Array, ids: jax.Array,
-                      mode: str) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Embedding rows, biases and a has-a-vector mask for ``ids``, unseen ones replaced.
+        Raises:
+          ValueError: on an unknown name or a shape that is not the model's.
+        """
+        exported = self.export_arrays()
+        unknown = sorted(set(arrays) - set(exported))
+        if unknown:
+            raise ValueError(f"unknown MF arrays {unknown}; known: {sorted(exported)}")
+        for name, value in arrays.items():
+            value = np.asarray(value)
+            if value.shape != exported[name].shape:
+                raise ValueError(f"{name} has shape {value.shape}, the model's is "
+                                 f"{exported[name].shape}")
+            if name == "global_mean":
+                self.global_mean[...] = jnp.asarray(value, jnp.float32)
+                continue
+            table, side = _SIDE_ARRAYS[name]
+            start = 0 if side == 0 else self.num_users
+            variable = getattr(self, table)
+            variable[...] = variable[...].at[start:start + len(value)].set(
+                jnp.asarray(value, variable[...].dtype))
 
-    ``"zero"``: an unseen id has bias 0 and no vector (mask False). ``"mean"``: it gets the
-    unweighted mean row and bias of the seen ids (mask True, so its vector is used).
-    """
-    id_seen = seen[ids]
-    rows, row_bias = table[ids], bias[ids]
-    if mode == "zero":
-        return rows, jnp.where(id_seen, row_bias, 0.0), id_seen
-    weight = seen.astype(table.dtype)
-    count = jnp.maximum(jnp.sum(weight), 1.0)
-    # stop_gradient: the fallback is a read-out of the seen rows, not something to train.
-    mean_row = jax.lax.stop_gradient(weight @ table / count)
-    mean_bias = jax.lax.stop_gradient(weight @ bias / count)
-    rows = jnp.where(id_seen[..., None], rows, mean_row)
-    return rows, jnp.where(id_seen, row_bias, mean_bias), jnp.ones_like(id_seen)
 
 
 def build_mf(model_config: Mapping[str, Any], *, num_users: int, num_items: int,
              train: Mapping[str, np.ndarray], rngs: nnx.Rngs) -> MatrixFactorization:
-    """Registry builder: MF sized for the data, μ = train mean, seen masks from ``train``.
+    """Registry builder: MF sized for the data, μ = train mean, seen mask from ``train``.
 
     Args:
       model_config: ``dim``, ``init_std`` and optionally ``unseen_user`` / ``unseen_item``

@@ -5,10 +5,14 @@ Weight decay comes in two flavours, and they are not the same thing under Adam:
 * ``adam`` (the seed's recipe, PyTorch ``Adam(weight_decay=wd)``): ``wd·θ`` is *added to the
   gradient* before Adam's moment estimates, i.e. L2 regularisation. The decay term is then
   rescaled per coordinate by Adam, so rarely-updated rows are decayed very differently from
-  frequent ones. Built as ``chain(add_decayed_weights(wd), adam(lr))``.
+  frequent ones. Built as ``chain(add_decayed_weights(wd), scale_by_adam, -lr)``.
 * ``adamw`` (Loshchilov & Hutter): ``lr·wd·θ`` is subtracted from the parameters *after*
-  Adam's update (decoupled decay), ``optax.adamw``. The same ``wd`` number therefore means a
+  Adam's update (decoupled decay), as ``optax.adamw``. The same ``wd`` number therefore means a
   much weaker pull than in ``adam``; the two are not interchangeable.
+
+Both use ``scale_by_adam`` below: optax's Adam direction with one division per coordinate
+instead of three (the order of Kingma & Ba's §2 remark and of PyTorch's ``Adam``). Its state is
+optax's ``ScaleByAdamState``, so checkpoints are unchanged.
 
 ``adagrad`` and ``sgd`` take the gradient-L2 form like ``adam``. In every case the decay is
 applied to the whole tables each step (also to rows absent from the batch), as PyTorch does with
@@ -27,6 +31,38 @@ import optax
 
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "step")
 OPTIMIZERS = ("adam", "adamw", "adagrad", "sgd")
+
+
+def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
+                  ) -> optax.GradientTransformation:
+    """Adam's direction m̂ / (√v̂ + ε), the same as ``optax.scale_by_adam`` up to rounding.
+
+    optax computes m̂ = m / (1 − β₁ᵗ) and v̂ = v / (1 − β₂ᵗ) as two full-size divisions and then
+    divides again; here the two bias corrections are scalars folded into one division per
+    coordinate: (m · (1 − β₁ᵗ)⁻¹) / (√v · (1 − β₂ᵗ)^−½ + ε), which is how PyTorch's ``Adam``
+    orders it. With embedding tables updated densely every step the update is bound by those
+    divisions: on ML-100K MF this order makes the whole CPU epoch ≈ 15 % faster
+    (``experiments/mf_optimizer_floor.py``).
+    """
+    def init_fn(params):
+        return optax.ScaleByAdamState(count=jnp.zeros([], jnp.int32),
+                                      mu=optax.tree.zeros_like(params),
+                                      nu=optax.tree.zeros_like(params))
+
+    def update_fn(updates, state, params=None):
+        del params
+        mu = optax.tree.update_moment(updates, state.mu, b1, 1)
+        nu = optax.tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
+        count = optax.safe_increment(state.count)
+        t = count.astype(jnp.float32)
+        mu_scale = 1.0 / (1.0 - b1 ** t)
+        nu_scale = 1.0 / jnp.sqrt(1.0 - b2 ** t)
+        updates = jax.tree.map(
+            lambda m, v: (m * mu_scale.astype(m.dtype))
+            / (jnp.sqrt(v) * nu_scale.astype(v.dtype) + eps), mu, nu)
+        return updates, optax.ScaleByAdamState(count=count, mu=mu, nu=nu)
+
+    return optax.GradientTransformation(init_fn, update_fn)
 
 
 def _decay_mask(params: Any) -> Any:
@@ -80,9 +116,10 @@ def make_optimizer(config: Mapping[str, Any], *, steps_per_epoch: int, num_epoch
     if wd < 0:
         raise ValueError(f"weight_decay must be >= 0, got {wd}")
     if name == "adamw":
-        return optax.adamw(schedule, weight_decay=wd, mask=_decay_mask), schedule
+        return optax.chain(scale_by_adam(), optax.add_decayed_weights(wd, mask=_decay_mask),
+                           optax.scale_by_learning_rate(schedule)), schedule
     if name == "adam":
-        base = optax.adam(schedule)
+        base = optax.chain(scale_by_adam(), optax.scale_by_learning_rate(schedule))
     elif name == "adagrad":
         base = optax.adagrad(schedule, initial_accumulator_value=float(
             config.get("initial_accumulator", 0.1)))

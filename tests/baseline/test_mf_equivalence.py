@@ -24,8 +24,8 @@ def _jax_model(seed: int = 0) -> MatrixFactorization:
     model = MatrixFactorization(NUM_USERS, NUM_ITEMS, DIM, rngs=nnx.Rngs(seed), init_std=0.3,
                                 global_mean=3.4)
     rng = np.random.default_rng(seed)
-    model.user_bias[...] = jnp.asarray(rng.normal(size=NUM_USERS), jnp.float32)
-    model.item_bias[...] = jnp.asarray(rng.normal(size=NUM_ITEMS), jnp.float32)
+    model.load_arrays({"user_bias": rng.normal(size=NUM_USERS),
+                       "item_bias": rng.normal(size=NUM_ITEMS)})
     model.mark_seen(np.arange(NUM_USERS - 2), np.arange(1, NUM_ITEMS))  # users 7, 8, item 0 unseen
     return model
 

@@ -1,3 +1,4 @@
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -37,8 +38,7 @@ def test_init_std():
 
 def test_prediction_is_mean_plus_biases_plus_dot():
     model = _model()
-    model.user_bias[...] = jnp.arange(7, dtype=jnp.float32) / 10
-    model.item_bias[...] = -jnp.arange(11, dtype=jnp.float32) / 20
+    model.load_arrays({"user_bias": np.arange(7) / 10, "item_bias": -np.arange(11) / 20})
     users = np.array([0, 3, 6, 6])
     items = np.array([1, 10, 0, 5])
     p = np.asarray(model.user_embedding[...])[users]
@@ -50,26 +50,24 @@ def test_prediction_is_mean_plus_biases_plus_dot():
 
 def test_unseen_ids_fall_back_to_biases_and_global_mean():
     model = _model()
-    model.user_bias[...] = jnp.full((7,), 0.25)
-    model.item_bias[...] = jnp.full((11,), -0.5)
     # Large rows so any leak of an untrained embedding would show.
-    model.user_embedding[...] = jnp.ones((7, 5))
-    model.item_embedding[...] = jnp.ones((11, 5))
+    model.load_arrays({"user_bias": np.full(7, 0.25), "item_bias": np.full(11, -0.5),
+                       "user_embeddings": np.ones((7, 5)), "item_embeddings": np.ones((11, 5))})
     model.mark_seen(users=np.array([0, 1]), items=np.array([2]))
     pred = np.asarray(model(jnp.array([0, 5, 0, 5]), jnp.array([2, 2, 9, 9])))
     np.testing.assert_allclose(pred, [3.5 + 0.25 - 0.5 + 5.0,  # both seen
                                       3.5 - 0.5,                # unseen user
                                       3.5 + 0.25,               # unseen item
                                       3.5])                     # neither
-    assert isinstance(model.user_seen, SeenMask)
-    # Seen masks are state but not trainable parameters.
-    assert "user_seen" not in nnx.state(model, nnx.Param)
-    assert "user_seen" in nnx.state(model)
+    assert isinstance(model.seen, SeenMask)
+    # The seen mask is state but not a trainable parameter.
+    assert "seen" not in nnx.state(model, nnx.Param)
+    assert "seen" in nnx.state(model)
 
 
 def test_row_l2_sums_the_rows_used():
     model = _model()
-    model.user_bias[...] = jnp.full((7,), 2.0)
+    model.load_arrays({"user_bias": np.full(7, 2.0)})
     users, items = jnp.array([1, 2]), jnp.array([3, 3])
     p = np.asarray(model.user_embedding[...])[[1, 2]]
     q = np.asarray(model.item_embedding[...])[[3, 3]]
@@ -108,3 +106,33 @@ def test_registry_builds_by_name_and_rejects_unknown():
 def test_rejects_empty_sizes():
     with pytest.raises(ValueError):
         MatrixFactorization(0, 3, 2, rngs=nnx.Rngs(0))
+
+
+def test_one_table_holds_user_rows_then_item_rows_drawn_as_two_tables():
+    model = _model(init_std=0.1)
+    rngs = nnx.Rngs(0)
+    init = jax.nn.initializers.normal(stddev=0.1)
+    users = init(rngs.params(), (7, 5), jnp.float32)
+    items = init(rngs.params(), (11, 5), jnp.float32)
+    table = np.asarray(model.embedding[...])
+    assert table.shape == (18, 5) and model.bias[...].shape == (18,)
+    np.testing.assert_array_equal(table[:7], users)
+    np.testing.assert_array_equal(table[7:], items)
+    np.testing.assert_array_equal(model.item_embedding, items)
+    # Item i is row num_users + i: its prediction uses that row and that bias.
+    model.load_arrays({"item_bias": np.arange(11) / 4})
+    pred = model(jnp.array([2]), jnp.array([9]))
+    np.testing.assert_allclose(pred, 3.5 + 9 / 4 + table[2] @ table[7 + 9], rtol=1e-6)
+
+
+def test_load_arrays_round_trips_export_arrays_and_checks_names_and_shapes():
+    source, target = _model(), _model(rngs=nnx.Rngs(5), global_mean=1.0)
+    source.load_arrays({"user_bias": np.linspace(0, 1, 7)})
+    source.mark_seen(np.array([1, 3]), np.array([0]))
+    target.load_arrays(source.export_arrays())
+    for name, value in source.export_arrays().items():
+        np.testing.assert_array_equal(target.export_arrays()[name], value, err_msg=name)
+    with pytest.raises(ValueError, match="unknown MF arrays"):
+        target.load_arrays({"user_embedding": np.zeros((7, 5))})
+    with pytest.raises(ValueError, match="item_bias has shape"):
+        target.load_arrays({"item_bias": np.zeros(7)})

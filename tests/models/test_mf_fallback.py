@@ -11,10 +11,9 @@ from recsys_jax.models.mf import MatrixFactorization, build_mf
 
 def _model(**kwargs) -> MatrixFactorization:
     model = MatrixFactorization(4, 3, 2, rngs=nnx.Rngs(0), global_mean=3.0, **kwargs)
-    model.user_embedding[...] = jnp.array([[1.0, 0.0], [0.0, 2.0], [3.0, 0.0], [9.0, 9.0]])
-    model.item_embedding[...] = jnp.array([[1.0, 1.0], [0.5, 0.0], [7.0, 7.0]])
-    model.user_bias[...] = jnp.array([0.3, 0.0, -0.6, 5.0])
-    model.item_bias[...] = jnp.array([0.1, -0.2, 4.0])
+    model.load_arrays({"user_embeddings": [[1.0, 0.0], [0.0, 2.0], [3.0, 0.0], [9.0, 9.0]],
+                       "item_embeddings": [[1.0, 1.0], [0.5, 0.0], [7.0, 7.0]],
+                       "user_bias": [0.3, 0.0, -0.6, 5.0], "item_bias": [0.1, -0.2, 4.0]})
     model.mark_seen(users=np.array([0, 1, 2]), items=np.array([0, 1]))  # User 3, item 2 unseen.
     return model
 

@@ -31,7 +31,7 @@ def test_save_restore_round_trip(tmp_path, train_columns):
     assert restored_loop == loop_state
     # The restored state has the template's structure: merge gives a working model.
     model, optimizer = nnx.merge(graphdef, restored)
-    np.testing.assert_array_equal(model.user_seen[...], np.asarray(state[0]["user_seen"][...]))
+    np.testing.assert_array_equal(model.seen[...], np.asarray(state[0]["seen"][...]))
     assert int(optimizer.step[...]) == 0
 
 

@@ -9,7 +9,7 @@ from recsys_jax.training.evaluate import RatingEvaluator, predict_ratings
 
 def _model():
     model = MatrixFactorization(6, 7, 3, rngs=nnx.Rngs(0), global_mean=3.0)
-    model.user_bias[...] = np.linspace(-3, 3, 6).astype(np.float32)  # Push some out of scale.
+    model.load_arrays({"user_bias": np.linspace(-3, 3, 6)})  # Push some out of scale.
     return model
 
 

@@ -14,8 +14,7 @@ from tests.training.planted import NUM_ITEMS, NUM_USERS, planted_ratings
 
 def _model():
     model = MatrixFactorization(5, 6, 3, rngs=nnx.Rngs(0), init_std=1.0, global_mean=3.0)
-    model.user_bias[...] = jnp.linspace(-1, 1, 5)
-    model.item_bias[...] = jnp.linspace(1, -1, 6)
+    model.load_arrays({"user_bias": np.linspace(-1, 1, 5), "item_bias": np.linspace(1, -1, 6)})
     model.mark_seen(users=np.array([0, 1, 2, 3]), items=np.array([0, 1, 2, 3, 4]))
     return model
 
