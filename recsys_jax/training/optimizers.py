@@ -12,7 +12,7 @@ Weight decay comes in two flavours, and they are not the same thing under Adam:
 
 Both use ``scale_by_adam`` below: optax's Adam direction with one division per coordinate
 instead of three (the order of Kingma & Ba's §2 remark and of PyTorch's ``Adam``). Its state is
-optax's ``ScaleByAdamState``, so checkpoints are unchanged.
+optax's ``ScaleByAdamState``, so optimizer checkpoints keep their structure.
 
 ``adagrad`` and ``sgd`` take the gradient-L2 form like ``adam``. In every case the decay is
 applied to the whole tables each step (also to rows absent from the batch), as PyTorch does with
@@ -40,9 +40,9 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
     optax computes m̂ = m / (1 − β₁ᵗ) and v̂ = v / (1 − β₂ᵗ) as two full-size divisions and then
     divides again; here the two bias corrections are scalars folded into one division per
     coordinate: (m · (1 − β₁ᵗ)⁻¹) / (√v · (1 − β₂ᵗ)^−½ + ε), which is how PyTorch's ``Adam``
-    orders it. With embedding tables updated densely every step the update is bound by those
-    divisions: on ML-100K MF this order makes the whole CPU epoch ≈ 15 % faster
-    (``experiments/mf_optimizer_floor.py``).
+    orders it. Embedding tables updated densely every step make those divisions a large part of
+    the update: on ML-100K MF this order took the CPU epoch from 27 to 24 ms
+    (``experiments/benchmark_mf.py``; README, "PyTorch baseline").
     """
     def init_fn(params):
         return optax.ScaleByAdamState(count=jnp.zeros([], jnp.int32),
