@@ -219,7 +219,6 @@ class MatrixFactorization(nnx.Module):
                 jnp.asarray(value, variable[...].dtype))
 
 
-
 def build_mf(model_config: Mapping[str, Any], *, num_users: int, num_items: int,
              train: Mapping[str, np.ndarray], rngs: nnx.Rngs) -> MatrixFactorization:
     """Registry builder: MF sized for the data, μ = train mean, seen mask from ``train``.
