@@ -8,8 +8,9 @@ Per epoch the host does one call (the whole epoch when the data fits on the devi
 call per chunk of ``chunk_steps`` batches), one evaluation call, a JSON line and a checkpoint;
 nothing runs per batch in Python.
 
-Files under ``workdir``: ``metrics.jsonl`` (one record per epoch, appended as it ends),
-``checkpoints/latest`` and ``checkpoints/best`` (see ``checkpoints.CheckpointStore``).
+Files under ``workdir``: ``metrics.jsonl`` and ``tensorboard/`` (one record per epoch, appended
+as it ends; ``metric_log``), ``checkpoints/latest`` and ``checkpoints/best`` (see
+``checkpoints.CheckpointStore``). Without a workdir nothing is written (for benchmarks).
 Running ``fit`` again on the same workdir resumes after the latest checkpoint; a run that had
 finished (early stop or all epochs) just restores its best state.
 """
@@ -17,7 +18,6 @@ finished (early stop or all epochs) just restores its best state.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from pathlib import Path
@@ -29,17 +29,18 @@ import optax
 from absl import logging
 from flax import nnx
 
-from recsys_jax import fileio
 from recsys_jax.training import steps as steps_lib
 from recsys_jax.training.checkpoints import CheckpointStore, abstract_state
 from recsys_jax.training.columns import num_rows
 from recsys_jax.training.early_stopping import EarlyStopping
 from recsys_jax.training.losses import LossFn
+from recsys_jax.training.metric_log import METRICS_FILE, MetricLog, read_metrics
 
 Evaluate = Callable[[nnx.Module], Mapping[str, float]]
 
-METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"
+__all__ = ["CHECKPOINT_DIR", "METRICS_FILE", "Evaluate", "FitConfig", "FitResult", "fit",
+           "read_metrics", "data_fits_on_device"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,34 +124,6 @@ def data_fits_on_device(columns: Mapping[str, np.ndarray], device: jax.Device | 
     return headroom * sum(np.asarray(c).nbytes for c in columns.values()) <= 0.5 * free
 
 
-def read_metrics(workdir: str | os.PathLike) -> list[dict[str, Any]]:
-    """The records of ``metrics.jsonl`` (skipping a torn last line), or ``[]``."""
-    path = Path(workdir) / METRICS_FILE
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
-
-
-def _keep_metrics_up_to(workdir: Path, last_epoch: int) -> list[dict[str, Any]]:
-    # Epochs logged after the checkpoint we resume from will be run again.
-    kept = [r for r in read_metrics(workdir) if r.get("epoch", 0) <= last_epoch]
-    fileio.atomic_write_text(workdir / METRICS_FILE,
-                             "".join(json.dumps(r) + "\n" for r in kept))
-    return kept
-
-
-def _append_metrics(workdir: Path, record: Mapping[str, Any]) -> None:
-    with open(workdir / METRICS_FILE, "a") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
-
-
 def _format_epoch(record: Mapping[str, Any], num_epochs: int, monitor: str) -> str:
     val = "  ".join(f"{k} {v:.4f}" for k, v in record.items()
                     if k.startswith(("val_", monitor)) and isinstance(v, float))
@@ -193,7 +166,8 @@ def _epoch_runner(graphdef: nnx.GraphDef, loss_fn: LossFn, train: Mapping[str, n
 
 def fit(model: nnx.Module, optimizer: nnx.Optimizer, loss_fn: LossFn,
         train: Mapping[str, np.ndarray], evaluate: Evaluate, config: FitConfig, *,
-        workdir: str | os.PathLike, schedule: optax.Schedule | None = None) -> FitResult:
+        workdir: str | os.PathLike | None, schedule: optax.Schedule | None = None,
+        tensorboard: bool = True) -> FitResult:
     """Trains ``model`` in place and leaves it (and ``optimizer``) at the best epoch's state.
 
     Args:
@@ -203,8 +177,11 @@ def fit(model: nnx.Module, optimizer: nnx.Optimizer, loss_fn: LossFn,
       train: training columns (validated ids), equal length.
       evaluate: ``model -> {metric: value}`` including ``config.monitor``; called each epoch.
       config: the loop settings.
-      workdir: where ``metrics.jsonl`` and ``checkpoints/`` live; resumes from them.
+      workdir: where ``metrics.jsonl``, ``tensorboard/`` and ``checkpoints/`` live; resumes
+        from them. ``None`` runs without any file I/O (benchmarks): the best state is kept
+        in memory and nothing can be resumed.
       schedule: the learning-rate schedule, only to log the rate of each epoch.
+      tensorboard: also write TensorBoard event files (with a workdir).
 
     If training raises, ``model`` and ``optimizer`` may hold donated (deleted) arrays; the
     checkpoints in ``workdir`` are intact and a new call resumes from them.
@@ -212,28 +189,31 @@ def fit(model: nnx.Module, optimizer: nnx.Optimizer, loss_fn: LossFn,
     n = num_rows(train)
     if n == 0:
         raise ValueError("no training rows")
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
     steps_per_epoch = steps_lib.steps_per_epoch(n, config.batch_size)
     graphdef, state = nnx.split((model, optimizer))
     template = abstract_state(state)
     key = jax.random.key(config.seed)
     early = EarlyStopping(config.patience, config.mode, config.min_delta)
-    store = CheckpointStore(workdir / CHECKPOINT_DIR, monitor=config.monitor, mode=config.mode)
-
-    start_epoch, resumed_from, finished = 1, store.latest_epoch(), False
-    history: list[dict[str, Any]] = []
+    store = log = None
+    start_epoch, resumed_from, finished = 1, None, False
+    if workdir is not None:
+        workdir = Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        store = CheckpointStore(workdir / CHECKPOINT_DIR, monitor=config.monitor,
+                                mode=config.mode)
+        resumed_from = store.latest_epoch()
     if resumed_from is not None:
         state, loop_state = store.restore_latest(template)
         early = EarlyStopping(**loop_state["early_stopping"])
         key = jax.random.wrap_key_data(np.asarray(loop_state["key_data"], np.uint32))
         start_epoch = loop_state["epoch"] + 1
         finished = loop_state["stopped_early"]
-        history = _keep_metrics_up_to(workdir, loop_state["epoch"])
         store.discard_best_after(loop_state["epoch"])
         logging.info("resumed from %s at epoch %d", store.directory, loop_state["epoch"])
-    elif (workdir / METRICS_FILE).exists():
-        _keep_metrics_up_to(workdir, 0)
+    if workdir is not None:
+        log = MetricLog(workdir, keep_up_to=start_epoch - 1, tensorboard=tensorboard)
+    history: list[dict[str, Any]] = list(log.history) if log else []
+    best_in_memory = None
 
     on_device = config.data_on_device == "always" or (
         config.data_on_device == "auto" and data_fits_on_device(train))
@@ -270,16 +250,20 @@ def fit(model: nnx.Module, optimizer: nnx.Optimizer, loss_fn: LossFn,
                     "improved": improved,
                 }
                 history.append(record)
-                _append_metrics(workdir, record)
-                if improved:
-                    store.save_best(epoch, state, eval_metrics)
                 stopped_early = early.should_stop
-                store.save_latest(epoch, state, {
-                    "epoch": epoch,
-                    "early_stopping": dataclasses.asdict(early),
-                    "key_data": np.asarray(jax.random.key_data(key)).tolist(),
-                    "stopped_early": stopped_early,
-                })
+                if store is None:
+                    if improved:  # The next epoch donates ``state``: keep a copy of the best.
+                        best_in_memory = jax.tree.map(lambda x: x.copy(), state)
+                else:
+                    log.write(record)
+                    if improved:
+                        store.save_best(epoch, state, eval_metrics)
+                    store.save_latest(epoch, state, {
+                        "epoch": epoch,
+                        "early_stopping": dataclasses.asdict(early),
+                        "key_data": np.asarray(jax.random.key_data(key)).tolist(),
+                        "stopped_early": stopped_early,
+                    })
                 epochs_run += 1
                 logging.info("%s", _format_epoch(record, config.num_epochs, config.monitor))
                 if stopped_early:
@@ -287,10 +271,15 @@ def fit(model: nnx.Module, optimizer: nnx.Optimizer, loss_fn: LossFn,
                                  "epoch %d)", config.monitor, config.patience,
                                  early.best_value, early.best_epoch)
                     break
-        if store.best_epoch() is not None:
+        if store is not None and store.best_epoch() is not None:
             state = store.restore_best(template)
+        elif best_in_memory is not None:
+            state = best_in_memory
     finally:
-        store.close()  # Finishes pending saves even when training failed.
+        if store is not None:
+            store.close()  # Finishes pending saves even when training failed.
+        if log is not None:
+            log.close()
     nnx.update((model, optimizer), state)
     return FitResult(
         best_epoch=early.best_epoch, best_value=early.best_value,
