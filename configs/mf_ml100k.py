@@ -5,7 +5,7 @@ added to the gradient; see recsys_jax/training/optimizers.py), MSE, batch 256, u
 validation RMSE every epoch, early stopping with patience 5, random 80/10/10 split.
 
 Run:
-  python experiments/train_mf.py --config=configs/mf_ml100k.py --workdir=workdirs/mf_ml100k
+  python experiments/train.py --config=configs/mf_ml100k.py --workdir=workdirs/mf_ml100k
 
 Override any field on the command line, e.g.
   --config.model.dim=128 --config.split.name=user_temporal --config.optimizer.name=adamw
@@ -18,6 +18,8 @@ from ml_collections import config_dict
 def get_config() -> ml_collections.ConfigDict:
     """The default MF experiment."""
     config = ml_collections.ConfigDict()
+    config.task = "rating"            # Key of recsys_jax.tasks.registry.TASKS.
+    config.run_name = config_dict.placeholder(str)  # Label in comparisons (default: workdir).
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "mf"          # Key of recsys_jax.models.registry.MODELS.
@@ -42,6 +44,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.training.batch_size = 256
     config.training.epochs = 50
     config.training.patience = 5      # Epochs without val RMSE improvement; 0 = never stop.
+    config.training.monitor = "val_rmse"  # Selects the best epoch (rmse/mae: minimised).
     config.training.seed = 0
     config.training.data_on_device = "auto"  # auto | always | never
     config.training.eval_chunk_size = 65536

@@ -1,7 +1,7 @@
 """Matrix factorisation on MovieLens-100K, tuned per split protocol on validation RMSE.
 
 Select the protocol after a colon (default ``random``):
-  python experiments/train_mf.py --config=configs/mf_ml100k_tuned.py:global_temporal \
+  python experiments/train.py --config=configs/mf_ml100k_tuned.py:global_temporal \
       --workdir=workdirs/mf_ml100k_tuned_global_temporal
 
 The settings below were chosen by

@@ -1,7 +1,7 @@
 """A tiny MF run on synthetic data, for tests and smoke checks (seconds on a CPU).
 
 Run:
-  python experiments/train_mf.py --config=configs/mf_tiny.py --workdir=/tmp/mf_tiny
+  python experiments/train.py --config=configs/mf_tiny.py --workdir=/tmp/mf_tiny
 """
 
 import ml_collections

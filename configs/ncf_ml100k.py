@@ -12,19 +12,19 @@ examples, so the default 64 is 320 examples per step, close to the paper's 256. 
 epochs with patience 10 (an ML-100K epoch takes well under a second on a 2-core CPU).
 
 Run (models: gmf | mlp | neumf | dot_mf):
-  python experiments/train_ncf.py --config=configs/ncf_ml100k.py --workdir=workdirs/ncf/gmf \
+  python experiments/train.py --config=configs/ncf_ml100k.py --workdir=workdirs/ncf/gmf \
       --config.model.name=gmf
-  python experiments/train_ncf.py --config=configs/ncf_ml100k.py --workdir=workdirs/ncf/mlp \
+  python experiments/train.py --config=configs/ncf_ml100k.py --workdir=workdirs/ncf/mlp \
       --config.model.name=mlp
-  python experiments/train_ncf.py --config=configs/ncf_ml100k.py --workdir=workdirs/ncf/neumf \
+  python experiments/train.py --config=configs/ncf_ml100k.py --workdir=workdirs/ncf/neumf \
       --config.model.name=neumf
   # NeuMF from the pretrained GMF and MLP (α = 0.5), trained with plain SGD as in the paper:
-  python experiments/train_ncf.py --config=configs/ncf_ml100k.py \
+  python experiments/train.py --config=configs/ncf_ml100k.py \
       --workdir=workdirs/ncf/neumf_pretrained --config.model.name=neumf \
       --config.model.pretrained.gmf_workdir=workdirs/ncf/gmf \
       --config.model.pretrained.mlp_workdir=workdirs/ncf/mlp \
       --config.optimizer.name=sgd --config.optimizer.lr=1e-3
-  python experiments/train_ncf.py --config=configs/ncf_ml100k.py --workdir=workdirs/ncf/dot_mf \
+  python experiments/train.py --config=configs/ncf_ml100k.py --workdir=workdirs/ncf/dot_mf \
       --config.model.name=dot_mf --config.model.dim=64
 """
 
@@ -35,6 +35,8 @@ from ml_collections import config_dict
 def get_config() -> ml_collections.ConfigDict:
     """The default NCF experiment (GMF)."""
     config = ml_collections.ConfigDict()
+    config.task = "implicit"          # Key of recsys_jax.tasks.registry.TASKS.
+    config.run_name = config_dict.placeholder(str)  # Label in comparisons (default: workdir).
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "gmf"         # gmf | mlp | neumf | dot_mf
@@ -59,6 +61,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.training.epochs = 100
     config.training.patience = 10     # Epochs without improvement of `monitor`; 0 = never.
     config.training.monitor = "val_ndcg@10"   # val_<hr|ndcg|recall|...>@<k>, maximised.
+    config.training.loss = "bce"      # bce (pointwise) | bpr (pairwise)
     config.training.val_protocol = "full"     # full | sampled
     config.training.seed = 0
     config.training.data_on_device = "auto"

@@ -1,7 +1,7 @@
 """A tiny NCF run on synthetic data, for tests and smoke checks (seconds on a CPU).
 
 Run:
-  python experiments/train_ncf.py --config=configs/ncf_tiny.py --workdir=/tmp/ncf_tiny \
+  python experiments/train.py --config=configs/ncf_tiny.py --workdir=/tmp/ncf_tiny \
       --config.model.name=neumf
 """
 

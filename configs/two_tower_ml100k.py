@@ -8,7 +8,7 @@ stopping on validation recall@100 (full ranking). Then a FAISS index and retriev
 The settings were chosen on validation recall@100 (README, "Two-tower retrieval").
 
 Run:
-  python experiments/train_two_tower.py --config=configs/two_tower_ml100k.py \
+  python experiments/train.py --config=configs/two_tower_ml100k.py \
       --workdir=workdirs/two_tower_ml100k
 
 Variants, e.g.
@@ -22,6 +22,7 @@ from ml_collections import config_dict
 def get_config() -> ml_collections.ConfigDict:
     """The default two-tower experiment."""
     config = ml_collections.ConfigDict()
+    config.task = "retrieval"         # Key of recsys_jax.tasks.registry.TASKS.
     config.run_name = config_dict.placeholder(str)  # Label in comparisons (default: workdir name).
 
     config.model = ml_collections.ConfigDict()
@@ -65,8 +66,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.training.patience = 8
     config.training.seed = 0
     config.training.min_rating = 0.0  # Every training event is a positive.
-    config.training.monitor_metric = "recall"
-    config.training.monitor_k = 100
+    config.training.monitor = "val_recall@100"  # val_<hr|ndcg|recall|...>@<k>, maximised.
     config.training.data_on_device = "auto"
 
     config.index = ml_collections.ConfigDict()

@@ -1,7 +1,7 @@
 """A tiny two-tower run on synthetic data, for tests and smoke checks (seconds on a CPU).
 
 Run:
-  python experiments/train_two_tower.py --config=configs/two_tower_tiny.py --workdir=/tmp/tt
+  python experiments/train.py --config=configs/two_tower_tiny.py --workdir=/tmp/tt
 """
 
 import ml_collections
@@ -23,7 +23,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.training.batch_size = 128
     config.training.epochs = 2
     config.training.patience = 0
-    config.training.monitor_k = 10
+    config.training.monitor = "val_recall@10"
     config.serving.num_queries = 30
     config.serving.batch_size = 10
     return config

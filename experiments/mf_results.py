@@ -22,7 +22,7 @@ from absl import app, flags, logging
 
 from recsys_jax import fileio
 from recsys_jax.training.checkpoints import quiet_orbax_logging
-from recsys_jax.training.rating_results import format_markdown, run_protocol
+from recsys_jax.tasks.rating_results import format_markdown, run_protocol
 
 _PROTOCOLS = flags.DEFINE_list("protocols", ["random", "user_temporal", "global_temporal"],
                                "Split protocols.")

@@ -26,8 +26,8 @@ from absl import app, flags, logging
 
 from recsys_jax import fileio
 from recsys_jax.training.checkpoints import quiet_orbax_logging
-from recsys_jax.training.rating_data import load_rating_data
-from recsys_jax.training.rating_search import (axis, format_trials, grid_configs,
+from recsys_jax.tasks.rating import load_rating_data
+from recsys_jax.tasks.rating_search import (axis, format_trials, grid_configs,
                                                two_stage_search)
 
 _PROTOCOLS = flags.DEFINE_list("protocols", ["random", "user_temporal", "global_temporal"],
@@ -88,7 +88,7 @@ def main(argv: list[str]) -> None:
     os.makedirs(_OUTPUT_DIR.value, exist_ok=True)
     for protocol in _PROTOCOLS.value:
         base = _seed_config(protocol)
-        data = load_rating_data(base).data
+        data = load_rating_data(base)
         space = search_space(protocol)
         trials = two_stage_search(
             base, data, references=space["references"], grid=space["grid"],

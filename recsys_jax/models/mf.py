@@ -56,7 +56,7 @@ class MatrixFactorization(nnx.Module):
 
     Ids must lie in ``[0, num_users)`` / ``[0, num_items)``; JAX clamps out-of-range gathers
     silently, so callers validate ids before they reach ``__call__`` (the training loop and
-    ``recsys_jax.training.evaluate`` do).
+    ``recsys_jax.evaluation.validators`` do).
 
     Attributes:
       embedding: ``(num_users + num_items, dim)`` parameter, user rows then item rows.
@@ -193,6 +193,25 @@ class MatrixFactorization(nnx.Module):
         arrays = {name: np.asarray(self._side(getattr(self, table)[...], side))
                   for name, (table, side) in _SIDE_ARRAYS.items()}
         return {**arrays, "global_mean": np.asarray(self.global_mean[...])}
+
+    def seen_masks(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(user_seen, item_seen)`` as boolean NumPy (``contract.SeenMasks``)."""
+        return np.asarray(self.user_seen), np.asarray(self.item_seen)
+
+    def ranking_embeddings(self) -> tuple[np.ndarray, np.ndarray]:
+        """User and item vectors whose dot product ranks items as the predictions do.
+
+        [p_u, 1] · [q_i, b_i] = p_u·q_i + b_i; the rest of r̂(u, i) = μ + b_u is the same for
+        all of a user's items. Rows of unseen ids are masked as the ``"zero"`` fallback masks
+        them (an unseen user ranks by item bias; an unseen item scores like one with zero bias
+        and no interaction).
+        """
+        user_seen, item_seen = (m.astype(np.float32)[:, None] for m in self.seen_masks())
+        users = np.concatenate([np.asarray(self.user_embedding) * user_seen,
+                                np.ones_like(user_seen)], axis=1)
+        items = np.concatenate([np.asarray(self.item_embedding) * item_seen,
+                                np.asarray(self.item_bias)[:, None] * item_seen], axis=1)
+        return users.astype(np.float32), items.astype(np.float32)
 
     def load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
         """Sets any of the ``export_arrays`` tables by their export names (the inverse).

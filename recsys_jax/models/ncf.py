@@ -3,7 +3,7 @@ dot-product MF that Rendle et al. (RecSys 2020) found beats it when tuned.
 
 Every model maps (user ids, item ids) of equal shape to a *logit* of the same shape: the
 probability of an interaction is σ(logit), trained with binary cross-entropy on positives and
-sampled negatives (``recsys_jax.training.implicit_loss``).
+sampled negatives (``recsys_jax.tasks.implicit_losses``).
 
 * ``GMF``:    logit = h·(p_u ⊙ q_i) + b                       (a generalised MF)
 * ``MLP``:    logit = h·φ_L(… φ_1([p_u, q_i])) + b, φ_l = ReLU(W_l x + b_l), widths halving

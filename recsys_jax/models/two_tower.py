@@ -23,10 +23,7 @@ calling ``encode_users`` (see ``recsys_jax.retrieval.retriever``).
 from __future__ import annotations
 
 import functools
-import json
 import math
-import os
-from pathlib import Path
 from typing import Any, Mapping
 
 import jax
@@ -34,7 +31,6 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from recsys_jax import fileio
 
 MIN_TEMPERATURE = 1e-3
 MAX_TEMPERATURE = 1.0
@@ -177,6 +173,41 @@ class TwoTower(nnx.Module):
                    if self.use_history else {})
         return self.encode_users(self.user_features[...][user_ids], user_ids=user_ids, **history)
 
+    def encode_batch(self, batch: Mapping[str, jax.Array], item_ids: jax.Array
+                     ) -> tuple[jax.Array, jax.Array]:
+        """The batch's user vectors and ``item_ids``' vectors (``contract.RetrievalEncoder``).
+
+        Users are encoded from per-row inputs when the batch carries them (``user_features``
+        and, with the history tower, ``history_ids``/``history_mask``: the causal training
+        inputs of ``data.features.CausalUserInputs``), else from the stored per-user rows.
+        With the history tower the catalogue's item embeddings are computed once for the
+        pooling anyway, so the candidates are gathered from that table instead of a second
+        tower pass.
+        """
+        table = self.item_embeddings(jnp.arange(self.num_items)) if self.use_history else None
+        if "user_features" in batch:
+            users = self.encode_users(batch["user_features"], user_ids=batch["user"],
+                                      history_ids=batch.get("history_ids"),
+                                      history_mask=batch.get("history_mask"), item_table=table)
+        else:
+            users = self.user_embeddings(batch["user"], table)
+        items = table[item_ids] if table is not None else self.item_embeddings(item_ids)
+        return users, items
+
+    def set_user_inputs(self, features: Any) -> None:
+        """Points the stored user inputs (features, histories) at ``features`` (a
+        ``TwoTowerFeatures`` of the same shapes), e.g. train + validation events for test."""
+        self.user_features[...] = features.user
+        if self.use_history:
+            self.history_ids[...] = features.history_ids
+            self.history_mask[...] = features.history_mask
+
+    def ranking_embeddings(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(user_embeddings, item_embeddings)`` of ``export_arrays``: cosine scores are dot
+        products of these unit vectors."""
+        arrays = self.export_arrays()
+        return arrays["user_embeddings"], arrays["item_embeddings"]
+
     def __call__(self, user_ids: jax.Array, item_ids: jax.Array) -> jax.Array:
         """Cosine scores u·v of (user, item) pairs of equal shape."""
         return jnp.sum(self.user_embeddings(user_ids) * self.item_embeddings(item_ids), -1)
@@ -189,12 +220,6 @@ class TwoTower(nnx.Module):
                                               chunk_size),
                 "item_embeddings": _embed_all(graphdef, state, "item", self.num_items,
                                               chunk_size)}
-
-    def config(self) -> dict[str, Any]:
-        """Constructor settings (for ``save_two_tower``)."""
-        return {"hidden_dim": int(self.user_tower.hidden.out_features), "dim": self.dim,
-                "user_id_dim": self.user_id_dim, "item_id_dim": self.item_id_dim,
-                "history": self.use_history, "history_positions": self.history_positions}
 
 
 @functools.partial(jax.jit, static_argnums=(0, 2))
@@ -247,42 +272,3 @@ def build_two_tower(model_config: Mapping[str, Any], *, num_users: int, num_item
         user_id_dim=int(model_config.get("user_id_dim", 0)),
         item_id_dim=int(model_config.get("item_id_dim", 0)),
         history_positions=bool(model_config.get("history_positions", False)))
-
-
-_PARAMS_FILE = "two_tower_params.npz"
-_CONFIG_FILE = "two_tower.json"
-
-
-def save_two_tower(model: TwoTower, directory: str | os.PathLike) -> None:
-    """Writes the trained parameters (``.npz``, no pickles) and settings for serving."""
-    directory = Path(directory)
-    flat = {"/".join(map(str, path)): np.asarray(value)
-            for path, value in nnx.to_flat_state(nnx.state(model, nnx.Param))}
-    with fileio.atomic_path(directory / _PARAMS_FILE, suffix=".npz") as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, **flat)
-    fileio.atomic_write_json(directory / _CONFIG_FILE, model.config())
-
-
-def load_two_tower(directory: str | os.PathLike, features: Any) -> TwoTower:
-    """Rebuilds a model saved by ``save_two_tower`` over ``features`` (``TwoTowerFeatures``)."""
-    directory = Path(directory)
-    config = json.loads((directory / _CONFIG_FILE).read_text())
-    with np.load(directory / _PARAMS_FILE, allow_pickle=False) as z:
-        flat = {k: z[k] for k in z.files}
-    history = bool(config.get("history", False))
-    model = TwoTower(features.user, features.item, rngs=nnx.Rngs(0),
-                     hidden_dim=config["hidden_dim"], dim=config["dim"],
-                     history_ids=features.history_ids if history else None,
-                     history_mask=features.history_mask if history else None,
-                     user_id_dim=config["user_id_dim"], item_id_dim=config["item_id_dim"],
-                     history_positions=config.get("history_positions", False))
-    params = nnx.state(model, nnx.Param)
-    for path, variable in nnx.to_flat_state(params):
-        key = "/".join(map(str, path))
-        if key not in flat or flat[key].shape != variable.shape:
-            raise ValueError(f"{directory / _PARAMS_FILE}: parameter {key} missing or of "
-                             "another shape")
-        variable[...] = jnp.asarray(flat[key])
-    nnx.update(model, params)
-    return model

@@ -43,11 +43,8 @@ def _users_by_id(graphdef: nnx.GraphDef, state: nnx.State, ids: jax.Array,
 def _users_by_features(graphdef: nnx.GraphDef, state: nnx.State, features: jax.Array,
                        history_ids: jax.Array, history_mask: jax.Array,
                        item_table: jax.Array | None) -> jax.Array:
-    model = nnx.merge(graphdef, state)
-    if model.use_history:
-        return model.encode_users(features, history_ids=history_ids, history_mask=history_mask,
-                                  item_table=item_table)
-    return model.encode_users(features)
+    return nnx.merge(graphdef, state).encode_users(
+        features, history_ids=history_ids, history_mask=history_mask, item_table=item_table)
 
 
 class Retriever:
@@ -57,7 +54,8 @@ class Retriever:
                  seen: sp.csr_array | None = None):
         """
         Args:
-          model: a ``TwoTower`` (its ``user_embeddings`` / ``encode_users`` are used).
+          model: a ``contract.RetrievalEncoder`` (its ``user_embeddings``, ``encode_users``
+            and ``ranking_embeddings`` are used).
           index: FAISS index of the model's item embeddings (row i = item i).
           user_scaler: standardiser of raw user features (needed for feature queries).
           seen: CSR ``[num_users, num_items]`` of each user's training items (for
@@ -73,9 +71,9 @@ class Retriever:
         self.model, self.index, self.user_scaler = model, index, user_scaler
         self.seen = None if seen is None else sp.csr_array(seen, dtype=bool)
         self._graphdef, self._state = nnx.split(model)
-        # History pooling reads item embeddings: compute them once, not per query.
-        self._item_table = (jax.device_put(model.export_arrays()["item_embeddings"])
-                            if getattr(model, "use_history", False) else None)
+        # Models that pool item embeddings (history towers) read the item table: compute it
+        # once, not per query.
+        self._item_table = jax.device_put(model.ranking_embeddings()[1])
 
     def encode_user_ids(self, user_ids: np.ndarray) -> np.ndarray:
         """User-tower embeddings ``[n, d]`` of encoded user ids."""

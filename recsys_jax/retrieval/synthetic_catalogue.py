@@ -24,11 +24,11 @@ from recsys_jax.data import ids, splits, synthetic
 from recsys_jax.data.features import TwoTowerFeatures, build_two_tower_features
 from recsys_jax.evaluation.evaluate import target_from_arrays
 from recsys_jax.evaluation.interactions import interaction_matrix
+from recsys_jax.evaluation.validators import RankingValidator
 from recsys_jax.models.two_tower import TwoTower
+from recsys_jax.tasks.retrieval_losses import make_retrieval_loss, sampling_log_q
 from recsys_jax.training.loop import FitConfig, fit
 from recsys_jax.training.optimizers import make_optimizer
-from recsys_jax.training.retrieval_evaluate import RankingEvaluator
-from recsys_jax.training.retrieval_losses import make_retrieval_loss, sampling_log_q
 from recsys_jax.training.steps import steps_per_epoch
 
 
@@ -79,7 +79,7 @@ def train_synthetic_catalogue(*, num_users: int, num_items: int, num_interaction
     cols = lambda f: (f["user_id"].to_numpy(), f["item_id"].to_numpy())  # noqa: E731
     target = target_from_arrays(cols(train), cols(val), cols(split.test.iloc[:0]),
                                 mapping.num_users, mapping.num_items, "val")
-    result = fit(model, optimizer, loss_fn, positives, RankingEvaluator(target, (100,)),
+    result = fit(model, optimizer, loss_fn, positives, RankingValidator(target, ks=(100,), metrics=("hr", "recall", "ndcg")),
                  FitConfig(batch_size=batch_size, num_epochs=epochs, seed=seed,
                            monitor="val_recall@100", mode="max"),
                  workdir=workdir, schedule=schedule)

@@ -4,7 +4,7 @@ from flax import nnx
 
 from recsys_jax.models.mf import MatrixFactorization
 from recsys_jax.training.columns import check_id_range, rating_columns
-from recsys_jax.training.evaluate import RatingEvaluator, predict_ratings
+from recsys_jax.evaluation.validators import RatingEvaluator, predict_ratings
 
 
 def _model():

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from recsys_jax.training.evaluate import RatingEvaluator
+from recsys_jax.evaluation.validators import RatingEvaluator
 from recsys_jax.training.loop import EarlyStopping, FitConfig, fit, read_metrics
-from recsys_jax.training.losses import make_rating_loss
+from recsys_jax.tasks.rating import make_rating_loss
 
 from tests.training.planted import make_model_and_optimizer
 

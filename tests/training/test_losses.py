@@ -5,7 +5,8 @@ import pytest
 from flax import nnx
 
 from recsys_jax.models.mf import MatrixFactorization
-from recsys_jax.training.losses import make_rating_loss, weighted_mean
+from recsys_jax.tasks.rating import make_rating_loss
+from recsys_jax.training.losses import weighted_mean
 
 
 def _model():

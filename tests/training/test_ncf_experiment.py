@@ -16,8 +16,8 @@ from flax import nnx
 from recsys_jax.evaluation.runs import load_run
 from recsys_jax.models.ncf import GMF, MLP, DotMF, NeuMF
 from recsys_jax.training import ncf_experiment
-from recsys_jax.training.implicit_data import implicit_interactions, load_implicit_data
-from recsys_jax.training.ranking_sources import score_function, score_matrix, score_source
+from recsys_jax.tasks.implicit import implicit_interactions, load_implicit_data
+from recsys_jax.evaluation.validators import score_function, score_matrix, score_source
 
 REPO = Path(__file__).resolve().parents[2]
 

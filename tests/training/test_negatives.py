@@ -5,8 +5,8 @@ import pytest
 from flax import nnx
 
 from recsys_jax.models.ncf import GMF
-from recsys_jax.training.implicit_loss import make_bce_loss
-from recsys_jax.training.negatives import build_positive_set, sample_negatives
+from recsys_jax.tasks.implicit_losses import make_bce_loss
+from recsys_jax.tasks.negatives import build_positive_set, sample_negatives
 from recsys_jax.training.steps import step_key
 
 NUM_USERS, NUM_ITEMS = 12, 25

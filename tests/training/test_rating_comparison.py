@@ -5,9 +5,9 @@ from flax import nnx
 from recsys_jax.evaluation.compare import BootstrapSettings
 from recsys_jax.evaluation.runs import load_run
 from recsys_jax.models.mf import MatrixFactorization
-from recsys_jax.training.rating_comparison import (compare_with_rating_baselines,
+from recsys_jax.tasks.rating_baselines import (compare_with_rating_baselines,
                                                    ranking_embeddings, save_ranking_run)
-from recsys_jax.training.rating_experiment import RatingData
+from recsys_jax.tasks.rating import RatingData
 
 from tests.training.planted import NUM_ITEMS, NUM_USERS, planted_ratings
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from recsys_jax.fileio import load_npy
-from recsys_jax.training.rating_experiment import RatingData, run_rating_experiment
+from recsys_jax.tasks.rating import RatingData, run_rating_experiment
 
 from tests.training.planted import NUM_ITEMS, NUM_USERS, planted_ratings
 

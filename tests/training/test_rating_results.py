@@ -4,8 +4,8 @@ import pytest
 
 from recsys_jax.evaluation import baselines as baselines_lib
 from recsys_jax.evaluation.rating import rating_metrics
-from recsys_jax.training.rating_data import load_rating_data
-from recsys_jax.training.rating_results import (BASELINES, baseline_scores, format_markdown,
+from recsys_jax.tasks.rating import load_rating_data
+from recsys_jax.tasks.rating_results import (BASELINES, baseline_scores, format_markdown,
                                                 run_protocol, seeded)
 
 

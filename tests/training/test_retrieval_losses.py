@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 
 from recsys_jax.models.two_tower import TwoTower
-from recsys_jax.training.retrieval_losses import (in_batch_softmax_loss, make_retrieval_loss,
+from recsys_jax.tasks.retrieval_losses import (in_batch_softmax_loss, make_retrieval_loss,
                                                   sampling_log_q)
 
 

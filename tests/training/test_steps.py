@@ -5,7 +5,7 @@ import pytest
 from flax import nnx
 
 from recsys_jax.training import steps
-from recsys_jax.training.losses import make_rating_loss
+from recsys_jax.tasks.rating import make_rating_loss
 
 from tests.training.planted import make_model_and_optimizer
 

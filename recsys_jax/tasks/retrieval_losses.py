@@ -79,25 +79,11 @@ def sampling_log_q(item_ids: np.ndarray, num_items: int) -> np.ndarray:
     return np.log((counts + 1.0) / (counts.sum() + num_items)).astype(np.float32)
 
 
-def batch_user_embeddings(model: nnx.Module, batch: Batch,
-                          item_table: jax.Array | None = None) -> jax.Array:
-    """The batch's user embeddings: from per-row inputs when the batch carries them
-    (``user_features`` and, with the history tower, ``history_ids``/``history_mask``: the
-    causal training inputs of ``data.features.CausalUserInputs``), else from the model's stored
-    per-user rows. ``item_table``: the catalogue's item embeddings for the history pooling, when
-    already computed."""
-    if "user_features" not in batch:
-        return model.user_embeddings(batch["user"], item_table)
-    return model.encode_users(batch["user_features"], user_ids=batch["user"],
-                              history_ids=batch.get("history_ids"),
-                              history_mask=batch.get("history_mask"), item_table=item_table)
-
-
 def make_retrieval_loss(*, num_items: int, item_log_q: np.ndarray | None = None,
                         remove_accidental_hits: bool = True,
                         num_random_negatives: int = 0) -> LossFn:
     """The two-tower loss on batches with ``user`` and ``item`` id columns (and optionally
-    per-row user inputs, see ``batch_user_embeddings``).
+    per-row user inputs, which the model's ``encode_batch`` reads).
 
     Args:
       num_items: catalogue size (random negatives are drawn from ``[0, num_items)``).
@@ -107,7 +93,8 @@ def make_retrieval_loss(*, num_items: int, item_log_q: np.ndarray | None = None,
       num_random_negatives: M uniformly drawn extra candidates per batch (0: in-batch only).
 
     Returns:
-      ``loss_fn(model, batch, rng) -> (loss, {"temperature": τ})`` for a ``TwoTower``.
+      ``loss_fn(model, batch, rng) -> (loss, {"temperature": τ})`` for a
+      ``contract.RetrievalEncoder`` (its ``encode_batch`` and ``temperature``).
     """
     if num_random_negatives < 0:
         raise ValueError(f"num_random_negatives must be >= 0, got {num_random_negatives}")
@@ -118,7 +105,7 @@ def make_retrieval_loss(*, num_items: int, item_log_q: np.ndarray | None = None,
 
     def loss_fn(model: nnx.Module, batch: Batch, rng: jax.Array):
         weight = batch_weight(batch)
-        users, items = batch["user"], batch["item"]
+        items = batch["item"]
         negatives = (jax.random.randint(rng, (m,), 0, num_items, dtype=items.dtype)
                      if m else None)
         candidate_ids = items if negatives is None else jnp.concatenate([items, negatives])
@@ -128,18 +115,12 @@ def make_retrieval_loss(*, num_items: int, item_log_q: np.ndarray | None = None,
             if m:
                 # Expected count of each candidate in C under the mixed sampler.
                 offsets = jnp.log(items.shape[0] * jnp.exp(offsets) + m / num_items)
-        if getattr(model, "use_history", False):
-            # History pooling runs the item tower over the whole catalogue anyway; gathering
-            # the batch's items from that table saves a second tower pass over B items.
-            table = model.item_embeddings(jnp.arange(model.num_items))
-            embed_items = lambda ids: table[ids]  # noqa: E731
-        else:
-            table, embed_items = None, model.item_embeddings
+        user_vectors, candidate_vectors = model.encode_batch(batch, candidate_ids)
         per_row = in_batch_softmax_loss(
-            batch_user_embeddings(model, batch, table), embed_items(items), items, weight,
+            user_vectors, candidate_vectors[:items.shape[0]], items, weight,
             model.temperature, candidate_log_q=offsets,
             remove_accidental_hits=remove_accidental_hits,
-            negative_vectors=None if negatives is None else embed_items(negatives),
+            negative_vectors=None if negatives is None else candidate_vectors[items.shape[0]:],
             negative_ids=negatives)
         return weighted_mean(per_row, weight), {"temperature": model.temperature}
 

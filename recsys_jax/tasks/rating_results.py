@@ -18,9 +18,8 @@ import ml_collections
 
 from recsys_jax.evaluation import baselines as baselines_lib
 from recsys_jax.evaluation.rating import rating_metrics
-from recsys_jax.training.rating_data import load_rating_data
-from recsys_jax.training.rating_experiment import RatingData
-from recsys_jax.training.rating_search import score_config
+from recsys_jax.tasks.rating import RatingData, load_rating_data
+from recsys_jax.tasks.rating_search import score_config
 
 # Model name -> config for a protocol (e.g. the tuned config's ``get_config``).
 ConfigFactory = Callable[[str], ml_collections.ConfigDict]
@@ -110,9 +109,9 @@ def run_protocol(protocol: str, models: Mapping[str, ConfigFactory], seeds: Sequ
         report = prepared.split_report
         results.cold_start.append({f: float(getattr(report, f)) for f in COLD_START_FIELDS})
         records = [{"method": kind, **scores}
-                   for kind, scores in baseline_scores(prepared.data).items()]
+                   for kind, scores in baseline_scores(prepared).items()]
         for name, config in configs.items():
-            scores = score_config(seeded(config, seed), prepared.data, with_test=True)
+            scores = score_config(seeded(config, seed), prepared, with_test=True)
             records.append({"method": name, "test_rmse": scores["test_rmse"],
                             "test_mae": scores["test_mae"], "val_rmse": scores["val_rmse"],
                             "best_epoch": scores["best_epoch"],

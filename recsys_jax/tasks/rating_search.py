@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import tempfile
 import time
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import ml_collections
 
-from recsys_jax.training.evaluate import RatingEvaluator
-from recsys_jax.training.rating_experiment import MONITOR, RatingData, train_rating_model
+from recsys_jax.evaluation.validators import RatingEvaluator
+from recsys_jax.tasks.rating import MONITOR, RatingData, train_rating_model
 
 Overrides = dict[str, Any]
 
@@ -46,16 +45,15 @@ def score_config(config: ml_collections.ConfigDict, data: RatingData, *,
                  with_test: bool = False) -> dict[str, Any]:
     """Trains ``config`` on ``data.train`` and scores its best-validation-epoch model.
 
-    Checkpoints go to a temporary directory that is removed afterwards, so runs leave nothing
-    behind and cannot resume each other.
+    Nothing is written (``workdir=None``): runs leave nothing behind and cannot resume each
+    other.
 
     Returns:
       ``val_rmse``, ``val_mae``, ``best_epoch``, ``epochs_trained``, ``seconds``, and
       ``test_rmse``, ``test_mae`` when ``with_test``.
     """
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="recsys_jax_run_") as workdir:
-        model, result = train_rating_model(config, data, workdir)
+    model, result = train_rating_model(config, data, None)
     chunk = config.training.get("eval_chunk_size", 65536)
     scores: dict[str, Any] = dict(RatingEvaluator(data.val, data.rating_scale, prefix="val",
                                                   chunk_size=chunk)(model))

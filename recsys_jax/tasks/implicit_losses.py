@@ -1,4 +1,7 @@
-"""Binary cross-entropy on positives and negatives sampled inside the train step.
+"""Implicit-feedback losses on positives and negatives sampled inside the train step.
+
+``bce`` (pointwise, the NCF paper's) and ``bpr`` (pairwise, Rendle et al. 2009); both take
+``(positives, num_negatives)`` and are chosen by ``training.loss`` (``IMPLICIT_LOSSES``).
 
 A batch holds ``batch_size`` positive (user, item) rows; the loss draws ``num_negatives``
 items per row from the step's rng (``negatives.sample_negatives``), so with the shared loop
@@ -15,12 +18,14 @@ share its weight). The NCF paper minimises the same sum, un-normalised.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from recsys_jax.tasks.negatives import PositiveSet, sample_negatives
 from recsys_jax.training.losses import Batch, LossFn, batch_weight, weighted_mean
-from recsys_jax.training.negatives import PositiveSet, sample_negatives
 
 
 def make_bce_loss(positives: PositiveSet, num_negatives: int = 4) -> LossFn:
@@ -59,3 +64,35 @@ def make_bce_loss(positives: PositiveSet, num_negatives: int = 4) -> LossFn:
         return loss, aux
 
     return loss_fn
+
+
+def make_bpr_loss(positives: PositiveSet, num_negatives: int = 1) -> LossFn:
+    """Bayesian personalised ranking: −log σ(s⁺ − s⁻) for each positive and each of its
+    ``num_negatives`` sampled negatives, averaged (weighted by row).
+
+    Returns:
+      ``loss_fn(model, batch, rng) -> (loss, {"pos_above_neg": share of pairs ordered
+      right})`` for a logit model ``model(users, items)``.
+    """
+    if num_negatives <= 0:
+        raise ValueError(f"num_negatives must be positive, got {num_negatives}")
+
+    def loss_fn(model: nnx.Module, batch: Batch, rng: jax.Array):
+        weight = batch_weight(batch)
+        users, items = batch["user"], batch["item"]
+        negatives = jax.lax.stop_gradient(
+            sample_negatives(positives, rng, users, num_negatives))
+        margin = model(users, items)[:, None] - model(users[:, None], negatives)
+        per_row = jnp.mean(jax.nn.softplus(-margin), axis=-1)  # −log σ(s⁺ − s⁻)
+        aux = {"pos_above_neg": weighted_mean(
+            jnp.mean((margin > 0).astype(jnp.float32), axis=-1), weight)}
+        return weighted_mean(per_row, weight), aux
+
+    return loss_fn
+
+
+# Losses of the implicit task by ``training.loss``: ``(positives, num_negatives) -> LossFn``.
+IMPLICIT_LOSSES: dict[str, Callable[[PositiveSet, int], LossFn]] = {
+    "bce": make_bce_loss,
+    "bpr": make_bpr_loss,
+}

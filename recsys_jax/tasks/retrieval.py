@@ -1,0 +1,306 @@
+"""The retrieval task: towers trained with an in-batch softmax, served from a FAISS index.
+
+Data: the configured data set, encoded and split; features built from the *training* part only
+(``data.features``; validation users are encoded from training-time features, so no held-out
+event reaches the model); with ``features.train_user_inputs="causal"`` each training pair also
+carries its user's inputs as of just before it (``data.features.CausalUserInputs``). Training
+positives: the training events rated at least ``training.min_rating``. Model: any
+``contract.RetrievalEncoder`` (``two_tower`` by default). Loss: in-batch softmax with logQ
+correction, accidental-hit removal and optional random negatives (``tasks.retrieval_losses``).
+Validation: a full-ranking metric of the suite (``training.monitor``, default
+``val_recall@100``). Test: users encoded from train + validation events
+(``features.test_user_events``), full ranking, HR/recall/NDCG @ 10/50/100. Then a FAISS index
+(``index`` block) with its recall against exact search, and ``Retriever.retrieve`` latency.
+
+Files under the workdir besides ``runner``'s:
+
+  features.npz                                 standardised features + scalers (for serving)
+  test_features.npz                            user inputs of the test users (train + val)
+  user_embeddings.npy, item_embeddings.npy     exported float32 embeddings (rows = encoded ids)
+  index.faiss                                  the FAISS index of the item embeddings
+  run/                                         the run for ``experiments/compare.py``
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import ml_collections
+import numpy as np
+import pandas as pd
+from flax import nnx
+
+from recsys_jax import fileio
+from recsys_jax.data import splits
+from recsys_jax.data.dataset import Dataset
+from recsys_jax.data.features import (TwoTowerFeatures, build_causal_user_inputs,
+                                      build_two_tower_features)
+from recsys_jax.evaluation.evaluate import EvaluationTarget, evaluate_ranking, target_from_split
+from recsys_jax.evaluation.runs import save_run
+from recsys_jax.evaluation.sources import Embeddings
+from recsys_jax.evaluation.validators import RankingValidator
+from recsys_jax.models.contract import RetrievalEncoder
+from recsys_jax.retrieval import index as index_lib
+from recsys_jax.retrieval.latency import LatencyStats, measure_latency, measure_throughput
+from recsys_jax.retrieval.retriever import Retriever
+from recsys_jax.tasks.base import Task, TaskData, monitor_parts
+from recsys_jax.tasks.data import load_split
+from recsys_jax.tasks.retrieval_losses import make_retrieval_loss, sampling_log_q
+from recsys_jax.training import columns as columns_lib
+from recsys_jax.training.loop import FitResult
+from recsys_jax.training.losses import LossFn
+
+TEST_KS = (10, 50, 100)
+TEST_METRICS = ("hr", "recall", "ndcg")
+
+
+@dataclasses.dataclass
+class RetrievalData(TaskData):
+    """Encoded data, its split, the training positives (``train``) and the features.
+
+    Attributes:
+      encoded: the encoded data set.
+      split: the split (encoded ids).
+      features: model inputs built from ``split.train`` only (training and validation).
+      test_features: the inputs test users are encoded from: ``features`` when
+        ``features.test_user_events == "train"``, else rebuilt from train + validation events
+        with the scalers fitted on train (the validation items are known when scoring test:
+        the suite excludes them from the candidates). Never from test events.
+
+    ``train`` holds ``user``, ``item`` (int32): the training events whose rating is at least
+    ``training.min_rating``; with causal inputs also ``user_features`` and, with the history
+    tower, ``history_ids``/``history_mask`` (one row per pair).
+    """
+
+    encoded: Dataset | None = None
+    split: splits.Split | None = None
+    features: TwoTowerFeatures | None = None
+    test_features: TwoTowerFeatures | None = None
+
+    def target(self, part: str) -> EvaluationTarget:
+        """The evaluation target of ``"val"`` or ``"test"`` (train, + val on test, excluded)."""
+        return target_from_split(self.split, self.num_users, self.num_items, part)
+
+
+def title_embeddings(config: ml_collections.ConfigDict, dataset: Dataset) -> np.ndarray | None:
+    """Title vectors per ``config.features`` (None when titles are off)."""
+    f = config.features
+    if not f.titles:
+        return None
+    from recsys_jax.data.text_embeddings import encode_titles
+    return encode_titles(dataset.items["title"].tolist(), model_name=f.text_model,
+                         cache_dir=f.get("cache_dir"))
+
+
+def prepare_retrieval_data(config: ml_collections.ConfigDict,
+                           save_dir: str | Path | None = None) -> RetrievalData:
+    """Loads, encodes and splits the data, then builds features from the training part.
+
+    Raises:
+      ValueError: when the split fails its leakage checks or no positive is left.
+    """
+    loaded = load_split(config, save_dir)
+    encoded, mapping, split = loaded.encoded, loaded.mapping, loaded.split
+    history = bool(config.model.get("history", False))
+    build = functools.partial(
+        build_two_tower_features, users=encoded.users, items=encoded.items,
+        genre_names=encoded.genre_names, num_users=mapping.num_users,
+        title_embeddings=title_embeddings(config, encoded),
+        use_demographics=config.features.demographics,
+        activity=config.features.get("activity", False),
+        history_len=config.features.history_len if history else 0)
+    features = build(split.train)
+    test_events = config.features.get("test_user_events", "train+val")
+    if test_events == "train":
+        test_features = features
+    elif test_events == "train+val":
+        test_features = build(pd.concat([split.train, split.val], ignore_index=True),
+                              scalers=(features.user_scaler, features.item_scaler))
+    else:
+        raise ValueError(f"features.test_user_events must be 'train' or 'train+val', got "
+                         f"{test_events!r}")
+    keep = (split.train["rating"] >= config.training.min_rating).to_numpy()
+    if not keep.any():
+        raise ValueError(f"no training event has rating >= {config.training.min_rating}")
+    users = split.train["user_id"].to_numpy()[keep]
+    items = split.train["item_id"].to_numpy()[keep]
+    columns_lib.check_id_range(users, mapping.num_users, "user")
+    columns_lib.check_id_range(items, mapping.num_items, "item")
+    positives = {"user": users.astype(np.int32), "item": items.astype(np.int32)}
+    train_inputs = config.features.get("train_user_inputs", "all_train")
+    if train_inputs == "causal":
+        inputs = build_causal_user_inputs(
+            split.train, features, users=encoded.users, items=encoded.items,
+            genre_names=encoded.genre_names, num_users=mapping.num_users,
+            use_demographics=config.features.demographics,
+            activity=config.features.get("activity", False)).subset(keep)
+        positives["user_features"] = inputs.user
+        if history:
+            positives["history_ids"] = inputs.history_ids
+            positives["history_mask"] = inputs.history_mask
+    elif train_inputs != "all_train":
+        raise ValueError(f"features.train_user_inputs must be 'causal' or 'all_train', got "
+                         f"{train_inputs!r}")
+    if save_dir is not None:
+        features.save(Path(save_dir) / "features.npz")
+    return RetrievalData(
+        train=positives, num_users=mapping.num_users, num_items=mapping.num_items,
+        dataset=encoded.name, split_protocol=split.protocol,
+        split_fingerprint=split.fingerprint(), report_section=loaded.section(),
+        encoded=encoded, split=split, features=features, test_features=test_features)
+
+
+def time_retrieval(retriever: Retriever, users: np.ndarray, k: int, *, num_queries: int,
+                   batch_size: int, seed: int = 0) -> tuple[LatencyStats, float]:
+    """Single-query latency of ``retrieve(user_id, k)`` and batched queries per second."""
+    rng = np.random.default_rng(seed)
+    queries = rng.choice(users, num_queries, replace=True)
+    latency = measure_latency(lambda u: retriever.retrieve(int(u), k), list(queries))
+    batches = [queries[i:i + batch_size] for i in range(0, len(queries) - batch_size + 1,
+                                                         batch_size)] or [queries]
+    qps = measure_throughput(lambda b: retriever.retrieve(b, k), batches, len(batches[0]))
+    return latency, qps
+
+
+class RetrievalTask(Task):
+    """Retrieval: see the module docstring."""
+
+    name = "retrieval"
+    model_protocol = RetrievalEncoder
+    default_monitor = "val_recall@100"
+
+    def prepare(self, config: ml_collections.ConfigDict, workdir: Path | None
+                ) -> RetrievalData:
+        return prepare_retrieval_data(config, workdir)
+
+    def model_inputs(self, config: ml_collections.ConfigDict, data: RetrievalData
+                     ) -> dict[str, Any]:
+        return {"features": data.features}
+
+    def loss(self, config: ml_collections.ConfigDict, data: RetrievalData) -> LossFn:
+        l = config.loss  # noqa: E741 (the config block's name)
+        return make_retrieval_loss(
+            num_items=data.num_items,
+            item_log_q=sampling_log_q(data.train["item"], data.num_items) if l.logq else None,
+            remove_accidental_hits=l.remove_accidental_hits,
+            num_random_negatives=l.num_random_negatives)
+
+    def validator(self, config: ml_collections.ConfigDict, data: RetrievalData
+                  ) -> RankingValidator:
+        metric, k = monitor_parts(self.monitor(config))
+        return RankingValidator(data.target("val"), ks=(k,), metrics=(metric,))
+
+    def evaluate(self, config: ml_collections.ConfigDict, data: RetrievalData,
+                 model: nnx.Module) -> dict[str, Any]:
+        """Test metrics with the users encoded from ``data.test_features`` (the model keeps
+        those inputs afterwards: it is saved and served as of the end of validation)."""
+        model.set_user_inputs(data.test_features)
+        users, items = model.ranking_embeddings()
+        test = evaluate_ranking(Embeddings(users, items), data.target("test"), TEST_KS,
+                                metrics=TEST_METRICS)
+        return {**{f"test_{k}": v for k, v in test.summary().items()},
+                "temperature": float(model.temperature),
+                "test_user_inputs": config.features.get("test_user_events", "train+val")}
+
+    def export(self, config: ml_collections.ConfigDict, data: RetrievalData,
+               model: nnx.Module, workdir: Path, summary: Mapping[str, Any]) -> dict[str, Any]:
+        data.test_features.save(workdir / "test_features.npz")
+        users, items = model.ranking_embeddings()
+        fileio.atomic_save_npy(workdir / "user_embeddings.npy", users)
+        fileio.atomic_save_npy(workdir / "item_embeddings.npy", items)
+        save_run(workdir / "run", name=config.get("run_name") or workdir.name,
+                 model=config.model.name, dataset=data.dataset,
+                 split_fingerprint=data.split_fingerprint, split_protocol=data.split_protocol,
+                 user_embeddings=users, item_embeddings=items, similarity="dot",
+                 metadata={"config": config.to_dict(), "best_epoch": summary.get("best_epoch"),
+                           "user_features": "test users: " + summary["test_user_inputs"]
+                           + " events"})
+        return self._index_and_serve(config, data, model, items, workdir)
+
+    @staticmethod
+    def _index_and_serve(config: ml_collections.ConfigDict, data: RetrievalData,
+                         model: nnx.Module, items: np.ndarray, workdir: Path
+                         ) -> dict[str, Any]:
+        """Builds and saves the FAISS index, its recall@100 against exact search, and the
+        latency of ``Retriever.retrieve`` for the test users."""
+        index_config = index_lib.IndexConfig(**config.index.to_dict())
+        t0 = time.perf_counter()
+        index = index_lib.build_index(items, index_config)
+        build_s = time.perf_counter() - t0
+        index_lib.save_index(index, workdir / "index.faiss")
+        target = data.target("test")
+        exact = index_lib.build_index(items, index_lib.IndexConfig("flat"))
+        queries = model.ranking_embeddings()[0][target.users]
+        recall = index_lib.recall_at_k(index_lib.search(index, queries, 100)[1],
+                                       index_lib.search(exact, queries, 100)[1])
+        # Serving the test users: their seen items are those the suite excludes (train + val).
+        retriever = Retriever(model, index, user_scaler=data.features.user_scaler,
+                              seen=target.exclude)
+        s = config.serving
+        latency, qps = time_retrieval(retriever, target.users, 100, num_queries=s.num_queries,
+                                      batch_size=s.batch_size, seed=config.training.seed)
+        return {"index": {"kind": index_config.label(), "build_s": build_s,
+                          "recall@100_vs_exact": recall,
+                          "memory_bytes": index_lib.index_memory_bytes(index)},
+                "retrieve_latency_ms": latency.to_dict(), "retrieve_batched_qps": qps,
+                "retrieve_batch_size": s.batch_size}
+
+    def report_sections(self, config: ml_collections.ConfigDict, data: RetrievalData,
+                        model: nnx.Module, summary: Mapping[str, Any],
+                        workdir: Path | None) -> list[str]:
+        m, l = config.model, config.loss  # noqa: E741 (the config block's name)
+        rows = [f"| {metric}@{k} | {summary[f'test_{metric}@{k}']:.4f} |"
+                for k in TEST_KS for metric in TEST_METRICS]
+        setup = [
+            "## Setup", "",
+            f"- towers: hidden {m.get('hidden_dim', '-')}, output {m.get('dim', '-')}, history "
+            f"pooling {m.get('history', False)}, id embeddings user {m.get('user_id_dim', 0)} / "
+            f"item {m.get('item_id_dim', 0)}; user features {len(data.features.user_names)}, "
+            f"item features {len(data.features.item_names)}",
+            f"- loss: in-batch softmax, logQ {l.logq}, accidental-hit removal "
+            f"{l.remove_accidental_hits}, random negatives {l.num_random_negatives}; "
+            f"final temperature {summary['temperature']:.4f}",
+            f"- training: {len(data.train['user']):,} positives (rating >= "
+            f"{config.training.min_rating}); test users encoded from "
+            f"{summary['test_user_inputs']} events",
+        ]
+        if "index" in summary:
+            lat = summary["retrieve_latency_ms"]
+            setup += [
+                f"- index: {summary['index']['kind']}, recall@100 vs exact "
+                f"{summary['index']['recall@100_vs_exact']:.4f}, "
+                f"{summary['index']['memory_bytes'] / 2**20:.1f} MiB",
+                f"- retrieve(user id, k=100): p50 {lat['p50_ms']:.2f} ms, p95 "
+                f"{lat['p95_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms over {lat['n']} queries; "
+                f"batched {summary['retrieve_batched_qps']:,.0f} queries/s (batch "
+                f"{summary['retrieve_batch_size']})"]
+        return ["\n".join([
+            "Full ranking over the catalogue, training (and, on test, validation) items "
+            "excluded.", "", "| metric | test |", "|---|---|", *rows]),
+            "\n".join(setup), data.report_section]
+
+    def headline(self, summary: Mapping[str, Any]) -> str:
+        line = (f"test HR@100 {summary['test_hr@100']:.4f}  HR@10 {summary['test_hr@10']:.4f}"
+                f"  recall@100 {summary['test_recall@100']:.4f}  NDCG@100 "
+                f"{summary['test_ndcg@100']:.4f}")
+        if "retrieve_latency_ms" in summary:
+            lat = summary["retrieve_latency_ms"]
+            line += (f"; retrieve(k=100) {summary['index']['kind']}: p50 {lat['p50_ms']:.2f} ms"
+                     f"  p99 {lat['p99_ms']:.2f} ms; batched "
+                     f"{summary['retrieve_batched_qps']:,.0f} queries/s")
+        return line
+
+
+def train_two_tower(config: ml_collections.ConfigDict, data: RetrievalData,
+                    workdir: str | Path | None) -> tuple[nnx.Module, FitResult]:
+    """Builds and trains the model on prepared data (benchmarks); returns it at its best
+    validation epoch. ``workdir=None`` writes nothing."""
+    from recsys_jax.tasks.runner import fit_model
+    task = RetrievalTask()
+    model = task.build_model(config, data)
+    return model, fit_model(task, config, data, model,
+                            None if workdir is None else Path(workdir))

@@ -1,0 +1,253 @@
+"""``train_and_evaluate(config, workdir)``: any task, on the shared engine, start to finish.
+
+Steps: check the workdir, write ``config.json``, ``task.prepare`` the data, build the model
+through the registry, train it (the engine's ``loop.fit`` on the task's loss and validator, or
+the model's own ``fit`` for a ``SelfFitting`` model), evaluate the test part, save the model
+(``model/``, through the registry) and the task's exports, and write ``test_metrics.json``,
+``learning_curve.png`` and ``report.md`` once. Everything is returned in memory
+(``RunResult``); later steps never read back what earlier ones wrote.
+
+Files under ``workdir`` (besides each task's own, listed in its module):
+
+  run_format.json   the layout version of this workdir (older workdirs are refused)
+  config.json       the resolved config
+  metrics.jsonl, tensorboard/, checkpoints/   per-epoch records and checkpoints (``loop.fit``)
+  ids/, split/      the id mapping and the split with its leakage report
+  model/            the trained model (``models.registry.save_model``)
+  test_metrics.json the run's record (``RunResult.summary``)
+  learning_curve.png, report.md
+
+Timings in every record: ``total_wall_time_s`` (the whole call), ``compile_time_s``,
+``epoch_times_s`` (training only, per epoch), ``median_epoch_time_s`` (over epochs 2.. when
+there are several, since epoch 1 can include compilation, else epoch 1), ``train_time_s``
+(epochs plus per-epoch validation) and, for self-fitting models, ``fit_time_s``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import ml_collections
+from absl import logging
+from flax import nnx
+
+from recsys_jax import fileio
+from recsys_jax.models.contract import SelfFitting, require
+from recsys_jax.models.registry import save_model
+from recsys_jax.tasks.base import RunResult, Task, TaskData, monitor_mode
+from recsys_jax.tasks.registry import get_task
+from recsys_jax.training.curves import plot_learning_curve
+from recsys_jax.training.loop import FitConfig, FitResult, fit
+from recsys_jax.training.optimizers import make_optimizer
+from recsys_jax.training.steps import steps_per_epoch
+
+RUN_FORMAT = 2
+RUN_FORMAT_FILE = "run_format.json"
+MODEL_DIR = "model"
+# Files whose presence without ``run_format.json`` marks a workdir of an older layout.
+_RUN_FILES = ("config.json", "metrics.jsonl", "checkpoints", "test_metrics.json")
+
+
+class WorkdirError(ValueError):
+    """A workdir that this version cannot continue safely."""
+
+
+def check_workdir(workdir: Path, task: str) -> None:
+    """Claims ``workdir`` for a run of ``task`` in this layout, or refuses it.
+
+    Raises:
+      WorkdirError: for a workdir written by an older version (another file layout: it
+        would be misread) or by another task.
+    """
+    marker = workdir / RUN_FORMAT_FILE
+    if marker.exists():
+        saved = json.loads(marker.read_text())
+        if saved.get("format") != RUN_FORMAT:
+            raise WorkdirError(f"{workdir} holds a run of layout {saved.get('format')}, this "
+                               f"version writes layout {RUN_FORMAT}; use a new --workdir")
+        if saved.get("task") != task:
+            raise WorkdirError(f"{workdir} holds a {saved.get('task')!r} run, not {task!r}; "
+                               "use a new --workdir")
+        return
+    old = [name for name in _RUN_FILES if (workdir / name).exists()]
+    if old:
+        raise WorkdirError(
+            f"{workdir} was written by an older recsys_jax (it has {', '.join(old)} but no "
+            f"{RUN_FORMAT_FILE}). Since the tasks refactor a run saves its model under "
+            "model/ (registry format) instead of params.npz / two_tower_params.npz, writes "
+            "report.md once and records timings differently, so resuming it would misread "
+            "it. Use a new --workdir (the old one is left untouched).")
+    fileio.atomic_write_json(marker, {"format": RUN_FORMAT, "task": task})
+
+
+def write_config(config: ml_collections.ConfigDict, workdir: Path) -> None:
+    """Writes ``config.json``; warns when a resumed run's saved config differs."""
+    path = workdir / "config.json"
+    resolved = json.loads(config.to_json())
+    if path.exists():
+        saved, now = _flatten(json.loads(path.read_text())), _flatten(resolved)
+        changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
+        if changed:
+            logging.warning("config differs from the one saved in %s: %s", path, changed)
+    fileio.atomic_write_json(path, resolved)
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for k, v in tree.items():
+        if isinstance(v, Mapping):
+            flat.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat
+
+
+def fit_config(config: ml_collections.ConfigDict, monitor: str) -> FitConfig:
+    """The engine's loop settings from a config's ``training`` block."""
+    t = config.training
+    return FitConfig(batch_size=t.batch_size, num_epochs=t.epochs, patience=t.patience,
+                     seed=t.seed, monitor=monitor, mode=monitor_mode(monitor),
+                     data_on_device=t.get("data_on_device", "auto"))
+
+
+def fit_model(task: Task, config: ml_collections.ConfigDict, data: TaskData,
+              model: nnx.Module, workdir: Path | None) -> FitResult:
+    """Trains ``model`` in place with the engine on the task's loss and validator; leaves it
+    at its best validation epoch. ``workdir=None`` trains without any file I/O."""
+    t = config.training
+    tx, schedule = make_optimizer(
+        config.optimizer, steps_per_epoch=steps_per_epoch(len(data.train["user"]),
+                                                          t.batch_size),
+        num_epochs=t.epochs)
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    monitor = task.monitor(config)
+    return fit(model, optimizer, task.loss(config, data), data.train,
+               task.validator(config, data), fit_config(config, monitor), workdir=workdir,
+               schedule=schedule, tensorboard=config.get("tensorboard", True))
+
+
+def training_facts(result: FitResult | None, monitor: str, num_rows: int) -> dict[str, Any]:
+    """The summary fields that describe training (one schema for every task)."""
+    if result is None:
+        return {"monitor": monitor}
+    epoch_times = [r["epoch_time_s"] for r in result.history]
+    steady = epoch_times[1:] or epoch_times
+    median = statistics.median(steady) if steady else None
+    return {
+        "monitor": monitor,
+        "best_epoch": result.best_epoch,
+        "best_val": result.best_value,
+        monitor: result.best_value,
+        "epochs_trained": result.last_epoch,
+        "stopped_early": result.stopped_early,
+        "resumed_from": result.resumed_from,
+        "compile_time_s": result.compile_time_s,
+        "epoch_times_s": epoch_times,
+        "median_epoch_time_s": median,
+        "train_rows_per_s": num_rows / median if median else None,
+        "train_time_s": sum(r["epoch_time_s"] + r["eval_time_s"] for r in result.history),
+        "data_on_device": result.data_on_device,
+    }
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict,
+                       workdir: str | os.PathLike | None) -> RunResult:
+    """Runs the task ``config.task`` end to end; see the module docstring.
+
+    Args:
+      config: an experiment config (``task``, ``data``, ``split``, ``model``, ``optimizer``,
+        ``training`` and the task's own blocks).
+      workdir: output directory; a run interrupted there resumes. ``None`` writes nothing
+        (sweeps, benchmarks).
+
+    Raises:
+      WorkdirError: for a workdir of an older layout or another task.
+      TypeError: when the model lacks the protocol its task needs.
+    """
+    start = time.perf_counter()
+    task = get_task(config)
+    if workdir is not None:
+        workdir = Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        check_workdir(workdir, task.name)
+        write_config(config, workdir)
+    data = task.prepare(config, workdir)
+    model = task.build_model(config, data)
+    require(model, task.model_protocol, f"the {task.name} task")
+
+    result, facts = None, {}
+    if isinstance(model, SelfFitting):
+        t0 = time.perf_counter()
+        facts = dict(model.fit(data.train, config))
+        facts["fit_time_s"] = time.perf_counter() - t0
+    else:
+        result = fit_model(task, config, data, model, workdir)
+    monitor = task.monitor(config)
+    summary: dict[str, Any] = {
+        "task": task.name, "model": config.model.name,
+        **task.evaluate(config, data, model),
+        **training_facts(result, monitor, len(data.train["user"])), **facts,
+        "num_train": int(len(data.train["user"])),
+        "num_users": data.num_users, "num_items": data.num_items,
+        "num_parameters": task.num_parameters(model),
+        "dataset": data.dataset, "split_protocol": data.split_protocol,
+        "split_fingerprint": data.split_fingerprint,
+    }
+    if workdir is not None:
+        save_model(model, workdir / MODEL_DIR, model_config=config.model.to_dict(),
+                   num_users=data.num_users, num_items=data.num_items,
+                   metadata={"task": task.name, "dataset": data.dataset,
+                             "split_fingerprint": data.split_fingerprint})
+        summary.update(task.export(config, data, model, workdir, summary))
+    sections = task.report_sections(config, data, model, summary, workdir)
+    summary["total_wall_time_s"] = time.perf_counter() - start
+    if workdir is not None:
+        fileio.atomic_write_json(workdir / "test_metrics.json", summary)
+        if result is not None and result.history:
+            plot_learning_curve(result.history, workdir / "learning_curve.png",
+                                monitor=monitor, title=f"{config.model.name}, {workdir.name}")
+        fileio.atomic_write_text(workdir / "report.md",
+                                 format_report(config, task, summary, sections))
+        logging.info("%s; outputs in %s", task.headline(summary), workdir)
+    return RunResult(config=config, task=task, data=data, model=model, fit=result,
+                     summary=summary, sections=sections, workdir=workdir)
+
+
+def format_report(config: ml_collections.ConfigDict, task: Task, summary: Mapping[str, Any],
+                  sections: list[str]) -> str:
+    """The Markdown of ``report.md``: title, the task's sections, training facts, files."""
+    o, t = config.optimizer, config.training
+    lines = [f"# {summary['model']} on {summary['dataset']} ({task.name} task, "
+             f"`{summary['split_protocol']}` split)", ""]
+    for section in sections:
+        lines += [section.rstrip(), ""]
+    median = summary.get("median_epoch_time_s")
+    lines += ["## Training", ""]
+    if "best_epoch" in summary:
+        lines += [
+            f"- optimizer: {o.name}, lr {o.lr:g} ({o.get('schedule', 'constant')}), weight "
+            f"decay {o.get('weight_decay', 0.0):g}; batch {t.batch_size}, up to {t.epochs} "
+            f"epochs, patience {t.patience} on `{summary['monitor']}`, seed {t.seed}",
+            f"- best epoch {summary['best_epoch']} of {summary['epochs_trained']}"
+            + (" (stopped early)" if summary["stopped_early"] else "")
+            + (f", resumed after epoch {summary['resumed_from']}"
+               if summary.get("resumed_from") else "")
+            + (f"; best {summary['monitor']} {summary['best_val']:.4f}"
+               if summary.get("best_val") is not None else ""),
+            f"- compile {summary['compile_time_s']:.2f}s; median epoch "
+            + (f"{median:.2f}s ({summary['train_rows_per_s']:,.0f} rows/s)" if median
+               else "n/a")
+            + f" (data {'on device' if summary['data_on_device'] else 'streamed from host'})",
+        ]
+    else:
+        lines += [f"- fitted without the gradient loop in {summary['fit_time_s']:.2f}s"]
+    lines += [f"- {summary['num_parameters']:,} parameters; whole run "
+              f"{summary['total_wall_time_s']:.1f}s wall", ""]
+    if "best_epoch" in summary:
+        lines += ["![learning curve](learning_curve.png)", ""]
+    return "\n".join(lines)
