@@ -32,7 +32,7 @@ DEMO_WORKDIR := workdirs/demo_mf_ml100k
 demo: $(VENV)/.stamp-core
 	$(PY) experiments/prepare_data.py --dataset=ml-100k --split=all
 	rm -rf $(DEMO_WORKDIR)
-	$(PY) experiments/train_mf.py --config=configs/mf_ml100k.py --workdir=$(DEMO_WORKDIR)
+	$(PY) experiments/train.py --config=configs/mf_ml100k.py --workdir=$(DEMO_WORKDIR)
 
 test: $(VENV)/.stamp-test
 	$(PY) -m pytest $(PYTEST_ARGS)

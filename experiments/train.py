@@ -34,7 +34,7 @@ def main(argv: list[str]) -> None:
     run = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     print(run.task.headline(run.summary))
     for section in run.sections:
-        if section.startswith("## Against the rating baselines"):
+        if section.startswith(("## Against the rating baselines", "## Item embeddings")):
             print(section)
     print(f"report: {run.workdir / 'report.md'}")
 

@@ -15,6 +15,7 @@ differ. No pickle is ever read.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from pathlib import Path
@@ -30,7 +31,9 @@ from recsys_jax.models import mf, ncf, two_tower
 
 ModelBuilder = Callable[..., nnx.Module]
 
-MODELS: dict[str, ModelBuilder] = {
+# name -> builder, or "module:function" of a builder imported when first used (so a new
+# model is one line here: ``"my_model": "recsys_jax.models.my_model:build",``).
+MODELS: dict[str, ModelBuilder | str] = {
     "mf": mf.build_mf,
     "two_tower": two_tower.build_two_tower,
     "gmf": ncf.build_gmf,
@@ -57,8 +60,17 @@ def build_model(model_config: Mapping[str, Any], *, num_users: int, num_items: i
     name = model_config["name"]
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; registered models: {sorted(MODELS)}")
-    return MODELS[name](model_config, num_users=num_users, num_items=num_items,
-                        train=train, rngs=rngs, **inputs)
+    return builder(name)(model_config, num_users=num_users, num_items=num_items,
+                         train=train, rngs=rngs, **inputs)
+
+
+def builder(name: str) -> ModelBuilder:
+    """The builder registered as ``name`` (importing a ``"module:function"`` entry)."""
+    entry = MODELS[name]
+    if isinstance(entry, str):
+        module, _, function = entry.partition(":")
+        entry = getattr(importlib.import_module(module), function)
+    return entry
 
 
 def flat_state(model: nnx.Module, kind: type = nnx.Variable) -> dict[str, np.ndarray]:

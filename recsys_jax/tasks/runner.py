@@ -156,7 +156,8 @@ def training_facts(result: FitResult | None, monitor: str, num_rows: int) -> dic
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
-                       workdir: str | os.PathLike | None) -> RunResult:
+                       workdir: str | os.PathLike | None, *,
+                       data: TaskData | None = None) -> RunResult:
     """Runs the task ``config.task`` end to end; see the module docstring.
 
     Args:
@@ -164,6 +165,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         ``training`` and the task's own blocks).
       workdir: output directory; a run interrupted there resumes. ``None`` writes nothing
         (sweeps, benchmarks).
+      data: the task's prepared data (sweeps over one split, tests); by default
+        ``task.prepare`` loads it from the config.
 
     Raises:
       WorkdirError: for a workdir of an older layout or another task.
@@ -176,7 +179,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         workdir.mkdir(parents=True, exist_ok=True)
         check_workdir(workdir, task.name)
         write_config(config, workdir)
-    data = task.prepare(config, workdir)
+    if data is None:
+        data = task.prepare(config, workdir)
     model = task.build_model(config, data)
     require(model, task.model_protocol, f"the {task.name} task")
 

@@ -1,5 +1,7 @@
 """TwoTower: unit-norm towers, positive temperature, history pooling, save/load, registry."""
 
+import dataclasses
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -7,8 +9,8 @@ from flax import nnx
 
 from recsys_jax.data.features import Standardizer, TwoTowerFeatures
 from recsys_jax.models import two_tower
-from recsys_jax.models.registry import build_model
-from recsys_jax.models.two_tower import TwoTower, load_two_tower, save_two_tower
+from recsys_jax.models.registry import build_model, load_model, save_model
+from recsys_jax.models.two_tower import TwoTower
 
 
 def _features(num_users=7, num_items=9, history_len=3, seed=0):
@@ -96,10 +98,18 @@ def test_save_load_round_trip(tmp_path, history_positions):
                      history_positions=history_positions)
     if history_positions:
         model.history_position_logits[...] = jnp.array([1.0, -2.0, 0.5])
-    save_two_tower(model, tmp_path)
-    loaded = load_two_tower(tmp_path, f)
+    config = {"name": "two_tower", "hidden_dim": 8, "dim": 4, "item_id_dim": 2,
+              "history": True, "history_positions": history_positions}
+    save_model(model, tmp_path, model_config=config, num_users=7, num_items=9)
+    loaded = load_model(tmp_path, features=f)
     for name, array in model.export_arrays().items():
         np.testing.assert_allclose(loaded.export_arrays()[name], array, rtol=1e-6)
+    # The stored inputs travel with the model: other feature values of the same shapes are
+    # replaced by the saved ones.
+    shifted = dataclasses.replace(f, user=f.user + 1.0)
+    again = load_model(tmp_path, features=shifted)
+    np.testing.assert_allclose(again.export_arrays()["user_embeddings"],
+                               model.export_arrays()["user_embeddings"], rtol=1e-6)
 
 
 def test_builder_checks_feature_sizes():

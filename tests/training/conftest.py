@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.training.planted import planted_ratings
+from tests.tasks.planted import planted_ratings
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ import pytest
 from recsys_jax.training import benchmark
 from recsys_jax.training.losses import make_rating_loss
 
-from tests.training.planted import make_model_and_optimizer
+from tests.tasks.planted import make_model_and_optimizer
 
 
 def test_both_modes_run_the_same_updates(train_columns):

@@ -5,7 +5,7 @@ from flax import nnx
 
 from recsys_jax.training.checkpoints import CheckpointStore, abstract_state
 
-from tests.training.planted import make_model_and_optimizer
+from tests.tasks.planted import make_model_and_optimizer
 
 
 def _state(train, seed):

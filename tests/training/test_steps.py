@@ -7,7 +7,7 @@ from flax import nnx
 from recsys_jax.training import steps
 from recsys_jax.tasks.rating import make_rating_loss
 
-from tests.training.planted import make_model_and_optimizer
+from tests.tasks.planted import make_model_and_optimizer
 
 BATCH = 64
 

@@ -5,13 +5,15 @@ import numpy as np
 import pytest
 
 from recsys_jax.fileio import load_npy
-from recsys_jax.tasks.rating import RatingData, run_rating_experiment
+from recsys_jax.tasks.rating import RatingData
+from recsys_jax.tasks.runner import WorkdirError, train_and_evaluate
 
-from tests.training.planted import NUM_ITEMS, NUM_USERS, planted_ratings
+from tests.tasks.planted import NUM_ITEMS, NUM_USERS, planted_ratings
 
 
 def _config() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict({
+        "task": "rating",
         "model": {"name": "mf", "dim": 4, "init_std": 0.1},
         "optimizer": {"name": "adam", "lr": 0.05, "weight_decay": 1e-5,
                       "schedule": "constant"},
@@ -31,7 +33,7 @@ def test_run_writes_the_workdir_and_serves_unseen_ids_by_bias(tmp_path):
         {name: (p["user"], p["item"], p["rating"])
          for name, p in {"train": train, "val": val, "test": test}.items()},
         num_users=NUM_USERS, num_items=NUM_ITEMS, rating_scale=(1, 5))
-    summary = run_rating_experiment(_config(), data, tmp_path, report_sections=["## Extra\n"])
+    summary = train_and_evaluate(_config(), tmp_path, data=data).summary
 
     for name in ("config.json", "metrics.jsonl", "test_metrics.json", "learning_curve.png",
                  "report.md", "user_embeddings.npy", "item_embeddings.npy", "user_bias.npy",
@@ -43,7 +45,12 @@ def test_run_writes_the_workdir_and_serves_unseen_ids_by_bias(tmp_path):
     assert 0 < saved["test_mae"] <= saved["test_rmse"] < 2
     cold = saved["test_cold_start"]
     assert cold["unseen_user"] >= 3 and cold["unseen_either"] >= cold["unseen_user"]
-    assert "## Extra" in (tmp_path / "report.md").read_text()
+    report = (tmp_path / "report.md").read_text()
+    assert report.count("# mf on") == 1 and "## Against the rating baselines" in report
+    assert summary["task"] == "rating" and summary["total_wall_time_s"] > 0
+    assert len(summary["epoch_times_s"]) == 2
+    assert summary["median_epoch_time_s"] == summary["epoch_times_s"][1]  # Epochs 2.. only.
+    assert any((tmp_path / "tensorboard").iterdir())
 
     mu = float(load_npy(tmp_path / "global_mean.npy"))
     item_bias = load_npy(tmp_path / "item_bias.npy")
@@ -60,3 +67,17 @@ def test_rating_data_validates_ids():
     with pytest.raises(ValueError, match="user id"):
         RatingData.from_arrays({"train": cols, "val": cols, "test": cols},
                                num_users=NUM_USERS, num_items=NUM_ITEMS, rating_scale=(1, 5))
+
+
+def test_workdir_of_the_old_layout_is_refused(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "params.npz").write_bytes(b"")
+    with pytest.raises(WorkdirError, match="older recsys_jax.*new --workdir"):
+        train_and_evaluate(_config(), tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "params.npz"]
+
+
+def test_workdir_of_another_task_is_refused(tmp_path):
+    (tmp_path / "run_format.json").write_text('{"format": 2, "task": "retrieval"}')
+    with pytest.raises(WorkdirError, match="'retrieval' run, not 'rating'"):
+        train_and_evaluate(_config(), tmp_path)

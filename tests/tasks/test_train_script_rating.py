@@ -1,4 +1,4 @@
-"""experiments/train_mf.py end to end on configs/mf_tiny.py (synthetic data, no network)."""
+"""experiments/train.py (rating task) end to end on configs/mf_tiny.py (synthetic data, no network)."""
 
 import json
 import subprocess
@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from recsys_jax.data.splits import Split
 from recsys_jax.fileio import load_npy
 
 REPO = Path(__file__).resolve().parents[2]
@@ -17,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_train_mf_end_to_end_with_overrides(tmp_path):
     workdir = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "experiments" / "train_mf.py"),
+        [sys.executable, str(REPO / "experiments" / "train.py"),
          f"--config={REPO / 'configs' / 'mf_tiny.py'}", f"--workdir={workdir}",
          "--config.model.dim=6", "--config.split.name=user_temporal",
          "--config.training.epochs=2"],
@@ -29,8 +30,11 @@ def test_train_mf_end_to_end_with_overrides(tmp_path):
     config = json.loads((workdir / "config.json").read_text())
     assert config["model"]["dim"] == 6 and config["split"]["name"] == "user_temporal"
     metrics = json.loads((workdir / "test_metrics.json").read_text())
-    assert np.isfinite(metrics["test_rmse"]) and np.isfinite(metrics["test_mae"])
-    assert metrics["num_test"] == len(load_npy(workdir / "test_predictions.npy"))
+    predictions = load_npy(workdir / "test_predictions.npy")
+    test = Split.load(workdir / "split").test
+    errors = np.clip(predictions, 1, 5) - test["rating"].to_numpy()
+    assert metrics["test_rmse"] == pytest.approx(np.sqrt(np.mean(errors ** 2)), rel=1e-5)
+    assert metrics["test_mae"] == pytest.approx(np.mean(np.abs(errors)), rel=1e-5)
     assert load_npy(workdir / "user_embeddings.npy").shape == (config["data"]["num_users"], 6)
     assert load_npy(workdir / "item_embeddings.npy").shape[1] == 6
     assert [json.loads(l)["epoch"] for l in

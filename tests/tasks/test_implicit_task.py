@@ -15,7 +15,9 @@ from flax import nnx
 
 from recsys_jax.evaluation.runs import load_run
 from recsys_jax.models.ncf import GMF, MLP, DotMF, NeuMF
-from recsys_jax.training import ncf_experiment
+from recsys_jax.models.registry import flat_state, load_flat_state, load_model, save_model
+from recsys_jax.tasks.implicit import ImplicitTask
+from recsys_jax.tasks.runner import train_and_evaluate
 from recsys_jax.tasks.implicit import implicit_interactions, load_implicit_data
 from recsys_jax.evaluation.validators import score_function, score_matrix, score_source
 
@@ -32,17 +34,17 @@ def tiny_config(**model) -> ml_collections.ConfigDict:
     return config
 
 
-def test_params_round_trip_and_refuse_another_architecture(tmp_path):
+def test_registry_round_trip_and_refuse_another_architecture(tmp_path):
+    config = {"name": "neumf", "dim": 4, "mlp_layers": (8, 4)}
     model = NeuMF(6, 9, 4, (8, 4), rngs=nnx.Rngs(0))
-    ncf_experiment.save_params(model, tmp_path / "p.npz")
-    other = NeuMF(6, 9, 4, (8, 4), rngs=nnx.Rngs(1))
-    ncf_experiment.load_params(other, tmp_path / "p.npz")
+    save_model(model, tmp_path, model_config=config, num_users=6, num_items=9)
+    other = load_model(tmp_path)
     for a, b in zip(jax.tree.leaves(nnx.state(model)), jax.tree.leaves(nnx.state(other)),
                     strict=True):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="does not fit"):
-        ncf_experiment.load_params(NeuMF(6, 9, 4, (8, 2), rngs=nnx.Rngs(0)),
-                                   tmp_path / "p.npz")
+        load_flat_state(NeuMF(6, 9, 4, (8, 2), rngs=nnx.Rngs(0)),
+                        flat_state(model), source="the test")
 
 
 @pytest.mark.parametrize("model", [GMF(5, 300, 3, rngs=nnx.Rngs(0), init_std=0.3),
@@ -78,14 +80,14 @@ def test_sampled_protocol_is_reproducible(tmp_path):
     config = tiny_config(name="gmf")
     data = load_implicit_data(config)
     model = GMF(data.num_users, data.num_items, 4, rngs=nnx.Rngs(0), init_std=0.3)
-    first = ncf_experiment.evaluate_test(model, data, config)
-    second = ncf_experiment.evaluate_test(model, data, config)
+    first = ImplicitTask().test_results(config, data, model)
+    second = ImplicitTask().test_results(config, data, model)
     assert set(first) == {"full", "sampled-20"}
     for label in first:
         for metric, values in first[label].values.items():
             np.testing.assert_array_equal(values, second[label].values[metric])
     config.evaluation.sample_seed = 1
-    other = ncf_experiment.evaluate_test(model, data, config)["sampled-20"]
+    other = ImplicitTask().test_results(config, data, model)["sampled-20"]
     assert not np.array_equal(other.values["ndcg@10"], first["sampled-20"].values["ndcg@10"])
 
 
@@ -95,21 +97,18 @@ def test_neumf_starts_from_the_pretrained_runs(tmp_path):
     for name in ("gmf", "mlp"):
         config = tiny_config(name=name)
         data = load_implicit_data(config)
-        summary = ncf_experiment.run_ncf_experiment(config, data, tmp_path / name)
+        summary = train_and_evaluate(config, tmp_path / name).summary
         runs[name] = tmp_path / name
         assert set(summary["test"]) == {"full", "sampled-20"}
-        assert (tmp_path / name / "params.npz").is_file()
+        assert (tmp_path / name / "model" / "state.npz").is_file()
         run = load_run(tmp_path / name / "run")
         assert run.kind == "scores" and run.split_fingerprint == data.split_fingerprint
 
     config = tiny_config(name="neumf")
     config.model.pretrained.gmf_workdir = str(runs["gmf"])
     config.model.pretrained.mlp_workdir = str(runs["mlp"])
-    neumf = ncf_experiment.build_implicit_model(config, data)
-    gmf = GMF(data.num_users, data.num_items, 4, rngs=nnx.Rngs(5))
-    mlp = MLP(data.num_users, data.num_items, (16, 8, 4), rngs=nnx.Rngs(5))
-    ncf_experiment.load_params(gmf, runs["gmf"] / "params.npz")
-    ncf_experiment.load_params(mlp, runs["mlp"] / "params.npz")
+    neumf = ImplicitTask().build_model(config, data)
+    gmf, mlp = load_model(runs["gmf"] / "model"), load_model(runs["mlp"] / "model")
     np.testing.assert_array_equal(neumf.gmf.item_embedding[...], gmf.tower.item_embedding[...])
     np.testing.assert_array_equal(neumf.mlp.hidden[1].kernel[...],
                                   mlp.tower.hidden[1].kernel[...])
@@ -123,18 +122,18 @@ def test_neumf_starts_from_the_pretrained_runs(tmp_path):
     other.model.pretrained.gmf_workdir = str(runs["gmf"])
     other.model.pretrained.mlp_workdir = str(runs["mlp"])
     with pytest.raises(ValueError, match="another split"):
-        ncf_experiment.build_implicit_model(other, load_implicit_data(other))
+        ImplicitTask().build_model(other, load_implicit_data(other))
     # The pretrained workdirs must hold the right models.
     config.model.pretrained.gmf_workdir = str(runs["mlp"])
     with pytest.raises(ValueError, match="not 'gmf'"):
-        ncf_experiment.build_implicit_model(config, data)
+        ImplicitTask().build_model(config, data)
 
 
 @pytest.mark.slow
 def test_train_ncf_end_to_end(tmp_path):
     workdir = tmp_path / "neumf"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "experiments" / "train_ncf.py"),
+        [sys.executable, str(REPO / "experiments" / "train.py"),
          f"--config={REPO / 'configs' / 'ncf_tiny.py'}", f"--workdir={workdir}",
          "--config.model.name=neumf", "--config.split.name=user_temporal"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300)
@@ -147,7 +146,7 @@ def test_train_ncf_end_to_end(tmp_path):
     assert metrics["test"]["sampled-20"]["protocol"] == "sampled-20"
     assert [json.loads(line)["epoch"] for line in
             (workdir / "metrics.jsonl").read_text().splitlines()] == [1, 2]
-    for name in ("report.md", "learning_curve.png", "params.npz", "run/run.json",
+    for name in ("report.md", "learning_curve.png", "model/state.npz", "run/run.json",
                  "split/split.npz", "ids/item_ids.json"):
         assert (workdir / name).is_file(), name
     assert "sampled-20" in (workdir / "report.md").read_text()

@@ -3,13 +3,11 @@ import numpy as np
 from flax import nnx
 
 from recsys_jax.evaluation.compare import BootstrapSettings
-from recsys_jax.evaluation.runs import load_run
 from recsys_jax.models.mf import MatrixFactorization
-from recsys_jax.tasks.rating_baselines import (compare_with_rating_baselines,
-                                                   ranking_embeddings, save_ranking_run)
+from recsys_jax.tasks.rating_baselines import compare_with_rating_baselines
 from recsys_jax.tasks.rating import RatingData
 
-from tests.training.planted import NUM_ITEMS, NUM_USERS, planted_ratings
+from tests.tasks.planted import NUM_ITEMS, NUM_USERS, planted_ratings
 
 
 def _model():
@@ -21,7 +19,7 @@ def _model():
 
 def test_ranking_embeddings_order_items_as_the_model_does():
     model = _model()
-    users, items = ranking_embeddings(model.export_arrays())
+    users, items = model.ranking_embeddings()
     assert users.shape == (5, 4) and items.shape == (6, 4)
     all_users, all_items = np.meshgrid(np.arange(5), np.arange(6), indexing="ij")
     pred = np.asarray(model(jnp.asarray(all_users), jnp.asarray(all_items)))
@@ -29,15 +27,6 @@ def test_ranking_embeddings_order_items_as_the_model_does():
     # Equal up to a per-user constant (μ + b_u, or μ for an unseen user).
     offsets = pred - scores
     np.testing.assert_allclose(offsets, offsets[:, :1].repeat(6, axis=1), atol=1e-5)
-
-
-def test_save_ranking_run_is_a_loadable_run(tmp_path):
-    arrays = _model().export_arrays()
-    save_ranking_run(tmp_path / "run", arrays, name="mf", model="mf", dataset="toy",
-                     split_fingerprint="abc", split_protocol="random", metadata={"dim": 3})
-    run = load_run(tmp_path / "run")
-    assert (run.name, run.kind, run.num_users, run.num_items) == ("mf", "embeddings", 5, 6)
-    assert run.metadata["dim"] == 3 and run.split_fingerprint == "abc"
 
 
 def test_comparison_with_rating_baselines(tmp_path):

@@ -1,4 +1,4 @@
-"""experiments/train_two_tower.py end to end on configs/two_tower_tiny.py (no network)."""
+"""experiments/train.py (retrieval task) end to end on configs/two_tower_tiny.py (no network)."""
 
 import json
 import subprocess
@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_train_two_tower_end_to_end(tmp_path):
     workdir = tmp_path / "tt"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "experiments" / "train_two_tower.py"),
+        [sys.executable, str(REPO / "experiments" / "train.py"),
          f"--config={REPO / 'configs' / 'two_tower_tiny.py'}", f"--workdir={workdir}",
          "--config.loss.num_random_negatives=16", "--config.index.kind=hnsw"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300)
@@ -38,6 +38,6 @@ def test_train_two_tower_end_to_end(tmp_path):
     assert run.kind == "embeddings" and run.num_items == len(items)
     assert [json.loads(l)["epoch"] for l in
             (workdir / "metrics.jsonl").read_text().splitlines()] == [1, 2]
-    for name in ("features.npz", "test_features.npz", "two_tower_params.npz", "report.md",
+    for name in ("features.npz", "test_features.npz", "model/state.npz", "report.md",
                  "learning_curve.png", "split/split.npz", "ids/item_ids.json"):
         assert (workdir / name).is_file(), name
