@@ -34,7 +34,9 @@ demo: $(VENV)/.stamp-core
 	rm -rf $(DEMO_WORKDIR)
 	$(PY) experiments/train.py --config=configs/mf_ml100k.py --workdir=$(DEMO_WORKDIR)
 
+# The linter first (seconds), then the whole suite, slow end-to-end tests included.
 test: $(VENV)/.stamp-test
+	$(PY) -m ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean-venv:
