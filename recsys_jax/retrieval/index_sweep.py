@@ -1,4 +1,5 @@
-"""Retrieval benchmark: index build time, memory, recall@K against exact search, latency.
+"""Index sweep: build time, memory, recall@K against exact search and latency of FAISS
+indexes over one catalogue (used by ``benchmarks.retrieval_indexes``).
 
 For one catalogue (a trained ``TwoTower`` and its item embeddings) and several index configs:
 

@@ -1,4 +1,5 @@
-"""Throughput of full-ranking evaluation on synthetic embeddings (compile time kept apart)."""
+"""The synthetic full-ranking problem of ``benchmarks.eval_throughput`` and its timing (compile
+time kept apart)."""
 
 from __future__ import annotations
 

@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from recsys_jax.training.early_stopping import EarlyStopping
-from recsys_torch_baseline.mf import TorchMF, build_torch_mf, predict
+from benchmarks.torch_baseline.torch_mf import TorchMF, build_torch_mf, predict
 
 VARIANTS = ("baseline", "tuned")
 

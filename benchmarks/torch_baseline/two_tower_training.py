@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from recsys_torch_baseline.two_tower import TorchTwoTower, in_batch_softmax_loss
+from benchmarks.torch_baseline.torch_two_tower import TorchTwoTower, in_batch_softmax_loss
 
 VARIANTS = ("baseline", "tuned")
 
@@ -245,9 +245,10 @@ class TwoTowerFitRecord:
     Attributes:
       variant: ``baseline``, ``tuned`` (PyTorch) or ``jax``.
       setup_s: model, optimizer and data set-up before the first epoch.
-      compile_s: explicit ahead-of-time compilation (JAX); 0 where compilation happens in the
+      compile_s: explicit ahead-of-time compilation (JAX, ``FitResult.compile_time_s``); 0 where compilation happens in the
         first epoch (``torch.compile``), which then shows as warm-up.
-      history: per epoch ``epoch``, ``train_loss``, ``epoch_time_s``.
+      history: per epoch ``epoch``, ``train_loss``, ``epoch_time_s`` (JAX: ``loop.fit``'s
+        records, with ``eval_time_s`` and the validation metric).
       total_s: from the start of set-up to the end of training (per-epoch exports
         excluded).
       export_s: exporting the embeddings (test-time user inputs).
@@ -258,6 +259,9 @@ class TwoTowerFitRecord:
         user inputs (what per-epoch validation would score); else None.
       epoch_export_s: the time those per-epoch exports took (in no epoch time, nor in
         ``total_s``).
+      best_epoch, best_val, time_to_best_s: set by the JAX side, whose ``loop.fit``
+        validates inside its epoch loop (and exports the best epoch's weights); None for
+        PyTorch, whose epochs the benchmark scores afterwards (``add_time_to_best``).
     """
 
     variant: str
@@ -272,6 +276,9 @@ class TwoTowerFitRecord:
     epoch_user_embeddings: np.ndarray | None = None
     epoch_item_embeddings: np.ndarray | None = None
     epoch_export_s: float = 0.0
+    best_epoch: int | None = None
+    best_val: float | None = None
+    time_to_best_s: float | None = None
 
 
 # The record's arrays: the worker saves them as .npy files, never in its JSON result.
