@@ -13,8 +13,8 @@ from recsys_jax.models.mf import MatrixFactorization  # noqa: E402
 from recsys_jax.training import steps as steps_lib  # noqa: E402
 from recsys_jax.training.losses import make_rating_loss  # noqa: E402
 from recsys_jax.training.optimizers import make_optimizer  # noqa: E402
-from recsys_torch_baseline.mf import TorchMF, build_torch_mf, predict  # noqa: E402
-from recsys_torch_baseline.mf_training import MFRecipe, make_adam  # noqa: E402
+from benchmarks.torch_baseline.torch_mf import TorchMF, build_torch_mf, predict  # noqa: E402
+from benchmarks.torch_baseline.mf_training import MFRecipe, make_adam  # noqa: E402
 
 NUM_USERS, NUM_ITEMS, DIM = 9, 13, 6
 

@@ -10,8 +10,8 @@ from flax import nnx  # noqa: E402
 
 from recsys_jax.models.two_tower import TwoTower  # noqa: E402
 from recsys_jax.training.retrieval_losses import in_batch_softmax_loss  # noqa: E402
-from recsys_torch_baseline.two_tower import TorchTwoTower  # noqa: E402
-from recsys_torch_baseline.two_tower import in_batch_softmax_loss as torch_loss  # noqa: E402
+from benchmarks.torch_baseline.torch_two_tower import TorchTwoTower  # noqa: E402
+from benchmarks.torch_baseline.torch_two_tower import in_batch_softmax_loss as torch_loss  # noqa: E402
 
 USERS, ITEMS = 11, 17
 

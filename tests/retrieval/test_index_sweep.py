@@ -1,4 +1,4 @@
-"""benchmark_indexes on a tiny catalogue: one row per config, exact recall for flat."""
+"""index_sweep.benchmark_indexes on a tiny catalogue: one row per config, exact recall for flat."""
 
 import numpy as np
 import subprocess
@@ -6,7 +6,7 @@ import sys
 from flax import nnx
 
 from recsys_jax.models.two_tower import TwoTower
-from recsys_jax.retrieval.benchmark import benchmark_indexes, markdown_table
+from recsys_jax.retrieval.index_sweep import benchmark_indexes, markdown_table
 from recsys_jax.retrieval.index import IndexConfig
 
 
