@@ -21,7 +21,7 @@ from pathlib import Path
 from absl import app, flags, logging
 
 from recsys_jax import fileio
-from recsys_jax.training.checkpoints import quiet_orbax_logging
+from recsys_jax.console import quiet_startup
 from recsys_jax.tasks.rating_results import format_markdown, run_protocol
 
 _PROTOCOLS = flags.DEFINE_list("protocols", ["random", "user_temporal", "global_temporal"],
@@ -47,7 +47,7 @@ def _tuned_config_module():
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    quiet_orbax_logging()
+    quiet_startup()
     logging.set_verbosity(logging.WARNING)  # One line per run, not per epoch.
     configs = _tuned_config_module()
     models = {"mf_seed": configs.seed_config, "mf_tuned": configs.get_config}

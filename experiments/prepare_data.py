@@ -23,7 +23,7 @@ _DATASET = flags.DEFINE_enum("dataset", "ml-100k", list(movielens.MOVIELENS_NAME
 _DATA_DIR = flags.DEFINE_string("data_dir", None,
                                 "Directory that already holds the extracted data set files.")
 _CACHE_DIR = flags.DEFINE_string("cache_dir", None,
-                                 "Cache directory (default $RECSYS_JAX_DATA or ~/.cache/recsys_jax).")
+                                 "Cache directory (default $RECSYS_JAX_DATA or ~/.cache/recsys_jax).")  # noqa: E501
 _SPLIT = flags.DEFINE_enum("split", "all", ["none", "all", *splits.PROTOCOLS],
                            "Split protocol whose leakage report to print ('all' for every one).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the random split.")

@@ -25,10 +25,9 @@ from pathlib import Path
 from absl import app, flags, logging
 
 from recsys_jax import fileio
-from recsys_jax.training.checkpoints import quiet_orbax_logging
+from recsys_jax.console import quiet_startup
 from recsys_jax.tasks.rating import load_rating_data
-from recsys_jax.tasks.rating_search import (axis, format_trials, grid_configs,
-                                               two_stage_search)
+from recsys_jax.tasks.rating_search import axis, format_trials, grid_configs, two_stage_search
 
 _PROTOCOLS = flags.DEFINE_list("protocols", ["random", "user_temporal", "global_temporal"],
                                "Split protocols to tune.")
@@ -83,7 +82,7 @@ def _seed_config(protocol: str):
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    quiet_orbax_logging()
+    quiet_startup()
     logging.set_verbosity(logging.WARNING)  # One line per trial, not per epoch.
     os.makedirs(_OUTPUT_DIR.value, exist_ok=True)
     for protocol in _PROTOCOLS.value:

@@ -11,8 +11,9 @@ import functools
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -84,9 +85,8 @@ def atomic_write_json(target: str | os.PathLike, obj: Any) -> None:
 
 def atomic_save_npy(target: str | os.PathLike, array: np.ndarray) -> None:
     """Saves ``array`` as ``.npy`` atomically (never with pickled objects)."""
-    with atomic_path(target, suffix=".npy") as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, np.asarray(array), allow_pickle=False)
+    with atomic_path(target, suffix=".npy") as tmp, open(tmp, "wb") as f:
+        np.save(f, np.asarray(array), allow_pickle=False)
 
 
 def load_npy(path: str | os.PathLike) -> np.ndarray:

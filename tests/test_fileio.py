@@ -7,10 +7,9 @@ from recsys_jax import fileio
 def test_atomic_write_replaces_target_only_on_success(tmp_path):
     target = tmp_path / "sub" / "out.txt"
     fileio.atomic_write_text(target, "first")
-    with pytest.raises(RuntimeError):
-        with fileio.atomic_path(target) as tmp:
-            tmp.write_text("half-written")
-            raise RuntimeError("crash mid-write")
+    with pytest.raises(RuntimeError), fileio.atomic_path(target) as tmp:
+        tmp.write_text("half-written")
+        raise RuntimeError("crash mid-write")
     assert target.read_text() == "first"
     # No temporary files are left behind after success or failure.
     assert sorted(p.name for p in target.parent.iterdir()) == ["out.txt"]

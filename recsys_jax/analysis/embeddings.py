@@ -6,7 +6,7 @@ import collections
 import inspect
 import os
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import matplotlib
 import numpy as np

@@ -10,7 +10,7 @@ across items, keeping the neighbour graph and the genre frequencies, and the sco
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd

@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from recsys_jax.analysis.embeddings import plot_item_tsne
-from recsys_jax.analysis.genre_clusters import (GenreClusterScore, genre_cluster_score,
-                                                genres_by_row)
-from recsys_jax.analysis.similar import (ItemNotFoundError, format_similar, item_rows,
-                                         similar_items)
+from recsys_jax.analysis.genre_clusters import GenreClusterScore, genre_cluster_score, genres_by_row
+from recsys_jax.analysis.similar import ItemNotFoundError, format_similar, item_rows, similar_items
 from recsys_jax.fileio import atomic_write_json, atomic_write_text
 
 TSNE_FILE = "tsne_items.png"

@@ -137,7 +137,7 @@ def format_similar(result: pd.DataFrame) -> str:
     for rank, row in enumerate(result.itertuples(index=False), start=1):
         genres = "|".join(row.genres) or "-"
         lines.append(f"{rank:>3}  {row.similarity:>6.3f}  {row.item_id:>6}  "
-                     f"{str(row.title):<50}  {genres}")
+                     f"{row.title!s:<50}  {genres}")
     return "\n".join(lines)
 
 

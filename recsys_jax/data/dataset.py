@@ -50,7 +50,7 @@ class Dataset:
         """Distinct items that have at least one interaction."""
         return int(self.interactions["item_id"].nunique())
 
-    def validate(self) -> "Dataset":
+    def validate(self) -> Dataset:
         """Checks columns, dtypes, rating range and that every interaction's item is catalogued.
 
         Returns ``self`` so loaders can end with ``return Dataset(...).validate()``.

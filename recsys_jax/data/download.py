@@ -22,8 +22,9 @@ import sys
 import tempfile
 import zipfile
 import zlib
+from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO
 
 from recsys_jax.data.errors import ChecksumError, DataError
 from recsys_jax.fileio import atomic_path

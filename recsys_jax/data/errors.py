@@ -35,7 +35,7 @@ class UnknownIdError(KeyError):
         self.unknown = unknown
         self.total_unknown = total_unknown
         shown = ", ".join(map(repr, unknown))
-        more = "" if total_unknown <= len(unknown) else f" (and {total_unknown - len(unknown)} more)"
+        more = "" if total_unknown <= len(unknown) else f" (and {total_unknown - len(unknown)} more)"  # noqa: E501
         super().__init__(f"{total_unknown} unknown {kind} id(s): {shown}{more}")
 
     def __str__(self) -> str:  # KeyError would otherwise repr() the message.

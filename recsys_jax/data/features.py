@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -47,7 +47,7 @@ class FeatureMatrix:
             raise ValueError(f"{self.values.shape} values for {len(self.names)} names")
 
     @staticmethod
-    def concat(*parts: "FeatureMatrix") -> "FeatureMatrix":
+    def concat(*parts: FeatureMatrix) -> FeatureMatrix:
         """Columns of all ``parts`` side by side (equal row counts)."""
         return FeatureMatrix(np.concatenate([p.values for p in parts], axis=1).astype(np.float32),
                              tuple(n for p in parts for n in p.names))
@@ -61,7 +61,7 @@ class Standardizer:
     std: np.ndarray
 
     @classmethod
-    def fit(cls, values: np.ndarray, rows: np.ndarray | None = None) -> "Standardizer":
+    def fit(cls, values: np.ndarray, rows: np.ndarray | None = None) -> Standardizer:
         """Fits on ``values[rows]`` (all rows when ``rows`` is None)."""
         fit_on = np.asarray(values, np.float64)
         if rows is not None:
@@ -360,7 +360,7 @@ class CausalUserInputs:
     history_ids: np.ndarray
     history_mask: np.ndarray
 
-    def subset(self, rows: np.ndarray) -> "CausalUserInputs":
+    def subset(self, rows: np.ndarray) -> CausalUserInputs:
         """The inputs of the events selected by ``rows`` (a mask or indices)."""
         return CausalUserInputs(self.user[rows], self.history_ids[rows], self.history_mask[rows])
 
@@ -389,17 +389,16 @@ class TwoTowerFeatures:
 
     def save(self, path: str | os.PathLike) -> None:
         """Writes everything to one ``.npz`` (no pickles), atomically."""
-        with fileio.atomic_path(path, suffix=".npz") as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, user=self.user, item=self.item,
-                         user_names=np.asarray(self.user_names, str),
-                         item_names=np.asarray(self.item_names, str),
-                         user_mean=self.user_scaler.mean, user_std=self.user_scaler.std,
-                         item_mean=self.item_scaler.mean, item_std=self.item_scaler.std,
-                         history_ids=self.history_ids, history_mask=self.history_mask)
+        with fileio.atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as f:
+            np.savez(f, user=self.user, item=self.item,
+                     user_names=np.asarray(self.user_names, str),
+                     item_names=np.asarray(self.item_names, str),
+                     user_mean=self.user_scaler.mean, user_std=self.user_scaler.std,
+                     item_mean=self.item_scaler.mean, item_std=self.item_scaler.std,
+                     history_ids=self.history_ids, history_mask=self.history_mask)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "TwoTowerFeatures":
+    def load(cls, path: str | os.PathLike) -> TwoTowerFeatures:
         """Reads a file written by ``save``."""
         with np.load(Path(path), allow_pickle=False) as z:
             return cls(user=z["user"], item=z["item"],

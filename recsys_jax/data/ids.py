@@ -94,7 +94,7 @@ class IdEncoder:
         self._index = pd.Index(arr)
 
     @classmethod
-    def fit(cls, values: Any, kind: str) -> "IdEncoder":
+    def fit(cls, values: Any, kind: str) -> IdEncoder:
         """Fits on the distinct values of ``values`` (array-like of ints or of strings).
 
         Args:
@@ -169,7 +169,7 @@ class IdEncoder:
                 "id_type": self.id_type, "ids": self._ids.tolist()}
 
     @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> "IdEncoder":
+    def from_json(cls, obj: dict[str, Any]) -> IdEncoder:
         """Rebuilds an encoder from :meth:`to_json`'s dict.
 
         Raises:
@@ -194,7 +194,7 @@ class IdEncoder:
         fileio.atomic_write_text(path, json.dumps(self.to_json()) + "\n")
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "IdEncoder":
+    def load(cls, path: str | os.PathLike) -> IdEncoder:
         """Reads an encoder written by :meth:`save`.
 
         Raises:
@@ -231,7 +231,7 @@ class IdMapping:
         self.items.save(directory / ITEM_IDS_FILE)
 
     @classmethod
-    def load(cls, directory: str | os.PathLike) -> "IdMapping":
+    def load(cls, directory: str | os.PathLike) -> IdMapping:
         """Reads a mapping written by :meth:`save`.
 
         Raises:

@@ -27,8 +27,8 @@ import logging
 import os
 import re
 import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -218,7 +218,7 @@ def _read_provenance(directory: Path) -> str | None:
 def _write_provenance(directory: Path, origin: str, checksum: str) -> None:
     atomic_write_json(directory / PROVENANCE_FILE, {
         "origin": origin, "checksum": checksum,
-        "retrieved_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(
+        "retrieved_utc": datetime.datetime.now(datetime.UTC).isoformat(
             timespec="seconds")})
 
 

@@ -22,8 +22,9 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -338,7 +339,7 @@ class Split:
         fileio.atomic_write_text(directory / REPORT_TEXT, self.report.format() + "\n")
 
     @classmethod
-    def load(cls, directory: str | os.PathLike) -> "Split":
+    def load(cls, directory: str | os.PathLike) -> Split:
         """Reads a split written by :meth:`save`; the report is recomputed from the parts.
 
         Raises:
@@ -667,7 +668,7 @@ def _canonical_pair_bytes(part: pd.DataFrame) -> bytes:
         return b"int64 pairs:" + pairs.tobytes()
     ordered = part[["user_id", "item_id"]].sort_values(["user_id", "item_id"], kind="stable")
     tags = [("i" if c.dtype.kind in "iu" else "s") for c in (users, items)]
-    text = "\n".join((ordered["user_id"].astype(str) + "\t" + ordered["item_id"].astype(str)))
+    text = "\n".join(ordered["user_id"].astype(str) + "\t" + ordered["item_id"].astype(str))
     return f"pairs {''.join(tags)}:".encode() + text.encode("utf-8")
 
 

@@ -32,7 +32,7 @@ class Quantiles:
     max: float
 
     @classmethod
-    def of(cls, values: np.ndarray) -> "Quantiles":
+    def of(cls, values: np.ndarray) -> Quantiles:
         """Quantiles of a non-empty array."""
         return cls(*(float(q) for q in np.quantile(values, _QUANTILE_LEVELS)))
 
@@ -169,7 +169,7 @@ def format_stats(stats: DatasetStats) -> str:
 
 
 def _utc_date(timestamp: int) -> str:
-    return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).date().isoformat()
+    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).date().isoformat()
 
 
 def _number(value: float) -> str:

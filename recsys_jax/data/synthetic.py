@@ -253,7 +253,7 @@ def generate_synthetic_with_truth(
                                   mean_activity_days, rngs["user_windows"], rngs["timestamps"])
 
     genre_names = tuple(f"Genre {k + 1:0{len(str(num_genres))}d}" for k in range(num_genres))
-    last_year = datetime.datetime.fromtimestamp(start_timestamp, datetime.timezone.utc).year
+    last_year = datetime.datetime.fromtimestamp(start_timestamp, datetime.UTC).year
     items = _item_table(item_genres, genre_names, last_year, rngs["item_year"])
     interactions = pd.DataFrame({
         "user_id": user_ids,
@@ -404,7 +404,7 @@ def _assign_genres(item_factors: np.ndarray, directions: np.ndarray,
     rows = np.arange(num_items)
     top = np.empty((num_items, max_genres), dtype=np.int64)
     top_cosines = np.empty((num_items, max_genres), dtype=np.float32)
-    for rank in range(max_genres):  # repeated argmax: faster than sorting rows; ties go to the lower id
+    for rank in range(max_genres):  # repeated argmax: faster than sorting rows; ties go to the lower id  # noqa: E501
         best = np.argmax(projections, axis=1)
         top[:, rank] = best
         top_cosines[:, rank] = projections[rows, best] / norms

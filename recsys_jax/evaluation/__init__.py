@@ -14,5 +14,4 @@ Modules (import the one you need; importing this package loads nothing else):
   runs            the on-disk run format (save_run / load_run)
   compare         comparison tables, Markdown / CSV / PNG / per-user outputs
   comparison      runs + baselines on a split → table (refuses runs from other splits)
-  benchmark       full-ranking throughput on synthetic embeddings
 """

@@ -18,7 +18,7 @@ non-padding entries of u's list, m_u = |L_u@K|.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from recsys_jax.evaluation import baselines as baselines_lib
-from recsys_jax.evaluation.compare import (BootstrapSettings, ModelEvaluation,
-                                           comparison_table, rating_comparison_table)
+from recsys_jax.evaluation.compare import (
+    BootstrapSettings,
+    ModelEvaluation,
+    comparison_table,
+    rating_comparison_table,
+)
 from recsys_jax.evaluation.evaluate import EvaluationTarget, evaluate_ranking
 from recsys_jax.evaluation.ranking import RankingStats
 from recsys_jax.evaluation.rating import rating_metrics

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -14,8 +15,12 @@ from recsys_jax.evaluation.interactions import binary_union, interaction_matrix,
 from recsys_jax.evaluation.metrics import RANKING_METRICS, ranking_metrics
 from recsys_jax.evaluation.ranking import RankingStats, full_ranking
 from recsys_jax.evaluation.results import FULL_PROTOCOL, PerUserMetrics, sampled_protocol_label
-from recsys_jax.evaluation.sampled import (DEFAULT_NUM_NEGATIVES, SampledCandidates,
-                                           sampled_candidates, sampled_ranking)
+from recsys_jax.evaluation.sampled import (
+    DEFAULT_NUM_NEGATIVES,
+    SampledCandidates,
+    sampled_candidates,
+    sampled_ranking,
+)
 from recsys_jax.evaluation.sources import ScoreSource
 
 PARTS = ("val", "test")

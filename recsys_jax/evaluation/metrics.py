@@ -12,7 +12,7 @@ are rows of a CSR matrix (the stored value is the gain used by graded NDCG).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import scipy.sparse as sp

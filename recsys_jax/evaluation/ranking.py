@@ -27,8 +27,13 @@ import scipy.sparse as sp
 
 from recsys_jax.evaluation.interactions import gather_rows, row_counts
 from recsys_jax.evaluation.metrics import PAD
-from recsys_jax.evaluation.sources import (Embeddings, RankedLists, ScoreFunction,
-                                           ScoreMatrix, ScoreSource)
+from recsys_jax.evaluation.sources import (
+    Embeddings,
+    RankedLists,
+    ScoreFunction,
+    ScoreMatrix,
+    ScoreSource,
+)
 
 # Scores per chunk when the caller does not choose: small enough to stay in a CPU's cache
 # hierarchy (measured fastest on 2 cores), large enough to keep an accelerator busy.

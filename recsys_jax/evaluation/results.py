@@ -55,7 +55,7 @@ class PerUserMetrics:
 
     def summary(self) -> dict[str, Any]:
         """Means, counts and aggregates as a flat JSON-ready dict."""
-        out: dict[str, Any] = {"protocol": self.protocol, "num_users": int(len(self.users)),
+        out: dict[str, Any] = {"protocol": self.protocol, "num_users": len(self.users),
                                "num_skipped_users": int(self.num_skipped)}
         for name, v in self.values.items():
             out[name] = self.mean(name)
@@ -65,7 +65,7 @@ class PerUserMetrics:
         out.update({k: float(v) for k, v in self.aggregates.items()})
         return out
 
-    def merged(self, other: "PerUserMetrics") -> "PerUserMetrics":
+    def merged(self, other: PerUserMetrics) -> PerUserMetrics:
         """This result with ``other``'s metrics added (same users and protocol required)."""
         if not np.array_equal(self.users, other.users) or self.protocol != other.protocol:
             raise ValueError("can only merge metrics of the same users and protocol")

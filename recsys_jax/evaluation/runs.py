@@ -142,7 +142,7 @@ def save_run(directory: str | os.PathLike, *, name: str, model: str, dataset: st
         "dataset": dataset, "split_fingerprint": split_fingerprint,
         "split_protocol": split_protocol, "protocol": protocol, "kind": kind,
         "similarity": similarity, "num_users": int(num_users), "num_items": int(num_items),
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "metadata": metadata or {}})
     return directory
 

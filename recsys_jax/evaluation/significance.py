@@ -16,7 +16,7 @@ d_u = a_u − b_u (pairs where either value is NaN are dropped):
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import scipy.stats

@@ -19,8 +19,8 @@ the model contract (``recsys_jax.models.contract``):
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from functools import partial
-from typing import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp

@@ -30,13 +30,13 @@ names, and the initial values are the same draws as with two tables (users first
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-
 
 FALLBACKS = ("zero", "mean")
 

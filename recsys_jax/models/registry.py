@@ -18,8 +18,9 @@ from __future__ import annotations
 import importlib
 import json
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -118,9 +119,8 @@ def save_model(model: nnx.Module, directory: str | os.PathLike, *,
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    with fileio.atomic_path(directory / STATE_FILE, suffix=".npz") as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, **flat_state(model))
+    with fileio.atomic_path(directory / STATE_FILE, suffix=".npz") as tmp, open(tmp, "wb") as f:
+        np.savez(f, **flat_state(model))
     fileio.atomic_write_json(directory / MODEL_FILE, {
         "format": SAVE_FORMAT, "name": model_config["name"],
         "model_config": dict(model_config), "num_users": int(num_users),

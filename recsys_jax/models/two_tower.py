@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-
 
 MIN_TEMPERATURE = 1e-3
 MAX_TEMPERATURE = 1.0

@@ -79,7 +79,8 @@ def train_synthetic_catalogue(*, num_users: int, num_items: int, num_interaction
     cols = lambda f: (f["user_id"].to_numpy(), f["item_id"].to_numpy())  # noqa: E731
     target = target_from_arrays(cols(train), cols(val), cols(split.test.iloc[:0]),
                                 mapping.num_users, mapping.num_items, "val")
-    result = fit(model, optimizer, loss_fn, positives, RankingValidator(target, ks=(100,), metrics=("hr", "recall", "ndcg")),
+    validator = RankingValidator(target, ks=(100,), metrics=("hr", "recall", "ndcg"))
+    result = fit(model, optimizer, loss_fn, positives, validator,
                  FitConfig(batch_size=batch_size, num_epochs=epochs, seed=seed,
                            monitor="val_recall@100", mode="max"),
                  workdir=workdir, schedule=schedule)

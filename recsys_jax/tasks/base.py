@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 import ml_collections
 import numpy as np
@@ -97,7 +98,7 @@ class RunResult:
     """
 
     config: ml_collections.ConfigDict
-    task: "Task"
+    task: Task
     data: TaskData
     model: nnx.Module
     fit: FitResult | None

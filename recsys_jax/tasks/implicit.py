@@ -23,8 +23,9 @@ Files under the workdir besides ``runner``'s: ``run/`` (bias-augmented embedding
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import ml_collections
 import numpy as np
@@ -91,7 +92,7 @@ class ImplicitData(TaskData):
 
     @classmethod
     def from_split(cls, split: splits.Split, *, num_users: int, num_items: int,
-                   dataset: str = "", report_section: str = "") -> "ImplicitData":
+                   dataset: str = "", report_section: str = "") -> ImplicitData:
         """Columns of every part of ``split`` (frames with ``user_id`` / ``item_id``)."""
         cols = {name: interaction_columns(part["user_id"].to_numpy(),
                                           part["item_id"].to_numpy(), num_users=num_users,
@@ -212,7 +213,7 @@ class ImplicitTask(Task):
         pretrained = config.model.get("pretrained")
         return {"test": {label: r.summary() for label, r in results.items()},
                 "pretrained": bool(pretrained and pretrained.get("gmf_workdir")),
-                "num_val": int(len(data.val["user"])), "num_test": int(len(data.test["user"]))}
+                "num_val": len(data.val["user"]), "num_test": len(data.test["user"])}
 
     def export(self, config: ml_collections.ConfigDict, data: ImplicitData, model: nnx.Module,
                workdir: Path, summary: Mapping[str, Any]) -> dict[str, Any]:

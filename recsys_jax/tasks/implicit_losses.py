@@ -18,7 +18,7 @@ share its weight). The NCF paper minimises the same sum, un-normalised.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

@@ -20,8 +20,9 @@ suite's run format for ranking comparisons), ``tsne_items.png`` with analysis on
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -35,8 +36,14 @@ from recsys_jax import fileio
 from recsys_jax.data import splits
 from recsys_jax.evaluation.runs import save_run
 from recsys_jax.evaluation.validators import RatingEvaluator, predict_ratings
-from recsys_jax.models.contract import (ArrayExporter, PairScorer, RankingEmbedder,
-                                        RowRegularized, SeenMasks, require)
+from recsys_jax.models.contract import (
+    ArrayExporter,
+    PairScorer,
+    RankingEmbedder,
+    RowRegularized,
+    SeenMasks,
+    require,
+)
 from recsys_jax.tasks.base import Task, TaskData
 from recsys_jax.tasks.data import load_split
 from recsys_jax.tasks.rating_baselines import compare_with_rating_baselines
@@ -70,7 +77,7 @@ class RatingData(TaskData):
                     dataset: str = "ratings", split_protocol: str = "",
                     split_fingerprint: str = "", report_section: str = "",
                     items: pd.DataFrame | None = None,
-                    split_report: splits.LeakageReport | None = None) -> "RatingData":
+                    split_report: splits.LeakageReport | None = None) -> RatingData:
         """Validates ``{"train"|"val"|"test": (users, items, ratings)}`` into columns."""
         cols = {name: columns_lib.rating_columns(*parts[name], num_users=num_users,
                                                   num_items=num_items)
@@ -155,7 +162,7 @@ def cold_start_counts(model: SeenMasks, part: Mapping[str, np.ndarray]) -> dict[
     user_seen, item_seen = model.seen_masks()
     unseen_user = ~user_seen[part["user"]]
     unseen_item = ~item_seen[part["item"]]
-    return {"rows": int(len(part["user"])), "unseen_user": int(unseen_user.sum()),
+    return {"rows": len(part["user"]), "unseen_user": int(unseen_user.sum()),
             "unseen_item": int(unseen_item.sum()),
             "unseen_either": int((unseen_user | unseen_item).sum())}
 
@@ -188,8 +195,8 @@ class RatingTask(Task):
                  model: nnx.Module) -> dict[str, Any]:
         test = RatingEvaluator(data.test, data.rating_scale, prefix="test",
                                chunk_size=config.training.get("eval_chunk_size", 65536))(model)
-        facts: dict[str, Any] = {**test, "num_val": int(len(data.val["rating"])),
-                                 "num_test": int(len(data.test["rating"])),
+        facts: dict[str, Any] = {**test, "num_val": len(data.val["rating"]),
+                                 "num_test": len(data.test["rating"]),
                                  "rating_scale": list(data.rating_scale)}
         if isinstance(model, SeenMasks):
             facts["test_cold_start"] = cold_start_counts(model, data.test)

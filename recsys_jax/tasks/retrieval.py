@@ -26,8 +26,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import ml_collections
 import numpy as np
@@ -37,8 +38,11 @@ from flax import nnx
 from recsys_jax import fileio
 from recsys_jax.data import splits
 from recsys_jax.data.dataset import Dataset
-from recsys_jax.data.features import (TwoTowerFeatures, build_causal_user_inputs,
-                                      build_two_tower_features)
+from recsys_jax.data.features import (
+    TwoTowerFeatures,
+    build_causal_user_inputs,
+    build_two_tower_features,
+)
 from recsys_jax.evaluation.evaluate import EvaluationTarget, evaluate_ranking, target_from_split
 from recsys_jax.evaluation.runs import save_run
 from recsys_jax.evaluation.sources import Embeddings
@@ -182,12 +186,13 @@ class RetrievalTask(Task):
         return {"features": data.features}
 
     def loss(self, config: ml_collections.ConfigDict, data: RetrievalData) -> LossFn:
-        l = config.loss  # noqa: E741 (the config block's name)
+        loss_cfg = config.loss
         return make_retrieval_loss(
             num_items=data.num_items,
-            item_log_q=sampling_log_q(data.train["item"], data.num_items) if l.logq else None,
-            remove_accidental_hits=l.remove_accidental_hits,
-            num_random_negatives=l.num_random_negatives)
+            item_log_q=(sampling_log_q(data.train["item"], data.num_items) if loss_cfg.logq
+                        else None),
+            remove_accidental_hits=loss_cfg.remove_accidental_hits,
+            num_random_negatives=loss_cfg.num_random_negatives)
 
     def validator(self, config: ml_collections.ConfigDict, data: RetrievalData
                   ) -> RankingValidator:
@@ -252,7 +257,7 @@ class RetrievalTask(Task):
     def report_sections(self, config: ml_collections.ConfigDict, data: RetrievalData,
                         model: nnx.Module, summary: Mapping[str, Any],
                         workdir: Path | None) -> list[str]:
-        m, l = config.model, config.loss  # noqa: E741 (the config block's name)
+        m, loss_cfg = config.model, config.loss
         rows = [f"| {metric}@{k} | {summary[f'test_{metric}@{k}']:.4f} |"
                 for k in TEST_KS for metric in TEST_METRICS]
         setup = [
@@ -261,8 +266,9 @@ class RetrievalTask(Task):
             f"pooling {m.get('history', False)}, id embeddings user {m.get('user_id_dim', 0)} / "
             f"item {m.get('item_id_dim', 0)}; user features {len(data.features.user_names)}, "
             f"item features {len(data.features.item_names)}",
-            f"- loss: in-batch softmax, logQ {l.logq}, accidental-hit removal "
-            f"{l.remove_accidental_hits}, random negatives {l.num_random_negatives}; "
+            f"- loss: in-batch softmax, logQ {loss_cfg.logq}, accidental-hit removal "
+            f"{loss_cfg.remove_accidental_hits}, random negatives "
+            f"{loss_cfg.num_random_negatives}; "
             f"final temperature {summary['temperature']:.4f}",
             f"- training: {len(data.train['user']):,} positives (rating >= "
             f"{config.training.min_rating}); test users encoded from "

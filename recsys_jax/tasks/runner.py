@@ -29,8 +29,9 @@ import json
 import os
 import statistics
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import ml_collections
 from absl import logging
@@ -196,7 +197,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         "task": task.name, "model": config.model.name,
         **task.evaluate(config, data, model),
         **training_facts(result, monitor, len(data.train["user"])), **facts,
-        "num_train": int(len(data.train["user"])),
+        "num_train": len(data.train["user"]),
         "num_users": data.num_users, "num_items": data.num_items,
         "num_parameters": task.num_parameters(model),
         "dataset": data.dataset, "split_protocol": data.split_protocol,

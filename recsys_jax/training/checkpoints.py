@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import logging as std_logging
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import numpy as np
@@ -137,7 +138,7 @@ class CheckpointStore:
         self._latest.close()
         self._best.close()
 
-    def __enter__(self) -> "CheckpointStore":
+    def __enter__(self) -> CheckpointStore:
         return self
 
     def __exit__(self, *exc) -> None:

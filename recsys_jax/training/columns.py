@@ -7,7 +7,7 @@ here because JAX clamps out-of-range gathers without an error.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 

@@ -20,8 +20,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import jax
 import numpy as np
@@ -39,8 +40,16 @@ from recsys_jax.training.metric_log import METRICS_FILE, MetricLog, read_metrics
 Evaluate = Callable[[nnx.Module], Mapping[str, float]]
 
 CHECKPOINT_DIR = "checkpoints"
-__all__ = ["CHECKPOINT_DIR", "METRICS_FILE", "Evaluate", "FitConfig", "FitResult", "fit",
-           "read_metrics", "data_fits_on_device"]
+__all__ = [
+    "CHECKPOINT_DIR",
+    "METRICS_FILE",
+    "Evaluate",
+    "FitConfig",
+    "FitResult",
+    "data_fits_on_device",
+    "fit",
+    "read_metrics",
+]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,7 +7,7 @@ average with it so padded rows contribute nothing.
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import jax
 import jax.numpy as jnp

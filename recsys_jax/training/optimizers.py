@@ -23,7 +23,8 @@ rows a rating uses, see ``training.l2_reg`` in ``losses.make_rating_loss``.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -42,7 +43,7 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
     coordinate: (m · (1 − β₁ᵗ)⁻¹) / (√v · (1 − β₂ᵗ)^−½ + ε), which is how PyTorch's ``Adam``
     orders it. Embedding tables updated densely every step make those divisions a large part of
     the update: on ML-100K MF this order took the CPU epoch from 27 to 24 ms
-    (``experiments/benchmark_mf.py``; README, "PyTorch baseline").
+    (``python -m benchmarks.mf_epoch``; README, "PyTorch baseline").
     """
     def init_fn(params):
         return optax.ScaleByAdamState(count=jnp.zeros([], jnp.int32),

@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -190,7 +190,7 @@ class TrainEpoch:
         order = epoch_order(key, epoch, num_rows(data))
         return self.scan(state, data, order, key)
 
-    def compile(self, state: nnx.State, data: Batch, key: jax.Array) -> "TrainEpoch":
+    def compile(self, state: nnx.State, data: Batch, key: jax.Array) -> TrainEpoch:
         """The same epoch compiled ahead of time for these shapes (to time compilation apart)."""
         order = jax.ShapeDtypeStruct((num_rows(data),), jnp.int32)
         return TrainEpoch(self.scan.lower(state, data, order, key).compile())

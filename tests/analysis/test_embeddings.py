@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from recsys_jax.analysis.embeddings import (
-    NO_GENRE, OTHER, max_perplexity, plot_item_tsne, primary_genres, scatter_by_label, tsne_2d)
+    NO_GENRE,
+    OTHER,
+    max_perplexity,
+    plot_item_tsne,
+    primary_genres,
+    scatter_by_label,
+    tsne_2d,
+)
 from tests.analysis.planted import make_planted
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

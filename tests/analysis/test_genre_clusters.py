@@ -6,8 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys_jax.analysis.genre_clusters import (
-    genre_cluster_score, genres_by_row, neighbour_indices)
+from recsys_jax.analysis.genre_clusters import genre_cluster_score, genres_by_row, neighbour_indices
 from recsys_jax.analysis.similar import item_rows
 from tests.analysis.planted import make_planted
 

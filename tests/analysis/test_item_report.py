@@ -2,8 +2,12 @@ import json
 
 import numpy as np
 
-from recsys_jax.analysis.item_report import (GENRE_CLUSTER_FILE, SIMILAR_ITEMS_FILE, TSNE_FILE,
-                                             analyse_item_embeddings)
+from recsys_jax.analysis.item_report import (
+    GENRE_CLUSTER_FILE,
+    SIMILAR_ITEMS_FILE,
+    TSNE_FILE,
+    analyse_item_embeddings,
+)
 
 
 def test_report_finds_planted_clusters_and_skips_rare_items(planted, tmp_path):

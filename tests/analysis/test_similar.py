@@ -9,8 +9,14 @@ import pandas as pd
 import pytest
 
 from recsys_jax.analysis.similar import (
-    SIMILAR_COLUMNS, AmbiguousTitleError, ItemNotFoundError, cosine_similarities, find_item,
-    format_similar, similar_items)
+    SIMILAR_COLUMNS,
+    AmbiguousTitleError,
+    ItemNotFoundError,
+    cosine_similarities,
+    find_item,
+    format_similar,
+    similar_items,
+)
 
 
 def test_returns_cluster_mates_most_similar_first(planted):

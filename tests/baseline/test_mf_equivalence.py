@@ -1,20 +1,18 @@
 """The PyTorch MF is the JAX MF: same predictions from the same weights, same updates."""
 
+import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
-
 import torch
+from flax import nnx
 
-import jax.numpy as jnp  # noqa: E402
-import ml_collections  # noqa: E402
-from flax import nnx  # noqa: E402
-
-from recsys_jax.models.mf import MatrixFactorization  # noqa: E402
-from recsys_jax.training import steps as steps_lib  # noqa: E402
-from recsys_jax.training.losses import make_rating_loss  # noqa: E402
-from recsys_jax.training.optimizers import make_optimizer  # noqa: E402
-from recsys_torch_baseline.mf import TorchMF, build_torch_mf, predict  # noqa: E402
-from recsys_torch_baseline.mf_training import MFRecipe, make_adam  # noqa: E402
+from benchmarks.torch_baseline.mf_training import MFRecipe, make_adam
+from benchmarks.torch_baseline.torch_mf import TorchMF, build_torch_mf, predict
+from recsys_jax.models.mf import MatrixFactorization
+from recsys_jax.tasks.rating import make_rating_loss
+from recsys_jax.training import steps as steps_lib
+from recsys_jax.training.optimizers import make_optimizer
 
 NUM_USERS, NUM_ITEMS, DIM = 9, 13, 6
 

@@ -4,12 +4,11 @@ import json
 
 import numpy as np
 import pytest
-
 import torch  # noqa: F401  (collected only with the baseline extra, see conftest)
 
-from recsys_jax.config_files import sibling_config  # noqa: E402
-from recsys_torch_baseline import mf_optimizer_floor as floor  # noqa: E402
-from tests.baseline.scripts import ROOT, run_experiment  # noqa: E402
+from benchmarks.torch_baseline import optimizer_floor as floor
+from recsys_jax.config_files import sibling_config
+from tests.benchmarks.scripts import ROOT, run_benchmark
 
 SHAPES = floor.mf_parameter_shapes(5, 7, 3)
 
@@ -48,8 +47,9 @@ def test_time_variant_reports_positive_times(variant):
     assert (result["compile_s"] > 0) == (variant == "jax")
 
 
+@pytest.mark.slow
 def test_script_end_to_end(tmp_path):
-    proc = run_experiment("mf_optimizer_floor.py", "--config=configs/mf_tiny.py", "--threads=1",
+    proc = run_benchmark("mf_optimizer_floor", "--config=configs/mf_tiny.py", "--threads=1",
                           "--repetitions=2", f"--output_dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((tmp_path / "mf_optimizer_floor.json").read_text())
@@ -59,4 +59,4 @@ def test_script_end_to_end(tmp_path):
     assert result["num_parameters"] == sum(int(np.prod(s)) for s in result["shapes"].values())
     for r in result["variants"].values():
         assert r["environment"]["threads"] == 1 and r["epoch_update_s"] > 0
-    assert "| JAX (library optimizer, scanned) |" in (tmp_path / "mf_optimizer_floor.md").read_text()
+    assert "| JAX (library optimizer, scanned) |" in (tmp_path / "mf_optimizer_floor.md").read_text()  # noqa: E501

@@ -1,17 +1,15 @@
 """The PyTorch two-tower gives the JAX two-tower's embeddings and loss from the same weights."""
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
-
 import torch
+from flax import nnx
 
-import jax.numpy as jnp  # noqa: E402
-from flax import nnx  # noqa: E402
-
-from recsys_jax.models.two_tower import TwoTower  # noqa: E402
-from recsys_jax.training.retrieval_losses import in_batch_softmax_loss  # noqa: E402
-from recsys_torch_baseline.two_tower import TorchTwoTower  # noqa: E402
-from recsys_torch_baseline.two_tower import in_batch_softmax_loss as torch_loss  # noqa: E402
+from benchmarks.torch_baseline.torch_two_tower import TorchTwoTower
+from benchmarks.torch_baseline.torch_two_tower import in_batch_softmax_loss as torch_loss
+from recsys_jax.models.two_tower import TwoTower
+from recsys_jax.tasks.retrieval_losses import in_batch_softmax_loss
 
 USERS, ITEMS = 11, 17
 

@@ -6,14 +6,13 @@ import json
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch  # noqa: F401  (collected only with the baseline extra, see conftest)
 from flax import nnx
 
-import torch  # noqa: F401  (collected only with the baseline extra, see conftest)
-
-from recsys_jax.config_files import sibling_config  # noqa: E402
-from recsys_jax.training.retrieval_losses import in_batch_softmax_loss  # noqa: E402
-from recsys_torch_baseline import two_tower_profile as tp  # noqa: E402
-from tests.baseline.scripts import ROOT, run_experiment  # noqa: E402
+from benchmarks.torch_baseline import two_tower_profile as tp
+from recsys_jax.config_files import sibling_config
+from recsys_jax.tasks.retrieval_losses import in_batch_softmax_loss
+from tests.benchmarks.scripts import ROOT, run_benchmark
 
 TINY = tp.ProfileShapes(batch_size=32, user_dim=5, item_dim=7, num_users=20, num_items=30,
                         history_len=4, hidden_dim=16, dim=8, num_train=100)
@@ -139,8 +138,9 @@ def test_shapes_from_tiny_config():
     assert shapes.num_train > 0 and shapes.user_dim > 0 and shapes.item_dim > 0
 
 
+@pytest.mark.slow
 def test_profile_script_end_to_end(tmp_path):
-    proc = run_experiment("profile_two_tower.py", *TINY_FLAGS, "--repetitions=2", "--warmup=1",
+    proc = run_benchmark("profile_two_tower", *TINY_FLAGS, "--repetitions=2", "--warmup=1",
                           "--scan_steps=2", "--threads=1", f"--output_dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| piece | JAX ms | PyTorch ms | PyTorch/JAX |" in proc.stdout

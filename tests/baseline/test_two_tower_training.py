@@ -6,20 +6,25 @@ import math
 
 import numpy as np
 import pytest
-
 import torch  # noqa: F401  (collected only with the baseline extra, see conftest)
 
-from recsys_jax.config_files import sibling_config  # noqa: E402
-from recsys_jax.training.retrieval_experiment import prepare_retrieval_data  # noqa: E402
-from recsys_jax.training.retrieval_losses import sampling_log_q  # noqa: E402
-from recsys_torch_baseline.jax_two_tower import (fit_jax_two_tower,  # noqa: E402
-                                                 initial_params)
-from recsys_torch_baseline.two_tower_benchmark import (add_time_to_best,  # noqa: E402
-                                                       best_epoch, time_to_best)
-from recsys_torch_baseline.two_tower_training import (TwoTowerRecipe,  # noqa: E402
-                                                      build_torch_two_tower,
-                                                      fit_torch_two_tower)
-from tests.baseline.scripts import ROOT, run_experiment  # noqa: E402
+from benchmarks.torch_baseline.jax_two_tower import (
+    fit_jax_two_tower,
+    initial_params,
+    load_retrieval_data,
+    monitor_name,
+    prepare_retrieval_data,
+    save_retrieval_data,
+)
+from benchmarks.torch_baseline.two_tower_benchmark import add_time_to_best, best_epoch, time_to_best
+from benchmarks.torch_baseline.two_tower_training import (
+    TwoTowerRecipe,
+    build_torch_two_tower,
+    fit_torch_two_tower,
+)
+from recsys_jax.config_files import sibling_config
+from recsys_jax.tasks.retrieval_losses import sampling_log_q
+from tests.benchmarks.scripts import ROOT, run_benchmark
 
 TINY = ROOT / "configs" / "two_tower_tiny.py"
 
@@ -51,7 +56,7 @@ def test_causal_pairs_carry_their_inputs_and_a_mismatch_is_refused(tiny):
 
 def test_starts_from_the_jax_initialisation(tiny):
     config, data, arrays = tiny
-    from recsys_torch_baseline.jax_two_tower import build_jax_two_tower
+    from benchmarks.torch_baseline.jax_two_tower import build_jax_two_tower
     jax_model = build_jax_two_tower(config, data.features, seed=3)
     recipe = TwoTowerRecipe.from_config(config)
     torch_model = build_torch_two_tower(arrays, recipe,
@@ -98,6 +103,7 @@ def _check_epoch_embeddings(record, plain, epochs, num_users, num_items, dim):
     assert record.epoch_export_s > 0 and len(record.history) == epochs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["baseline", "tuned"])
 def test_torch_epoch_embeddings_are_training_time_exports(tiny, variant):
     config, data, arrays = tiny
@@ -110,16 +116,35 @@ def test_torch_epoch_embeddings_are_training_time_exports(tiny, variant):
     _check_epoch_embeddings(record, plain, 3, data.num_users, data.num_items, recipe.dim)
 
 
-def test_jax_epoch_embeddings_are_training_time_exports(tiny):
+@pytest.mark.slow
+def test_jax_side_is_loop_fit_for_fixed_epochs_from_saved_data(tiny, tmp_path):
+    """The JAX side trains with train_two_tower → loop.fit on the data a worker reloads:
+    exactly the asked epochs (no early stopping), validation in fit's loop, the best epoch's
+    weights exported with the test users' inputs, timings from FitResult."""
     config, data, _ = tiny
-    record = fit_jax_two_tower(config, data.features, data.test_features, data.positives,
-                               seed=0, epochs=3, epoch_embeddings=True)
-    # Exporting between epochs must leave the (donated) training state intact: the plain run
-    # trains the same epochs untouched and ends identical.
-    plain = fit_jax_two_tower(config, data.features, data.features, data.positives, seed=0,
-                              epochs=3)
-    _check_epoch_embeddings(record, plain, 3, data.num_users, data.num_items,
-                            int(config.model.dim))
+    save_retrieval_data(data, tmp_path)
+    np.savez(tmp_path / "positives.npz", **data.positives,
+             log_q=sampling_log_q(data.positives["item"], data.num_items))
+    reloaded = load_retrieval_data({
+        "features": tmp_path / "features.npz", "test_features": tmp_path / "test_features.npz",
+        "positives": tmp_path / "positives.npz", "split": tmp_path / "split"})
+    epochs = 3
+    record = fit_jax_two_tower(config, reloaded, seed=0, epochs=epochs)
+    monitor = monitor_name(config)
+    values = [h[monitor] for h in record.history]
+    assert [h["epoch"] for h in record.history] == [1, 2, 3]
+    assert record.best_epoch == best_epoch(values) and record.best_val == max(values)
+    per_epoch = [h["epoch_time_s"] + h["eval_time_s"] for h in record.history]
+    assert record.compile_s > 0 and record.setup_s >= 0
+    assert record.time_to_best_s == pytest.approx(
+        record.setup_s + record.compile_s + sum(per_epoch[:record.best_epoch]))
+    assert record.epoch_user_embeddings is None
+    # The export is the best epoch's weights: a run of just that many epochs (same seed,
+    # same data, constant learning rate) ends where this one's best epoch ended.
+    prefix = fit_jax_two_tower(config, data, seed=0, epochs=record.best_epoch)
+    for name in ("user_embeddings", "item_embeddings"):
+        np.testing.assert_allclose(getattr(prefix, name), getattr(record, name), rtol=1e-5,
+                                   atol=1e-6, err_msg=name)
 
 
 def test_best_epoch_is_the_first_maximum():
@@ -153,8 +178,9 @@ def test_unsupported_recipe_is_refused(tiny):
         TwoTowerRecipe.from_config(config)
 
 
+@pytest.mark.slow
 def test_two_tower_benchmark_script_end_to_end(tmp_path):
-    proc = run_experiment("benchmark_torch.py", "--models=two_tower",
+    proc = run_benchmark("torch_vs_jax", "--models=two_tower",
                           "--config=configs/two_tower_tiny.py", "--repetitions=1", "--epochs=2",
                           "--bootstrap_resamples=200", f"--output_dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -179,9 +205,11 @@ def test_two_tower_benchmark_script_end_to_end(tmp_path):
         assert 1 <= run["best_epoch"] <= 2, variant
         assert run["best_val"] == max(values) == values[run["best_epoch"] - 1], variant
         assert 0 < run["time_to_best_s"] <= run["total_s"] + 1e-6, variant
+        # JAX (loop.fit) validates inside its epoch loop; PyTorch's epochs are scored after.
+        per_epoch = [h["epoch_time_s"] + (h["eval_time_s"] if variant == "jax" else 0.0)
+                     for h in run["history"]]
         assert run["time_to_best_s"] == pytest.approx(
-            run["setup_s"] + run["compile_s"]
-            + sum(h["epoch_time_s"] for h in run["history"][:run["best_epoch"]])), variant
+            run["setup_s"] + run["compile_s"] + sum(per_epoch[:run["best_epoch"]])), variant
         assert "epoch_user_embeddings" not in run, variant
         speed = result["speed"][variant]
         assert speed["time_to_best_s"] == run["time_to_best_s"], variant
@@ -193,3 +221,4 @@ def test_two_tower_benchmark_script_end_to_end(tmp_path):
     markdown = (tmp_path / "benchmark_two_tower.md").read_text()
     assert markdown.startswith("## Two-tower: JAX vs PyTorch")
     assert "time to best val epoch (s)" in markdown
+    assert f"CPU: {result['environment']['cpu']}," in markdown

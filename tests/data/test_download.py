@@ -142,9 +142,8 @@ def test_extracted_zip_can_select_members(tmp_path):
 def test_extracted_zip_refuses_members_escaping_the_target(tmp_path, name):
     archive = _write_zip(tmp_path / "a.zip", {"ok.txt": b"fine", name: b"evil"})
     work = tmp_path / "work"
-    with pytest.raises(DataError) as info:
-        with download.extracted_zip(archive, work):
-            pytest.fail("an unsafe archive must not be extracted")
+    with pytest.raises(DataError) as info, download.extracted_zip(archive, work):
+        pytest.fail("an unsafe archive must not be extracted")
     assert str(archive) in str(info.value) and "outside" in str(info.value)
     assert list(work.iterdir()) == []
     assert not (tmp_path / "evil.txt").exists()
@@ -168,9 +167,8 @@ def test_extracted_zip_reports_a_truncated_archive(tmp_path):
     data = _zip_bytes({"ml/x.txt": b"x" * 10_000})
     path = tmp_path / "truncated.zip"
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(DataError) as info:
-        with download.extracted_zip(path, tmp_path / "work"):
-            pass
+    with pytest.raises(DataError) as info, download.extracted_zip(path, tmp_path / "work"):
+        pass
     assert info.value.path == str(path)
     assert "truncated or corrupted" in str(info.value)
     assert list((tmp_path / "work").iterdir()) == []

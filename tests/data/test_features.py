@@ -7,12 +7,21 @@ import pandas as pd
 import pytest
 
 from recsys_jax.data import ids, splits, synthetic
-from recsys_jax.data.features import (Standardizer, TwoTowerFeatures, activity_features,
-                                      build_causal_user_inputs, build_two_tower_features,
-                                      causal_activity_features, causal_histories,
-                                      causal_user_features, demographic_features,
-                                      item_activity_features, item_content_features,
-                                      user_histories, user_history_features)
+from recsys_jax.data.features import (
+    Standardizer,
+    TwoTowerFeatures,
+    activity_features,
+    build_causal_user_inputs,
+    build_two_tower_features,
+    causal_activity_features,
+    causal_histories,
+    causal_user_features,
+    demographic_features,
+    item_activity_features,
+    item_content_features,
+    user_histories,
+    user_history_features,
+)
 
 GENRES = ("Action", "Drama")
 ITEM_GENRES = np.array([[1, 0], [0, 1], [1, 1]], bool)
@@ -103,8 +112,8 @@ def test_held_out_events_never_change_features(encoded_split, monkeypatch):
     # split is unchanged (it depends on time, not ratings), so any feature that read a flipped
     # rating would move. Test events may reach no feature; validation events reach only the
     # inputs test users are encoded from (features.test_user_events = "train+val").
-    from tests.retrieval.tiny_config import tiny_two_tower_config
     from recsys_jax.training import retrieval_experiment as rx
+    from tests.retrieval.tiny_config import tiny_two_tower_config
     config = tiny_two_tower_config()
 
     def flipped(part, delay=0):

@@ -11,8 +11,13 @@ from hypothesis import strategies as st
 
 from recsys_jax.data.dataset import Dataset
 from recsys_jax.data.errors import DataError, UnknownIdError
-from recsys_jax.data.ids import (IdEncoder, IdMapping, IdOutOfRangeError, check_ids_in_range,
-                                 encode_dataset)
+from recsys_jax.data.ids import (
+    IdEncoder,
+    IdMapping,
+    IdOutOfRangeError,
+    check_ids_in_range,
+    encode_dataset,
+)
 
 int_ids = st.lists(st.integers(-2**62, 2**62), min_size=1, max_size=40)
 str_ids = st.lists(st.text(max_size=6), min_size=1, max_size=40)

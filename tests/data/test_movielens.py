@@ -21,8 +21,15 @@ from recsys_jax.data import download, movielens
 from recsys_jax.data.download import DownloadError
 from recsys_jax.data.errors import ChecksumError, DataError
 from recsys_jax.data.movielens import (
-    ML100K_GENRES, MOVIELENS_NAMES, load_movielens, read_ml100k, read_ml1m,
-    read_movielens_csv, read_recbole_ml100k, title_year)
+    ML100K_GENRES,
+    MOVIELENS_NAMES,
+    load_movielens,
+    read_ml1m,
+    read_ml100k,
+    read_movielens_csv,
+    read_recbole_ml100k,
+    title_year,
+)
 
 # --- small data sets in each format ---------------------------------------------------------
 

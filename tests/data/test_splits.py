@@ -16,9 +16,18 @@ from hypothesis import strategies as st
 
 from recsys_jax.data.errors import DataError
 from recsys_jax.data.ids import IdEncoder
-from recsys_jax.data.splits import (PROTOCOLS, LeakageReport, Split, deduplicate_interactions,
-                                    global_temporal_split, leakage_report, leave_one_out_split,
-                                    make_split, random_split, user_temporal_split)
+from recsys_jax.data.splits import (
+    PROTOCOLS,
+    LeakageReport,
+    Split,
+    deduplicate_interactions,
+    global_temporal_split,
+    leakage_report,
+    leave_one_out_split,
+    make_split,
+    random_split,
+    user_temporal_split,
+)
 
 FRACTIONS = [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.5]
 

@@ -4,8 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys_jax.evaluation.evaluate import (evaluate_ranking, target_from_arrays,
-                                            target_from_split)
+from recsys_jax.evaluation.evaluate import evaluate_ranking, target_from_arrays, target_from_split
 from recsys_jax.evaluation.interactions import binary_union, interaction_matrix
 from recsys_jax.evaluation.ranking import RankingStats
 from recsys_jax.evaluation.sources import ScoreMatrix

@@ -8,8 +8,7 @@ from hypothesis import strategies as st
 
 from recsys_jax.evaluation.interactions import interaction_matrix
 from recsys_jax.evaluation.ranking import RankingStats, default_chunk_size, full_ranking
-from recsys_jax.evaluation.sources import (Embeddings, RankedLists, ScoreFunction,
-                                           ScoreMatrix)
+from recsys_jax.evaluation.sources import Embeddings, RankedLists, ScoreFunction, ScoreMatrix
 
 
 def _reference_top_k(scores, exclude, k):

@@ -5,8 +5,12 @@ import pytest
 
 from recsys_jax.evaluation.evaluate import evaluate_ranking, target_from_arrays
 from recsys_jax.evaluation.interactions import interaction_matrix
-from recsys_jax.evaluation.sampled import (rank_candidates, sample_negatives,
-                                           sampled_candidates, sampled_ranking)
+from recsys_jax.evaluation.sampled import (
+    rank_candidates,
+    sample_negatives,
+    sampled_candidates,
+    sampled_ranking,
+)
 from recsys_jax.evaluation.sources import Embeddings, RankedLists, ScoreMatrix
 
 

@@ -1,4 +1,4 @@
-"""experiments/compare.py and experiments/benchmark_eval.py end to end (no network)."""
+"""experiments/compare.py end to end (no network)."""
 
 from __future__ import annotations
 
@@ -53,13 +53,3 @@ def test_compare_script_with_a_run_and_a_run_on_another_split(tmp_path):
     assert "refusing to compare runs made on a different split" in refused.stderr
     assert "stale" in refused.stderr and not (tmp_path / "refused").exists()
 
-
-@pytest.mark.slow
-def test_benchmark_script(tmp_path):
-    done = _run("benchmark_eval.py", "--sizes=300x500x8", "--repeats=1", "--k=10",
-                f"--output={tmp_path / 'bench.json'}")
-    assert done.returncode == 0, done.stderr
-    result = json.loads((tmp_path / "bench.json").read_text())["results"][0]
-    assert (result["num_users"], result["num_items"], result["dim"]) == (300, 500, 8)
-    assert result["users_per_s"] > 0 and result["compile_s"] >= 0
-    assert "| 300 × 500 × 8 |" in done.stdout

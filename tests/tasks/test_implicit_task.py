@@ -14,12 +14,11 @@ import pytest
 from flax import nnx
 
 from recsys_jax.evaluation.runs import load_run
+from recsys_jax.evaluation.validators import score_function, score_matrix, score_source
 from recsys_jax.models.ncf import GMF, MLP, DotMF, NeuMF
 from recsys_jax.models.registry import flat_state, load_flat_state, load_model, save_model
-from recsys_jax.tasks.implicit import ImplicitTask
+from recsys_jax.tasks.implicit import ImplicitTask, implicit_interactions, load_implicit_data
 from recsys_jax.tasks.runner import train_and_evaluate
-from recsys_jax.tasks.implicit import implicit_interactions, load_implicit_data
-from recsys_jax.evaluation.validators import score_function, score_matrix, score_source
 
 REPO = Path(__file__).resolve().parents[2]
 

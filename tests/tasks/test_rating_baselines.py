@@ -4,9 +4,8 @@ from flax import nnx
 
 from recsys_jax.evaluation.compare import BootstrapSettings
 from recsys_jax.models.mf import MatrixFactorization
-from recsys_jax.tasks.rating_baselines import compare_with_rating_baselines
 from recsys_jax.tasks.rating import RatingData
-
+from recsys_jax.tasks.rating_baselines import compare_with_rating_baselines
 from tests.tasks.planted import NUM_ITEMS, NUM_USERS, planted_ratings
 
 

@@ -7,7 +7,6 @@ import pytest
 from recsys_jax.fileio import load_npy
 from recsys_jax.tasks.rating import RatingData
 from recsys_jax.tasks.runner import WorkdirError, train_and_evaluate
-
 from tests.tasks.planted import NUM_ITEMS, NUM_USERS, planted_ratings
 
 

@@ -1,4 +1,4 @@
-"""experiments/train.py (rating task) end to end on configs/mf_tiny.py (synthetic data, no network)."""
+"""experiments/train.py (rating task) end to end on configs/mf_tiny.py (synthetic data, no network)."""  # noqa: E501
 
 import json
 import subprocess
@@ -37,7 +37,7 @@ def test_train_mf_end_to_end_with_overrides(tmp_path):
     assert metrics["test_mae"] == pytest.approx(np.mean(np.abs(errors)), rel=1e-5)
     assert load_npy(workdir / "user_embeddings.npy").shape == (config["data"]["num_users"], 6)
     assert load_npy(workdir / "item_embeddings.npy").shape[1] == 6
-    assert [json.loads(l)["epoch"] for l in
+    assert [json.loads(line)["epoch"] for line in
             (workdir / "metrics.jsonl").read_text().splitlines()] == [1, 2]
     for name in ("learning_curve.png", "report.md", "item_bias.npy", "user_bias.npy",
                  "tsne_items.png", "genre_cluster.json", "similar_items.md"):

@@ -36,7 +36,7 @@ def test_train_two_tower_end_to_end(tmp_path):
     assert index.ntotal == len(items)
     run = load_run(workdir / "run")
     assert run.kind == "embeddings" and run.num_items == len(items)
-    assert [json.loads(l)["epoch"] for l in
+    assert [json.loads(line)["epoch"] for line in
             (workdir / "metrics.jsonl").read_text().splitlines()] == [1, 2]
     for name in ("features.npz", "test_features.npz", "model/state.npz", "report.md",
                  "learning_curve.png", "split/split.npz", "ids/item_ids.json"):

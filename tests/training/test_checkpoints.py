@@ -4,7 +4,6 @@ import pytest
 from flax import nnx
 
 from recsys_jax.training.checkpoints import CheckpointStore, abstract_state
-
 from tests.tasks.planted import make_model_and_optimizer
 
 

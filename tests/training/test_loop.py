@@ -6,9 +6,8 @@ import pytest
 from flax import nnx
 
 from recsys_jax.evaluation.validators import RatingEvaluator
-from recsys_jax.training.loop import EarlyStopping, FitConfig, fit, read_metrics
 from recsys_jax.tasks.rating import make_rating_loss
-
+from recsys_jax.training.loop import EarlyStopping, FitConfig, fit, read_metrics
 from tests.tasks.planted import make_model_and_optimizer
 
 CONFIG = FitConfig(batch_size=64, num_epochs=4, patience=0, seed=5)

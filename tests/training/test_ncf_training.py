@@ -7,12 +7,12 @@ import pytest
 from flax import nnx
 
 from recsys_jax.evaluation.evaluate import target_from_arrays
+from recsys_jax.evaluation.validators import RankingValidator
 from recsys_jax.models.registry import build_model
 from recsys_jax.tasks.implicit import interaction_columns
 from recsys_jax.tasks.implicit_losses import make_bce_loss
-from recsys_jax.training.loop import FitConfig, fit, read_metrics
 from recsys_jax.tasks.negatives import build_positive_set
-from recsys_jax.evaluation.validators import RankingValidator
+from recsys_jax.training.loop import FitConfig, fit, read_metrics
 
 NUM_USERS, NUM_ITEMS, GROUPS, PLANTED, SEEN = 40, 60, 4, 10, 6
 

@@ -5,8 +5,13 @@ import pytest
 from recsys_jax.evaluation import baselines as baselines_lib
 from recsys_jax.evaluation.rating import rating_metrics
 from recsys_jax.tasks.rating import load_rating_data
-from recsys_jax.tasks.rating_results import (BASELINES, baseline_scores, format_markdown,
-                                                run_protocol, seeded)
+from recsys_jax.tasks.rating_results import (
+    BASELINES,
+    baseline_scores,
+    format_markdown,
+    run_protocol,
+    seeded,
+)
 
 
 def _config(protocol: str, dim: int = 4) -> ml_collections.ConfigDict:

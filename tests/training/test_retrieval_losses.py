@@ -8,8 +8,11 @@ import pytest
 from flax import nnx
 
 from recsys_jax.models.two_tower import TwoTower
-from recsys_jax.tasks.retrieval_losses import (in_batch_softmax_loss, make_retrieval_loss,
-                                                  sampling_log_q)
+from recsys_jax.tasks.retrieval_losses import (
+    in_batch_softmax_loss,
+    make_retrieval_loss,
+    sampling_log_q,
+)
 
 
 def _unit(x):
@@ -31,9 +34,7 @@ def _reference(u, v, ids, tau, *, log_q=None, remove_hits=False, weight=None, ne
             if j == i:
                 positive = s
                 continue
-            if j < b and weight[j] == 0:
-                continue
-            elif remove_hits and cand_ids[j] == ids[i]:
+            if j < b and weight[j] == 0 or remove_hits and cand_ids[j] == ids[i]:
                 continue
             logits.append(s)
         all_logits = np.array(logits + [positive])

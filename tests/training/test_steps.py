@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from recsys_jax.training import steps
 from recsys_jax.tasks.rating import make_rating_loss
-
+from recsys_jax.training import steps
 from tests.tasks.planted import make_model_and_optimizer
 
 BATCH = 64

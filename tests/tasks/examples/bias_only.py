@@ -5,7 +5,8 @@ sets ``training.l2_reg = 0``). Registered with one line in ``MODELS``:
 ``"bias_only": "recsys_jax.models.bias_only:build",``.
 """
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp

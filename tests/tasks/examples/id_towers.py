@@ -6,7 +6,8 @@ vector). Registered with one line:
 ``"id_towers": "recsys_jax.models.id_towers:build",``.
 """
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -6,7 +6,8 @@ positives), so ``train_and_evaluate`` skips the gradient loop. Registered with o
 ``"popularity": "recsys_jax.models.popularity:build",``.
 """
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -1,20 +1,20 @@
 r"""Where a two-tower training step spends its time: JAX vs PyTorch, piece by piece.
 
 Usage (ML-100K shapes of configs/two_tower_ml100k.py, random inputs, no data needed):
-  python experiments/profile_two_tower.py --threads=2 --repetitions=20 \
+  python -m benchmarks.profile_two_tower --threads=2 --repetitions=20 \
       --output_dir=workdirs/profile_two_tower
 Shapes read from a config's real data (runs prepare_retrieval_data once; shape flags given
 explicitly still override):
-  python experiments/profile_two_tower.py --from_config \
+  python -m benchmarks.profile_two_tower --from_config \
       --config=configs/two_tower_ml100k.py --output_dir=workdirs/profile_two_tower
 
 Times, in each framework and in its own fresh process with the same thread settings: the full
 training step (a), the same in JAX's lax.scan (a′), the step without the history tower (b), the
 towers alone (c, c′), the B×B in-batch softmax alone (d) and the AdamW update alone (e); see
-``recsys_torch_baseline.two_tower_profile``. Prints a Markdown table and writes
+``benchmarks.torch_baseline.two_tower_profile``. Prints a Markdown table and writes
 ``profile_two_tower.md`` and ``profile_two_tower.json`` to ``--output_dir``. Needs the
 ``baseline`` extra (torch). Smoke test (seconds):
-  python experiments/profile_two_tower.py --batch_size=32 --user_dim=5 --item_dim=7 \
+  python -m benchmarks.profile_two_tower --batch_size=32 --user_dim=5 --item_dim=7 \
       --num_users=20 --num_items=30 --history_len=4 --hidden_dim=16 --dim=8 \
       --repetitions=2 --output_dir=/tmp/profile_two_tower
 """
@@ -27,8 +27,8 @@ from pathlib import Path
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from recsys_jax.fileio import atomic_write_json, atomic_write_text
-from recsys_torch_baseline import two_tower_profile
+from benchmarks import harness
+from benchmarks.torch_baseline import two_tower_profile
 
 _DEFAULTS = two_tower_profile.ProfileShapes()
 _ROOT = Path(__file__).resolve().parents[1]
@@ -88,10 +88,8 @@ def main(argv: list[str]) -> None:
     markdown = two_tower_profile.format_profile_markdown(result)
     print(markdown)
     if _OUTPUT_DIR.value:
-        out = Path(_OUTPUT_DIR.value)
-        atomic_write_text(out / "profile_two_tower.md", markdown)
-        atomic_write_json(out / "profile_two_tower.json", result)
-        logging.info("wrote %s", out)
+        harness.write_results(_OUTPUT_DIR.value, "profile_two_tower", result, markdown)
+        logging.info("wrote %s", _OUTPUT_DIR.value)
 
 
 if __name__ == "__main__":

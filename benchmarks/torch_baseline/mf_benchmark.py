@@ -2,12 +2,14 @@
 
 ``run_mf_benchmark`` loads and splits the data once (recsys_jax's loaders and splits), then
 trains every variant ``repetitions`` times, each run in a fresh worker process
-(``recsys_torch_baseline.worker``) with identical thread settings; the order of the variants
+(``benchmarks.torch_baseline.worker``) with identical thread settings (the JAX side is the
+library's own ``train_rating_model`` → ``loop.fit`` without a workdir, see ``jax_mf``); the order
+of the variants
 rotates between repetitions so slow drifts of a shared machine hit all of them alike. Test
 predictions come back as NumPy and are scored here by ``recsys_jax.evaluation`` (clipped
 RMSE/MAE, user-level bootstrap CIs, paired tests against JAX).
 
-Definitions (seconds are wall clock):
+Definitions (seconds are wall clock; ``benchmarks.harness``):
   steady epoch     median training time of epochs 2.. of a run (validation excluded);
                    the table shows the median over repetitions
   examples/s       training ratings per epoch / steady epoch
@@ -16,7 +18,10 @@ Definitions (seconds are wall clock):
                    there, cold: inductor's on-disk cache is disabled in the workers; eager
                    PyTorch warms its allocator there)
   time to best     from the start of set-up (model, optimizer, data to device) to the end of
-                   the best validation epoch, compile included
+                   the best validation epoch, compile and every validation included (JAX:
+                   set-up + ``FitResult.compile_time_s`` + Σ over epochs ≤ ``best_epoch`` of
+                   ``epoch_time_s + eval_time_s``, where set-up is the call's wall time not
+                   spent compiling, training or validating; ``harness.fit_timings``)
   peak RSS         the worker's peak resident set during training (``VmHWM`` after resetting
                    it just before set-up; frameworks and data already loaded), and the whole
                    process's peak (``getrusage`` ``ru_maxrss``, start-up included)
@@ -24,23 +29,23 @@ Definitions (seconds are wall clock):
 
 from __future__ import annotations
 
-import json
-import os
-import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from recsys_torch_baseline.worker import thread_environment
+from benchmarks import harness
+from benchmarks.harness import fmt_mib as _fmt_mib
+from benchmarks.harness import ratio as _ratio
+from benchmarks.harness import steady_epoch, summarize_speed
 
+WORKER = "benchmarks.torch_baseline.worker"
 MF_VARIANTS = ("jax", "baseline", "tuned")
-LABELS = {"jax": "JAX (scanned epoch)", "baseline": "PyTorch baseline (DataLoader)",
+LABELS = {"jax": "JAX (loop.fit, scanned epoch)", "baseline": "PyTorch baseline (DataLoader)",
           "tuned": "PyTorch tuned"}
 
 
@@ -55,74 +60,17 @@ def save_rating_data(data: Any, path: Path) -> None:
 def run_worker(task: dict[str, Any], work_dir: Path, *, timeout_s: float | None = None
                ) -> tuple[dict[str, Any], np.ndarray]:
     """Runs one task in a fresh interpreter; returns its result and test predictions."""
-    result = run_worker_process(task, work_dir, timeout_s=timeout_s)
+    result = harness.run_worker_process(task, work_dir, timeout_s=timeout_s, module=WORKER)
     return result, np.load(work_dir / "test_predictions.npy")
-
-
-def run_worker_process(task: dict[str, Any], work_dir: Path, *,
-                       timeout_s: float | None = None,
-                       module: str = "recsys_torch_baseline.worker") -> dict[str, Any]:
-    """Runs one task (``python -m <module> TASK.json WORK_DIR``) in a fresh interpreter with
-    the thread environment of ``task["threads"]``; returns its ``result.json`` (arrays it saved
-    stay in ``work_dir``)."""
-    work_dir.mkdir(parents=True, exist_ok=True)
-    task_path = work_dir / "task.json"
-    task_path.write_text(json.dumps(task))
-    env = {**os.environ, **thread_environment(int(task["threads"]))}
-    # Inductor caches compiled kernels on disk across processes; JAX keeps no persistent cache
-    # by default. Disabled, every repetition pays (and reports) a cold torch.compile.
-    env["TORCHINDUCTOR_FORCE_DISABLE_CACHES"] = "1"
-    # The repository root on the path, so the worker imports this checkout's packages.
-    root = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    proc = subprocess.run([sys.executable, "-m", module, str(task_path), str(work_dir)],
-                          env=env, capture_output=True, text=True, timeout=timeout_s)
-    if proc.returncode != 0:
-        what = task.get("variant") or task.get("framework")
-        raise RuntimeError(f"{module} worker for {what} (seed {task.get('seed')}) failed "
-                           f"with exit code {proc.returncode}:\n{proc.stderr[-4000:]}")
-    return json.loads((work_dir / "result.json").read_text())
-
-
-def steady_epoch(history: Sequence[dict[str, float]]) -> float:
-    """Median epoch time after the first (which includes warm-up)."""
-    times = [h["epoch_time_s"] for h in history]
-    return statistics.median(times[1:] if len(times) > 1 else times)
-
-
-def _median(values: Sequence[float | None]) -> float | None:
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
-
-
-def summarize_speed(runs: Sequence[dict[str, Any]], num_train: int) -> dict[str, Any]:
-    """Medians over repetitions of the speed and memory figures every benchmark reports."""
-    steady = [steady_epoch(r["history"]) for r in runs]
-    warmup = [r["compile_s"] + max(0.0, r["history"][0]["epoch_time_s"] - s)
-              for r, s in zip(runs, steady)]
-    epoch = _median(steady)
-    return {
-        "repetitions": len(runs),
-        "steady_epoch_s": epoch,
-        "steady_epoch_s_all": steady,
-        "examples_per_s": num_train / epoch,
-        "warmup_s": _median(warmup),
-        "compile_s": _median([r["compile_s"] for r in runs]),
-        "setup_s": _median([r["setup_s"] for r in runs]),
-        "total_s": _median([r["total_s"] for r in runs]),
-        "epochs_trained": [len(r["history"]) for r in runs],
-        "peak_rss_training_mib": _median([r["peak_rss_training_mib"] for r in runs]),
-        "peak_rss_process_mib": _median([r["peak_rss_process_mib"] for r in runs]),
-    }
 
 
 def summarize_runs(runs: Sequence[dict[str, Any]], num_train: int) -> dict[str, Any]:
     """``summarize_speed`` plus MF's evaluation time and time to the best validation epoch."""
     return {
         **summarize_speed(runs, num_train),
-        "eval_s": _median([statistics.median(h["eval_time_s"] for h in r["history"])
+        "eval_s": harness.median([statistics.median(h["eval_time_s"] for h in r["history"])
                            for r in runs]),
-        "time_to_best_s": _median([r["time_to_best_s"] for r in runs]),
+        "time_to_best_s": harness.median([r["time_to_best_s"] for r in runs]),
         "best_epochs": [r["best_epoch"] for r in runs],
     }
 
@@ -131,8 +79,12 @@ def score_mf(runs: dict[str, list[dict[str, Any]]], predictions: dict[str, list[
              data: Any, *, bootstrap_resamples: int = 2000) -> dict[str, Any]:
     """Test RMSE/MAE of every run with recsys_jax's rating metrics, and the comparison table
     of the first repetition (CIs over users, Δ and paired tests against JAX)."""
-    from recsys_jax.evaluation.compare import (BootstrapSettings, ModelEvaluation,
-                                               rating_comparison_table, to_markdown)
+    from recsys_jax.evaluation.compare import (
+        BootstrapSettings,
+        ModelEvaluation,
+        rating_comparison_table,
+        to_markdown,
+    )
     from recsys_jax.evaluation.rating import rating_metrics
     test = data.test
     per_run = {v: [rating_metrics(test["user"], p, test["rating"], data.rating_scale)
@@ -180,14 +132,14 @@ def run_mf_benchmark(config: Any, *, variants: Sequence[str] = MF_VARIANTS,
       bootstrap_resamples: bootstrap resamples of the CIs.
       work_dir: where worker files go (default: a temporary directory).
     """
-    from recsys_jax.training.rating_data import load_rating_data
-    from recsys_torch_baseline.mf_training import MFRecipe
+    from benchmarks.torch_baseline.mf_training import MFRecipe
+    from recsys_jax.tasks.rating import load_rating_data
 
     unknown = set(variants) - set(MF_VARIANTS)
     if unknown or "jax" not in variants:
         raise ValueError(f"variants must include 'jax' and come from {MF_VARIANTS}, "
                          f"got {list(variants)}")
-    threads = threads or len(os.sched_getaffinity(0))
+    threads = threads or harness.default_threads()
     prepared = load_rating_data(config)
     data = prepared.data
     num_train = len(data.train["rating"])
@@ -221,31 +173,11 @@ def run_mf_benchmark(config: Any, *, variants: Sequence[str] = MF_VARIANTS,
         "num_train": num_train, "num_val": len(data.val["rating"]),
         "num_test": len(data.test["rating"]), "recipe": vars(recipe),
         "torch_compile": torch_compile, "repetitions": repetitions,
-        "environment": environment(threads, runs),
+        "environment": harness.environment(threads, runs),
         "speed": speed, **scored,
         "runs": {v: [{k: r[k] for k in r if k != "environment"} for r in rs]
                  for v, rs in runs.items()},
     }
-
-
-def environment(threads: int, runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    """Machine, versions and the thread settings every worker ran with."""
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    workers = {v: rs[0]["environment"] for v, rs in runs.items() if rs}
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "threads": threads,
-            "python": platform.python_version(), "platform": platform.platform(),
-            "workers": workers}
-
-
-def _ratio(a: float | None, b: float | None) -> str:
-    return "—" if not a or not b else f"{a / b:.2f}×"
 
 
 def format_mf_markdown(result: dict[str, Any]) -> str:
@@ -301,6 +233,3 @@ def format_mf_markdown(result: dict[str, Any]) -> str:
                      f"{q['first_rep_ci'][1]:.4f}] | {delta} | {p} |")
     return "\n".join(lines) + "\n"
 
-
-def _fmt_mib(x: float | None) -> str:
-    return "—" if x is None else f"{x:,.0f}"

@@ -1,11 +1,13 @@
-"""Throughput of full-ranking evaluation on synthetic embeddings (compile time kept apart)."""
+"""The synthetic full-ranking problem of ``benchmarks.eval_throughput`` and its timing (compile
+time kept apart)."""
 
 from __future__ import annotations
 
 import dataclasses
 import resource
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import numpy as np

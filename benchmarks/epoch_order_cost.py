@@ -1,7 +1,7 @@
 r"""Times each epoch's row permutation: XLA's sort against ``steps.epoch_order``.
 
 Usage:
-  python experiments/epoch_order_cost.py --num_rows=80000,800000 \
+  python -m benchmarks.epoch_order_cost --num_rows=80000,800000 \
       --output_dir=workdirs/epoch_order_cost
 
 Every training epoch visits its rows in the order ``jax.random.permutation(shuffle_key(key,
@@ -13,17 +13,16 @@ prints a Markdown table (written with the JSON to ``output_dir``).
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import numpy as np
 from absl import app, flags
 
-from recsys_jax import fileio
+from benchmarks import harness
 from recsys_jax.retrieval.latency import measure_latency
 from recsys_jax.training import steps
-from recsys_jax.training.benchmark import environment
 
 _NUM_ROWS = flags.DEFINE_list("num_rows", ["80000", "800000"],
                               "Row counts (ML-100K and ML-1M training splits are ~80k / ~800k).")
@@ -53,8 +52,8 @@ def measure(num_rows: int, repetitions: int) -> dict[str, Any]:
 
 def format_markdown(rows: list[dict[str, Any]], env: dict[str, Any]) -> str:
     """The results as a Markdown table."""
-    lines = [f"Backend {env['backend']} ({env['device']}), {env['cpu_count']} CPUs, "
-             f"jax {env['jax']}; medians.", "",
+    lines = [f"{harness.cpu_line(env)}, {env['cpu_count']} CPUs, jax "
+             f"{env['versions'].get('jax', '?')}; medians.", "",
              "| rows | `jax.random.permutation` in XLA (ms) | `steps.epoch_order` (ms) | "
              "speed-up | same permutation |",
              "|---:|---:|---:|---:|---|"]
@@ -72,13 +71,11 @@ def main(argv: list[str]) -> None:
     if not sizes or min(sizes) <= 0 or _REPETITIONS.value <= 0:
         raise app.UsageError("--num_rows must list positive integers and --repetitions be > 0")
     rows = [measure(n, _REPETITIONS.value) for n in sizes]
-    env = environment()
+    env = harness.environment(device=True)
     markdown = format_markdown(rows, env)
     print(markdown)
-    out = Path(_OUTPUT_DIR.value)
-    out.mkdir(parents=True, exist_ok=True)
-    fileio.atomic_write_json(out / "epoch_order_cost.json", {"rows": rows, "environment": env})
-    fileio.atomic_write_text(out / "epoch_order_cost.md", markdown)
+    harness.write_results(_OUTPUT_DIR.value, "epoch_order_cost",
+                          {"rows": rows, "environment": env}, markdown)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,14 @@
-"""benchmark_indexes on a tiny catalogue: one row per config, exact recall for flat."""
+"""index_sweep.benchmark_indexes on a tiny catalogue: one row per config, exact recall for flat."""
 
-import numpy as np
 import subprocess
 import sys
+
+import numpy as np
 from flax import nnx
 
 from recsys_jax.models.two_tower import TwoTower
-from recsys_jax.retrieval.benchmark import benchmark_indexes, markdown_table
 from recsys_jax.retrieval.index import IndexConfig
+from recsys_jax.retrieval.index_sweep import benchmark_indexes, markdown_table
 
 
 def test_benchmark_rows():
@@ -31,7 +32,7 @@ def test_benchmark_rows():
 
 def test_core_imports_neither_torch_nor_faiss_eagerly():
     code = ("import sys; import recsys_jax.retrieval.retriever, recsys_jax.retrieval.index, "
-            "recsys_jax.training.retrieval_experiment, recsys_jax.data.text_embeddings, "
+            "recsys_jax.tasks.retrieval, recsys_jax.data.text_embeddings, "
             "recsys_jax.models.registry; "
             "print(sorted(m for m in ('torch', 'sentence_transformers', 'faiss') "
             "if m in sys.modules))")

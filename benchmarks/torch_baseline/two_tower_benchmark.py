@@ -4,7 +4,7 @@
 (``retrieval_experiment.prepare_retrieval_data``: load, encode, split, features from the
 training part, test users' inputs from train + val, positives), saves the features, the
 positives with their log q and the JAX model's initial parameters, then trains every variant
-``repetitions`` times, each run in a fresh worker process (``recsys_torch_baseline.worker``)
+``repetitions`` times, each run in a fresh worker process (``benchmarks.torch_baseline.worker``)
 with identical thread settings and the variant order rotating between repetitions (as the MF
 benchmark). Every run trains for the same fixed number of epochs (no early stopping: the speed
 comparison needs equal work) and exports its user/item embeddings as NumPy, which are scored
@@ -13,17 +13,22 @@ here by the evaluation suite exactly as ``retrieval_experiment`` scores its test
 train + val items excluded), with user-level bootstrap CIs and paired tests against JAX from
 ``recsys_jax.evaluation.significance``.
 
-Time to the best validation epoch: every run also exports, after each epoch and outside its
-timing, the embeddings with the training-time user inputs (what ``retrieval_experiment``'s
-per-epoch validation scores); they come back as ``epoch_*_embeddings.npy`` and are scored here,
-one run at a time, on ``RetrievalData.target("val")`` with the same ``evaluate_ranking`` over
-``Embeddings`` at the config's early-stopping metric (``training.monitor_metric`` @
-``training.monitor_k``). The best epoch is the first maximum, and
-``time_to_best_s = setup_s + compile_s + Σ epoch_time_s`` over epochs 1..best: the training
-time a run with per-epoch validation would spend to reach its best epoch, with evaluation (and
-the exports) left out of every framework's clock alike.
+The JAX side is the library's own training path, ``train_two_tower(config, data,
+workdir=None)`` → ``loop.fit`` (``jax_two_tower``), with ``training.patience = 0``: fit validates
+on ``RetrievalData.target("val")`` inside its epoch loop at the config's early-stopping metric
+(``training.monitor_metric`` @ ``training.monitor_k``), picks the first best epoch and leaves the
+model at that epoch, whose embeddings (test users' inputs) are scored on test here. Its
+``time_to_best_s = setup_s + compile_s + Σ (epoch_time_s + eval_time_s)`` over epochs 1..best,
+all from ``FitResult`` (``harness.fit_timings``): validation is part of what users run.
 
-Definitions as in ``recsys_torch_baseline.benchmark`` (steady epoch: median of epochs 2..;
+The PyTorch loops have no validation of their own: they export, after each epoch and outside
+its timing, the embeddings with the training-time user inputs; they come back as
+``epoch_*_embeddings.npy`` and are scored here, one run at a time, with the same
+``evaluate_ranking`` over ``Embeddings`` on the same target and metric. The best epoch is the
+first maximum and ``time_to_best_s = setup_s + compile_s + Σ epoch_time_s`` over epochs
+1..best (evaluation not on their clock); their test scores are of the last epoch's weights.
+
+Definitions as in ``benchmarks.torch_baseline.mf_benchmark`` (steady epoch: median of epochs 2..;
 warm-up: explicit compile plus epoch 1's excess over the steady epoch; examples/s: training
 positives per steady epoch). "Total" is set-up + compile + all epochs, exports excluded.
 """
@@ -32,21 +37,24 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import statistics
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from recsys_torch_baseline.benchmark import (_fmt_mib, _median, _ratio, environment,
-                                             run_worker_process, steady_epoch,
-                                             summarize_speed)
+from benchmarks import harness
+from benchmarks.harness import fmt_mib as _fmt_mib
+from benchmarks.harness import fmt_s as _fmt_s
+from benchmarks.harness import ratio as _ratio
+from benchmarks.harness import steady_epoch, summarize_speed
+from benchmarks.torch_baseline.mf_benchmark import WORKER
 
 VARIANTS = ("jax", "baseline", "tuned")
-LABELS = {"jax": "JAX (scanned epoch)", "baseline": "PyTorch baseline (DataLoader)",
+LABELS = {"jax": "JAX (loop.fit, scanned epoch)", "baseline": "PyTorch baseline (DataLoader)",
           "tuned": "PyTorch tuned"}
 METRICS = ("hr@100", "ndcg@100")
 
@@ -59,7 +67,7 @@ def summarize_runs(runs: Sequence[dict[str, Any]], num_train: int) -> dict[str, 
         "export_s": statistics.median(r["export_s"] for r in runs),
         "final_train_loss": [r["history"][-1]["train_loss"] for r in runs],
         "temperature": [r["temperature"] for r in runs],
-        "time_to_best_s": _median([r.get("time_to_best_s") for r in runs]),
+        "time_to_best_s": harness.median([r.get("time_to_best_s") for r in runs]),
         "best_epochs": [r.get("best_epoch") for r in runs],
     }
 
@@ -141,7 +149,7 @@ def score_two_tower(embeddings: dict[str, list[tuple[np.ndarray, np.ndarray]]], 
                                    n_resamples=bootstrap_resamples)
                 q.update(delta_vs_jax=c.delta, delta_ci=list(c.delta_ci), p_ttest=c.t_pvalue)
             quality[v][metric] = q
-    return {"quality": quality, "num_test_users": int(len(per_run["jax"][0].users))}
+    return {"quality": quality, "num_test_users": len(per_run["jax"][0].users)}
 
 
 def run_two_tower_benchmark(config: Any, *, variants: Sequence[str] = VARIANTS,
@@ -164,16 +172,20 @@ def run_two_tower_benchmark(config: Any, *, variants: Sequence[str] = VARIANTS,
       epoch_embeddings: export every epoch's embeddings and score them on validation for the
         time to the best validation epoch (see the module docstring).
     """
-    from recsys_jax.training.retrieval_experiment import monitor_name, prepare_retrieval_data
-    from recsys_jax.training.retrieval_losses import sampling_log_q
-    from recsys_torch_baseline.jax_two_tower import initial_params
-    from recsys_torch_baseline.two_tower_training import TwoTowerRecipe
+    from benchmarks.torch_baseline.jax_two_tower import (
+        initial_params,
+        monitor_name,
+        prepare_retrieval_data,
+        save_retrieval_data,
+    )
+    from benchmarks.torch_baseline.two_tower_training import TwoTowerRecipe
+    from recsys_jax.tasks.retrieval_losses import sampling_log_q
 
     unknown = set(variants) - set(VARIANTS)
     if unknown or "jax" not in variants:
         raise ValueError(f"variants must include 'jax' and come from {VARIANTS}, "
                          f"got {list(variants)}")
-    threads = threads or len(os.sched_getaffinity(0))
+    threads = threads or harness.default_threads()
     epochs = int(epochs or config.training.epochs)
     # Checked before any training, so an unsupported recipe fails fast.
     recipe = TwoTowerRecipe.from_config(config, epochs=epochs)
@@ -188,8 +200,7 @@ def run_two_tower_benchmark(config: Any, *, variants: Sequence[str] = VARIANTS,
     embeddings: dict[str, list] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         tmp = Path(tmp)
-        data.features.save(tmp / "features.npz")
-        data.test_features.save(tmp / "test_features.npz")
+        save_retrieval_data(data, tmp)
         # The pairs with, under causal training, each pair's own user inputs.
         np.savez(tmp / "positives.npz", **positives,
                  log_q=sampling_log_q(positives["item"], data.num_items))
@@ -204,19 +215,22 @@ def run_two_tower_benchmark(config: Any, *, variants: Sequence[str] = VARIANTS,
                         "recipe": dataclasses.asdict(recipe), "compile": torch_compile,
                         "features": str(tmp / "features.npz"),
                         "test_features": str(tmp / "test_features.npz"),
-                        "positives": str(tmp / "positives.npz"), "init_params": str(init_path),
-                        "epoch_embeddings": epoch_embeddings}
+                        "positives": str(tmp / "positives.npz"), "split": str(tmp / "split"),
+                        "init_params": str(init_path),
+                        # JAX validates inside loop.fit; PyTorch's epochs are scored here.
+                        "epoch_embeddings": epoch_embeddings and variant != "jax"}
                 out = tmp / f"{variant}_{rep}"
                 t0 = time.perf_counter()
-                result = run_worker_process(task, out)
+                result = harness.run_worker_process(task, out, module=WORKER)
                 runs[variant].append(result)
                 embeddings[variant].append((np.load(out / "user_embeddings.npy"),
                                             np.load(out / "item_embeddings.npy")))
                 best = ""
-                if epoch_embeddings:
+                if task["epoch_embeddings"]:
                     # Scored now, so only one run's epochs are ever loaded.
                     add_time_to_best(result, validate_epochs(out, val_target, metric, k),
                                      monitor)
+                if result.get("best_epoch") is not None:
                     best = (f", best {monitor} {result['best_val']:.4f} (epoch "
                             f"{result['best_epoch']}) after {result['time_to_best_s']:.2f}s")
                 log(f"rep {rep + 1}/{repetitions} {variant:>8}: {epochs} epochs, steady epoch "
@@ -231,8 +245,8 @@ def run_two_tower_benchmark(config: Any, *, variants: Sequence[str] = VARIANTS,
         "split": data.split.protocol, "split_fingerprint": data.split.fingerprint(),
         "num_train": num_train, "num_users": data.num_users, "num_items": data.num_items,
         "recipe": dataclasses.asdict(recipe), "torch_compile": torch_compile,
-        "monitor": monitor if epoch_embeddings else None,
-        "repetitions": repetitions, "environment": environment(threads, runs),
+        "monitor": monitor,
+        "repetitions": repetitions, "environment": harness.environment(threads, runs),
         "speed": speed, **scored,
         "runs": {v: [{k: r[k] for k in r if k != "environment"} for r in rs]
                  for v, rs in runs.items()},
@@ -267,8 +281,10 @@ def format_two_tower_markdown(result: dict[str, Any]) -> str:
     if result.get("monitor"):
         lines[-1] += (
             f" Time to best val epoch: set-up + compile + the epochs up to the first epoch "
-            f"with the highest {result['monitor']} (every epoch's embeddings scored afterwards "
-            f"by the same evaluation code; evaluation and exports not timed).")
+            f"with the highest {result['monitor']}; JAX runs `loop.fit`, which validates "
+            f"inside its epoch loop (validation timed, test scores of the best epoch's "
+            f"weights); PyTorch's epochs are scored afterwards by the same evaluation code "
+            f"(validation and exports not timed, test scores of the last epoch's weights).")
     lines += [
         "",
         "| variant | steady epoch (s) | train examples/s | JAX speed-up | warm-up/compile (s) "
@@ -292,6 +308,3 @@ def format_two_tower_markdown(result: dict[str, Any]) -> str:
             f"{_fmt_mib(s['peak_rss_training_mib'])} / {_fmt_mib(s['peak_rss_process_mib'])} |")
     return "\n".join(lines) + "\n"
 
-
-def _fmt_s(x: float | None) -> str:
-    return "—" if x is None else f"{x:.2f}"

@@ -15,7 +15,8 @@ Training loops: ``two_tower_training``; benchmark: ``two_tower_benchmark``.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -188,7 +189,7 @@ def in_batch_softmax_loss(user_vectors: torch.Tensor, item_vectors: torch.Tensor
 
     ``candidate_log_q`` (``[B]``) applies the logQ correction; ``remove_accidental_hits``
     masks columns holding the row's own item elsewhere in the batch — both as in
-    ``recsys_jax.training.retrieval_losses.in_batch_softmax_loss`` (in-batch only, no random
+    ``recsys_jax.tasks.retrieval_losses.in_batch_softmax_loss`` (in-batch only, no random
     negatives, every row real).
     """
     logits = user_vectors @ item_vectors.T / temperature

@@ -26,8 +26,9 @@ waits for its outputs (``jax.block_until_ready``); PyTorch on the CPU is synchro
 wall clock. Both frameworks start from the same parameters (NumPy-initialised, loaded into each
 as ``TorchTwoTower.load_jax_params`` does), so comparable pieces compute the same numbers.
 
-Each framework runs in its own fresh process (``python -m recsys_torch_baseline.two_tower_profile
-TASK.json OUT_DIR``) with the thread settings of ``worker.set_threads`` (CPU affinity,
+Each framework runs in its own fresh process (``python -m
+benchmarks.torch_baseline.two_tower_profile
+TASK.json OUT_DIR``) with the thread settings of ``harness.set_threads`` (CPU affinity,
 ``OMP_NUM_THREADS``/``MKL_NUM_THREADS``, XLA's intra-op pool, ``torch.set_num_threads``), so one
 framework's thread pools never disturb the other's. Importing this module loads neither
 framework: each is imported inside the functions that need it.
@@ -38,17 +39,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from recsys_torch_baseline.benchmark import run_worker_process
+from benchmarks import harness
 
 FRAMEWORKS = ("jax", "torch")
 PIECES = ("step", "step_scanned", "step_no_history", "towers", "towers_no_history", "loss",
@@ -108,7 +109,7 @@ def shapes_from_config(config: Any, **overrides: Any) -> ProfileShapes:
       ValueError: for configs the profile does not mirror (no history tower, id embeddings,
         random negatives, per-user rather than causal per-pair inputs).
     """
-    from recsys_jax.training.retrieval_experiment import prepare_retrieval_data
+    from benchmarks.torch_baseline.jax_two_tower import prepare_retrieval_data
     m = config.model
     bad = {}
     if not m.history:
@@ -136,7 +137,7 @@ def shapes_from_config(config: Any, **overrides: Any) -> ProfileShapes:
                   history_positions=bool(m.get("history_positions", False)),
                   temperature=float(m.temperature), lr=float(config.optimizer.lr),
                   weight_decay=float(config.optimizer.get("weight_decay", 0.0)),
-                  num_train=int(len(data.positives["user"])))
+                  num_train=len(data.positives["user"]))
     fields.update(overrides)
     return ProfileShapes(**fields)
 
@@ -244,13 +245,9 @@ def time_piece(piece: Piece, *, repetitions: int, warmup: int) -> dict[str, Any]
     median, quartiles, minimum and every time."""
     if repetitions < 1 or warmup < 0:
         raise ValueError(f"need repetitions >= 1 and warmup >= 0, got {repetitions}, {warmup}")
-    for _ in range(warmup):
-        piece.block(piece.run())
-    times = []
-    for _ in range(repetitions):
-        t0 = time.perf_counter()
-        piece.block(piece.run())
-        times.append((time.perf_counter() - t0) * 1e3)
+    _, seconds = harness.time_calls(lambda: piece.block(piece.run()), repetitions,
+                                    warmup=warmup)
+    times = [t * 1e3 for t in seconds]
     q = np.percentile(times, [25, 75])
     return {"median_ms": statistics.median(times), "p25_ms": float(q[0]),
             "p75_ms": float(q[1]), "min_ms": min(times), "times_ms": times,
@@ -337,11 +334,9 @@ def jax_pieces(shapes: ProfileShapes, inputs: Mapping[str, np.ndarray], *,
     import jax.numpy as jnp
     from flax import nnx
 
+    from recsys_jax.tasks.retrieval_losses import in_batch_softmax_loss, make_retrieval_loss
     from recsys_jax.training import steps as steps_lib
     from recsys_jax.training.losses import weighted_mean
-    from recsys_jax.training.retrieval_losses import (batch_user_embeddings,
-                                                      in_batch_softmax_loss,
-                                                      make_retrieval_loss)
     loss_fn = make_retrieval_loss(num_items=shapes.num_items, item_log_q=inputs["log_q"],
                                   remove_accidental_hits=True)
     key = jax.random.key(seed)
@@ -380,8 +375,8 @@ def jax_pieces(shapes: ProfileShapes, inputs: Mapping[str, np.ndarray], *,
 
             def towers(state, batch, graphdef=graphdef):
                 def trivial_loss(model):
-                    users = batch_user_embeddings(model, batch)
-                    return jnp.sum(users * model.item_embeddings(batch["item"]))
+                    users, items = model.encode_batch(batch, batch["item"])
+                    return jnp.sum(users * items)
                 loss, grads = nnx.value_and_grad(trivial_loss)(nnx.merge(graphdef, state))
                 return {"loss": loss, "grads": grads}
             exe, seconds = compiled(jax.jit(towers), state, batch)
@@ -430,7 +425,7 @@ def jax_pieces(shapes: ProfileShapes, inputs: Mapping[str, np.ndarray], *,
 
 
 def _torch_recipe(shapes: ProfileShapes, history: bool) -> Any:
-    from recsys_torch_baseline.two_tower_training import TwoTowerRecipe
+    from benchmarks.torch_baseline.two_tower_training import TwoTowerRecipe
     s = shapes
     return TwoTowerRecipe(hidden_dim=s.hidden_dim, dim=s.dim, temperature=s.temperature,
                           history=history, history_positions=s.history_positions,
@@ -443,7 +438,7 @@ def torch_model(shapes: ProfileShapes, inputs: Mapping[str, np.ndarray], *, hist
                 seed: int = 0, params: Mapping[str, np.ndarray] | None = None) -> Any:
     """The baseline's ``TorchTwoTower`` over the inputs' tables, holding ``params`` (flat JAX
     names, loaded by ``load_jax_params``; default ``initial_params``)."""
-    from recsys_torch_baseline.two_tower_training import build_torch_two_tower
+    from benchmarks.torch_baseline.two_tower_training import build_torch_two_tower
     arrays = {k: inputs[k] for k in ("user_features", "item_features", "history_ids",
                                      "history_mask")}
     return build_torch_two_tower(arrays, _torch_recipe(shapes, history),
@@ -471,9 +466,12 @@ def torch_pieces(shapes: ProfileShapes, inputs: Mapping[str, np.ndarray], *, see
     """
     import torch
 
-    from recsys_torch_baseline.two_tower import in_batch_softmax_loss
-    from recsys_torch_baseline.two_tower_training import (TunedTrainer, make_optimizer,
-                                                          positive_tensors)
+    from benchmarks.torch_baseline.torch_two_tower import in_batch_softmax_loss
+    from benchmarks.torch_baseline.two_tower_training import (
+        TunedTrainer,
+        make_optimizer,
+        positive_tensors,
+    )
     out: dict[str, Piece] = {}
 
     def no_wait(outputs: Any) -> Any:
@@ -593,13 +591,13 @@ def run_worker(framework: str, shapes: ProfileShapes, work_dir: Path, *, threads
                repetitions: int, warmup: int, scan_steps: int, seed: int = 0,
                timeout_s: float | None = None) -> dict[str, Any]:
     """Profiles ``framework`` in a fresh interpreter with the thread environment of
-    ``worker.thread_environment`` (``benchmark.run_worker_process``); returns its
+    ``harness.thread_environment`` (``harness.run_worker_process``); returns its
     ``result.json``."""
     task = {"framework": framework, "shapes": dataclasses.asdict(shapes), "threads": threads,
             "repetitions": repetitions, "warmup": warmup, "scan_steps": scan_steps,
             "seed": seed}
-    return run_worker_process(task, work_dir, timeout_s=timeout_s,
-                              module="recsys_torch_baseline.two_tower_profile")
+    return harness.run_worker_process(task, work_dir, timeout_s=timeout_s,
+                              module="benchmarks.torch_baseline.two_tower_profile")
 
 
 def run_profile(shapes: ProfileShapes, *, threads: int | None = None, repetitions: int = 20,
@@ -623,8 +621,7 @@ def run_profile(shapes: ProfileShapes, *, threads: int | None = None, repetition
       ``pieces`` (piece → ``jax_ms``, ``torch_ms``, ``torch_over_jax``, ``jax_compile_s``,
       losses) and the raw per-framework timings under ``frameworks``.
     """
-    from recsys_torch_baseline.benchmark import environment
-    threads = threads or len(os.sched_getaffinity(0))
+    threads = threads or harness.default_threads()
     raw: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         for framework in FRAMEWORKS:
@@ -639,7 +636,7 @@ def run_profile(shapes: ProfileShapes, *, threads: int | None = None, repetition
         "benchmark": "two_tower_profile", "shapes": dataclasses.asdict(shapes),
         "steps_per_epoch": shapes.steps_per_epoch, "threads": threads,
         "repetitions": repetitions, "warmup": warmup, "scan_steps": scan_steps, "seed": seed,
-        "environment": environment(threads, {f: [r] for f, r in raw.items()}),
+        "environment": harness.environment(threads, {f: [r] for f, r in raw.items()}),
         "pieces": join_pieces(raw["jax"]["pieces"], raw["torch"]["pieces"]),
         "frameworks": {f: r["pieces"] for f, r in raw.items()},
     }
@@ -739,20 +736,19 @@ def derived_lines(result: Mapping[str, Any]) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    """Worker entry point: ``python -m recsys_torch_baseline.two_tower_profile TASK OUT``."""
+    """Worker entry point: ``python -m benchmarks.torch_baseline.two_tower_profile TASK OUT``."""
     if len(argv) != 3:
         print(main.__doc__, file=sys.stderr)
         return 2
-    from recsys_torch_baseline.worker import framework_info, set_threads
     task = json.loads(Path(argv[1]).read_text())
     out_dir = Path(argv[2])
     out_dir.mkdir(parents=True, exist_ok=True)
     threads = int(task["threads"])
-    environment = set_threads(threads)  # Before either framework is imported.
+    environment = harness.set_threads(threads)  # Before either framework is imported.
     framework = task["framework"]
     # framework_info: "jax" starts the JAX backend; anything else imports torch and calls
     # torch.set_num_threads(threads).
-    environment["framework"] = framework_info(framework, threads)
+    environment["framework"] = harness.framework_info(framework, threads)
     t0 = time.perf_counter()
     pieces = profile_framework(framework, ProfileShapes(**task["shapes"]),
                                repetitions=int(task["repetitions"]),

@@ -1,4 +1,4 @@
-"""Steady-state training throughput, with compilation timed apart.
+"""Steady-state JAX training throughput, with compilation timed apart (``benchmarks.mf_epoch``).
 
 Two ways of running the same epochs are timed:
 
@@ -13,16 +13,16 @@ Both perform identical updates (same shuffles, same step keys); only dispatch di
 from __future__ import annotations
 
 import dataclasses
-import os
-import platform
 import statistics
 import time
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import numpy as np
 from flax import nnx
 
+from benchmarks import harness
 from recsys_jax.training import steps as steps_lib
 from recsys_jax.training.losses import LossFn
 
@@ -121,24 +121,16 @@ def time_step_loop(make_model: ModelFactory, loss_fn: LossFn,
                        steps_lib.summarize_steps(jax.device_get(losses))["loss"])
 
 
-def environment() -> dict[str, Any]:
-    """Versions and hardware the figures were measured on."""
-    import flax
-    import optax
-    device = jax.devices()[0]
-    return {"jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__,
-            "backend": jax.default_backend(), "device": device.device_kind,
-            "cpu_count": os.cpu_count(), "python": platform.python_version(),
-            "machine": platform.machine()}
-
-
-def format_table(timings: list[EpochTiming]) -> str:
-    """A Markdown table of the timings."""
-    lines = ["| mode | epochs | compile (s) | median epoch (s) | ratings/s | steps/s | "
+def format_table(timings: list[EpochTiming], env: dict[str, Any] | None = None) -> str:
+    """A Markdown table of the timings, under a line naming the CPU (``env``: the harness's
+    ``environment(device=True)``, measured now when not given)."""
+    env = env or harness.environment(device=True)
+    lines = [harness.cpu_line(env) + f", jax {env['versions'].get('jax', '?')}.", "",
+             "| mode | epochs | compile (s) | median epoch (s) | ratings/s | steps/s | "
              "last-epoch loss |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for t in timings:
         lines.append(f"| {t.mode} | {len(t.epoch_times_s)} | {t.compile_s:.2f} | "
-                     f"{t.median_epoch_s:.3f} | {t.ratings_per_s:,.0f} | {t.steps_per_epoch / t.median_epoch_s:,.0f} | "
+                     f"{t.median_epoch_s:.3f} | {t.ratings_per_s:,.0f} | {t.steps_per_epoch / t.median_epoch_s:,.0f} | "  # noqa: E501
                      f"{t.final_loss:.4f} |")
     return "\n".join(lines)

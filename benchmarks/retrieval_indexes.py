@@ -1,40 +1,40 @@
 r"""Retrieval latency and recall: ML-100K (a trained two-tower workdir) and a 1M-item catalogue.
 
 Usage:
-  python experiments/benchmark_retrieval.py --ml100k_workdir=workdirs/tt_loo_logq \
+  python -m benchmarks.retrieval_indexes --ml100k_workdir=workdirs/tt_loo_logq \
       --output_dir=workdirs/benchmark_retrieval
-  python experiments/benchmark_retrieval.py --ml100k_workdir= --num_items=200000 \
+  python -m benchmarks.retrieval_indexes --ml100k_workdir= --num_items=200000 \
       --output_dir=/tmp/bench   # synthetic catalogue only, smaller
 
 For each catalogue and index (flat = exact, IVF and HNSW with a sweep of their search
 parameters): build time, index size, recall@100 against exact search, p50/p95/p99 latency of a
 single ``retrieve(user_id, k=100)`` (user tower + search + seen-item removal) and batched
 queries/s. The synthetic catalogue comes from ``recsys_jax.data.synthetic`` with towers trained
-on it (see ``recsys_jax.retrieval.synthetic_catalogue``). Writes ``benchmark.{json,md}``.
+on it (see ``recsys_jax.retrieval.synthetic_catalogue``). Writes ``benchmark.{json,md}`` (with the
+CPU model and versions).
 """
 
 from __future__ import annotations
 
 import os
-import platform
 from pathlib import Path
 
 import numpy as np
 from absl import app, flags, logging
 
-from recsys_jax import fileio
+from benchmarks import harness
+from recsys_jax.console import quiet_startup
 from recsys_jax.data.features import TwoTowerFeatures
 from recsys_jax.data.splits import Split
 from recsys_jax.evaluation.interactions import binary_union, interaction_matrix
 from recsys_jax.fileio import load_npy
-from recsys_jax.models.two_tower import load_two_tower
-from recsys_jax.retrieval.benchmark import benchmark_indexes, markdown_table
+from recsys_jax.models.registry import load_model
 from recsys_jax.retrieval.index import IndexConfig, default_nlist
+from recsys_jax.retrieval.index_sweep import benchmark_indexes, markdown_table
 from recsys_jax.retrieval.synthetic_catalogue import train_synthetic_catalogue
-from recsys_jax.training.checkpoints import quiet_orbax_logging
 
 _ML100K = flags.DEFINE_string("ml100k_workdir", "workdirs/tt_loo_logq",
-                              "Workdir of train_two_tower.py on ML-100K (empty: skip).")
+                              "Workdir of experiments/train_two_tower.py on ML-100K (empty: skip).")
 _NUM_ITEMS = flags.DEFINE_integer("num_items", 1_000_000, "Synthetic catalogue size (0: skip).")
 _NUM_USERS = flags.DEFINE_integer("num_users", 20_000, "Synthetic users.")
 _NUM_EVENTS = flags.DEFINE_integer("num_interactions", 2_000_000, "Synthetic events.")
@@ -58,7 +58,7 @@ def _configs(num_items: int) -> list[IndexConfig]:
 
 def _ml100k_rows(workdir: Path) -> list[dict]:
     features = TwoTowerFeatures.load(workdir / "test_features.npz")
-    model = load_two_tower(workdir, features)
+    model = load_model(workdir / "model", features=features)
     split = Split.load(workdir / "split")
     n_users, n_items = features.user.shape[0], features.item.shape[0]
     seen = binary_union(*(interaction_matrix(p["user_id"].to_numpy(), p["item_id"].to_numpy(),
@@ -87,7 +87,7 @@ def _synthetic_rows(output_dir: Path) -> list[dict]:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    quiet_orbax_logging()
+    quiet_startup()
     output_dir = Path(_OUTPUT_DIR.value)
     output_dir.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -95,11 +95,11 @@ def main(argv: list[str]) -> None:
         rows += _ml100k_rows(Path(_ML100K.value))
     if _NUM_ITEMS.value:
         rows += _synthetic_rows(output_dir)
-    machine = {"platform": platform.platform(), "cpus": os.cpu_count(),
-               "load_average": os.getloadavg()}
-    fileio.atomic_write_json(output_dir / "benchmark.json", {"machine": machine, "rows": rows})
-    table = markdown_table(rows)
-    fileio.atomic_write_text(output_dir / "benchmark.md", table + "\n")
+    env = harness.environment(device=True)
+    env["load_average"] = os.getloadavg()
+    table = harness.cpu_line(env) + ".\n\n" + markdown_table(rows)
+    harness.write_results(output_dir, "benchmark", {"environment": env, "rows": rows},
+                          table + "\n")
     print(table)
 
 

@@ -13,7 +13,7 @@ be scored by the same evaluation code and loaded with the same weights.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -118,7 +118,7 @@ class TorchMF(nn.Module):
             target.copy_(value.to(target.dtype))
 
     @classmethod
-    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> "TorchMF":
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> TorchMF:
         """A model holding exactly the given exported arrays."""
         num_users, dim = np.shape(arrays["user_embeddings"])
         model = cls(num_users, np.shape(arrays["item_embeddings"])[0], dim)

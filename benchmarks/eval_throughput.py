@@ -1,22 +1,23 @@
 r"""Full-ranking evaluation throughput on synthetic embeddings, compile time kept apart.
 
 Usage:
-  python experiments/benchmark_eval.py
-  python experiments/benchmark_eval.py --sizes=100000x50000x64 --repeats=1 \
+  python -m benchmarks.eval_throughput
+  python -m benchmarks.eval_throughput --sizes=100000x50000x64 --repeats=1 \
       --output=workdirs/benchmark_eval.json
 
 Each size is users x items x embedding dimension. Every user has --train_per_user excluded
 training items and one held-out item; the timed evaluation is the suite's own
 ``evaluate_ranking`` (chunked top-K on the device, then ranking and beyond-accuracy metrics
-at every K). Prints a Markdown table; --output also saves the figures as JSON.
+at every K). Prints the CPU and a Markdown table; --output also saves the figures (with the
+environment) as JSON.
 """
 
 from __future__ import annotations
 
 from absl import app, flags
 
-from recsys_jax.evaluation.benchmark import benchmark_full_ranking
-from recsys_jax.fileio import atomic_write_json
+from benchmarks import harness
+from benchmarks.eval_problem import benchmark_full_ranking
 
 _SIZES = flags.DEFINE_list("sizes", ["943x1682x64", "100000x50000x64"],
                            "users x items x dim per benchmark (ML-100K size, then 100K x 50K).")
@@ -32,6 +33,8 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     ks = [int(k) for k in _K.value]
     results = []
+    env = harness.environment(device=True)
+    print(harness.cpu_line(env) + ".\n")
     print("| users × items × dim | K | chunk | compile s | top-K s | metrics s | total s | "
           "users/s | peak RSS GiB | backend |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -46,7 +49,7 @@ def main(argv: list[str]) -> None:
               f"{r['total_s']:.2f} | {r['users_per_s']:,.0f} | {r['peak_rss_gib']:.2f} | "
               f"{r['backend']} |", flush=True)
     if _OUTPUT.value:
-        atomic_write_json(_OUTPUT.value, {"results": results})
+        harness.write_json(_OUTPUT.value, {"results": results, "environment": env})
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Retrieval benchmark: index build time, memory, recall@K against exact search, latency.
+"""Index sweep: build time, memory, recall@K against exact search and latency of FAISS
+indexes over one catalogue (used by ``benchmarks.retrieval_indexes``).
 
 For one catalogue (a trained ``TwoTower`` and its item embeddings) and several index configs:
 
@@ -17,7 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -82,7 +84,7 @@ def benchmark_indexes(model: nnx.Module, item_vectors: np.ndarray, configs: Sequ
         retriever = Retriever(model, index, seen=seen)
         latency = measure_latency(lambda u: retriever.retrieve(int(u), k), list(latency_users))
         qps = measure_throughput(lambda b: retriever.retrieve(b, k), batches, batch_size)
-        row = {"index": config.label(), "num_items": int(len(item_vectors)),
+        row = {"index": config.label(), "num_items": len(item_vectors),
                "dim": int(item_vectors.shape[1]), "build_s": build_s,
                "memory_mib": memory / 2**20,
                f"recall@{k}_vs_exact": index_lib.recall_at_k(approx_ids, exact_ids),

@@ -21,7 +21,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,8 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from benchmarks.torch_baseline.torch_mf import TorchMF, build_torch_mf, predict
 from recsys_jax.training.early_stopping import EarlyStopping
-from recsys_torch_baseline.mf import TorchMF, build_torch_mf, predict
 
 VARIANTS = ("baseline", "tuned")
 
@@ -49,7 +50,7 @@ class MFRecipe:
     seed: int = 0
 
     @classmethod
-    def from_config(cls, config: Any, **overrides: Any) -> "MFRecipe":
+    def from_config(cls, config: Any, **overrides: Any) -> MFRecipe:
         """The recipe of an MF experiment config (``configs/mf_ml100k.py`` fields).
 
         Raises:

@@ -1,7 +1,7 @@
 r"""Measures steady-state MF training throughput (ratings/s) and epoch time, compile apart.
 
 Usage:
-  python experiments/benchmark_mf.py --config=configs/mf_ml100k.py --epochs=7 \
+  python -m benchmarks.mf_epoch --config=configs/mf_ml100k.py --epochs=7 \
       --output=workdirs/benchmark_mf.json
 
 Times the scanned on-device epoch (the training path) and, for comparison, a Python loop over
@@ -15,12 +15,10 @@ from absl import app, flags, logging
 from flax import nnx
 from ml_collections import config_flags
 
-from recsys_jax.fileio import atomic_write_json
+from benchmarks import harness, jax_epochs
 from recsys_jax.models.registry import build_model
-from recsys_jax.training import benchmark
-from recsys_jax.training.losses import make_rating_loss
+from recsys_jax.tasks.rating import load_rating_data, make_rating_loss
 from recsys_jax.training.optimizers import make_optimizer
-from recsys_jax.training.rating_data import load_rating_data
 from recsys_jax.training.steps import steps_per_epoch
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/mf_ml100k.py",
@@ -49,19 +47,18 @@ def main(argv: list[str]) -> None:
 
     loss_fn = make_rating_loss(t.loss, t.l2_reg)
     kwargs = dict(batch_size=t.batch_size, seed=t.seed)
-    timings = [benchmark.time_scan_epochs(make_model, loss_fn, data.train, epochs=_EPOCHS.value,
+    timings = [jax_epochs.time_scan_epochs(make_model, loss_fn, data.train, epochs=_EPOCHS.value,
                                           **kwargs)]
     if _STEP_LOOP_EPOCHS.value:
-        timings.append(benchmark.time_step_loop(make_model, loss_fn, data.train,
+        timings.append(jax_epochs.time_step_loop(make_model, loss_fn, data.train,
                                                 epochs=_STEP_LOOP_EPOCHS.value, **kwargs))
-    env = benchmark.environment()
+    env = harness.environment(device=True)
     print(f"{config.data.dataset}: {len(data.train['rating']):,} training ratings, "
           f"batch {t.batch_size} ({num_steps} steps/epoch), {config.model.name} dim "
-          f"{config.model.get('dim')}, {config.optimizer.name}; {env['backend']} "
-          f"({env['device']}, {env['cpu_count']} CPUs), jax {env['jax']}")
-    print(benchmark.format_table(timings))
+          f"{config.model.get('dim')}, {config.optimizer.name}; {env['cpu_count']} CPUs")
+    print(jax_epochs.format_table(timings, env))
     if _OUTPUT.value:
-        atomic_write_json(_OUTPUT.value, {
+        harness.write_json(_OUTPUT.value, {
             "dataset": config.data.dataset, "split": config.split.name,
             "model": config.model.to_dict(), "optimizer": config.optimizer.name,
             "batch_size": t.batch_size, "environment": env,

@@ -1,28 +1,29 @@
 r"""Times MF's optimizer update alone (no forward, backward or data) per epoch, in JAX and PyTorch.
 
 Usage:
-  python experiments/mf_optimizer_floor.py --config=configs/mf_ml100k.py --threads=1 \
+  python -m benchmarks.mf_optimizer_floor --config=configs/mf_ml100k.py --threads=1 \
       --output_dir=workdirs/mf_optimizer_floor
 
 The parameter shapes come from the config's data set (users × items × ``model.dim``) and the
 steps from its batch size and training split, so the figure is a floor under the epoch time of
-``experiments/benchmark_torch.py`` on the same config: no implementation of the recipe can train
-an epoch faster (see ``recsys_torch_baseline.mf_optimizer_floor``). Prints a Markdown table and
+``benchmarks/torch_vs_jax.py`` on the same config: no implementation of the recipe can train
+an epoch faster (see ``benchmarks.torch_baseline.optimizer_floor``). Prints a Markdown table and
 writes ``mf_optimizer_floor.{json,md}``.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from recsys_jax import fileio
-from recsys_jax.training.rating_data import load_rating_data
+from benchmarks import harness
+from benchmarks.torch_baseline.optimizer_floor import (
+    format_markdown,
+    mf_parameter_shapes,
+    run_floor,
+)
+from recsys_jax.tasks.rating import load_rating_data
 from recsys_jax.training.steps import steps_per_epoch
-from recsys_torch_baseline.mf_optimizer_floor import (format_markdown, mf_parameter_shapes,
-                                                      run_floor)
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "MF experiment config file.",
                                           lock_config=True)
@@ -43,10 +44,7 @@ def main(argv: list[str]) -> None:
                        repetitions=_REPETITIONS.value, log=logging.info)
     markdown = format_markdown(result)
     print(markdown)
-    out = Path(_OUTPUT_DIR.value)
-    out.mkdir(parents=True, exist_ok=True)
-    fileio.atomic_write_json(out / "mf_optimizer_floor.json", result)
-    fileio.atomic_write_text(out / "mf_optimizer_floor.md", markdown)
+    harness.write_results(_OUTPUT_DIR.value, "mf_optimizer_floor", result, markdown)
 
 
 if __name__ == "__main__":

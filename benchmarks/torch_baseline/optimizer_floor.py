@@ -14,23 +14,22 @@ backward, no data), for the steps of one epoch on each model's real parameters:
 Gradients are fixed non-zero tensors. Whatever else an implementation of the recipe does, it
 cannot run an epoch faster than this update, so the fastest row bounds the speed-up any
 framework can reach over a given baseline epoch (``baseline epoch / floor``). Each framework is
-timed in its own fresh process with the same thread settings (``benchmark.run_worker_process``).
+timed in its own fresh process with the same thread settings (``harness.run_worker_process``).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
-from recsys_torch_baseline.benchmark import run_worker_process
+from benchmarks import harness
 
 VARIANTS = ("jax", "torch", "torch_fused")
 GRADIENT = 1e-3  # The fixed gradient of every parameter entry.
@@ -55,6 +54,7 @@ def jax_update_epoch(optimizer_config: Mapping[str, Any], shapes: Mapping[str, t
     import jax.numpy as jnp
     import optax
     from flax import nnx
+
     from recsys_jax.models.mf import MatrixFactorization
     from recsys_jax.training.optimizers import make_optimizer
 
@@ -87,8 +87,9 @@ def torch_update(shapes: Mapping[str, tuple], *, lr: float, weight_decay: float,
     """``(step_fn, params)``: one step of ``mf_training.make_adam`` over a ``TorchMF`` of the
     given shapes, every gradient fixed."""
     import torch
-    from recsys_torch_baseline.mf import TorchMF
-    from recsys_torch_baseline.mf_training import MFRecipe, make_adam
+
+    from benchmarks.torch_baseline.mf_training import MFRecipe, make_adam
+    from benchmarks.torch_baseline.torch_mf import TorchMF
 
     num_users, dim = shapes["user_embedding"]
     model = TorchMF(num_users, shapes["item_embedding"][0], dim)
@@ -101,23 +102,13 @@ def torch_update(shapes: Mapping[str, tuple], *, lr: float, weight_decay: float,
                             for name, p in model.named_parameters()}
 
 
-def _median_s(run: Callable[[], Any], repetitions: int) -> tuple[float, list[float]]:
-    times = []
-    for _ in range(repetitions):
-        t0 = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), times
-
-
 def time_variant(task: Mapping[str, Any]) -> dict[str, Any]:
     """Times one variant's update over an epoch's steps (median of ``repetitions`` epochs after
     one warm-up epoch; JAX's compilation apart)."""
     shapes = {k: tuple(v) for k, v in task["shapes"].items()}
     steps, repetitions = int(task["steps"]), int(task["repetitions"])
-    from recsys_torch_baseline.worker import framework_info
     # "jax" starts the JAX backend; the torch variants import torch and set its threads.
-    framework = framework_info(task["variant"], int(task["threads"]))
+    framework = harness.framework_info(task["variant"], int(task["threads"]))
     if task["variant"] == "jax":
         import jax
         t0 = time.perf_counter()
@@ -138,8 +129,7 @@ def time_variant(task: Mapping[str, Any]) -> dict[str, Any]:
         def run():
             for _ in range(steps):
                 step()
-    run()  # Warm-up epoch.
-    median_s, times = _median_s(run, repetitions)
+    median_s, times = harness.time_calls(run, repetitions, warmup=1)
     return {"variant": task["variant"], "epoch_update_s": median_s, "epoch_update_s_all": times,
             "per_step_us": median_s / steps * 1e6, "compile_s": compile_s,
             "framework": framework}
@@ -149,22 +139,21 @@ def run_floor(optimizer_config: Mapping[str, Any], shapes: Mapping[str, tuple], 
               threads: int | None = None, repetitions: int = 7,
               log: Callable[[str], Any] = print) -> dict[str, Any]:
     """Times every variant in its own worker process; returns the joined results."""
-    from recsys_torch_baseline.benchmark import environment
-    threads = threads or len(os.sched_getaffinity(0))
+    threads = threads or harness.default_threads()
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for variant in VARIANTS:
             task = {"variant": variant, "threads": threads, "steps": steps,
                     "repetitions": repetitions, "shapes": dict(shapes),
                     "optimizer": dict(optimizer_config)}
-            results[variant] = run_worker_process(
-                task, Path(tmp) / variant, module="recsys_torch_baseline.mf_optimizer_floor")
+            results[variant] = harness.run_worker_process(
+                task, Path(tmp) / variant, module="benchmarks.torch_baseline.optimizer_floor")
             log(f"{variant:>11}: {results[variant]['epoch_update_s'] * 1e3:.1f} ms per epoch "
                 f"of {steps} updates")
     return {"shapes": {k: list(v) for k, v in shapes.items()}, "steps": steps,
             "num_parameters": int(sum(np.prod(s, dtype=np.int64) for s in shapes.values())),
             "repetitions": repetitions,
-            "environment": environment(threads, {v: [r] for v, r in results.items()}),
+            "environment": harness.environment(threads, {v: [r] for v, r in results.items()}),
             "variants": results}
 
 
@@ -185,13 +174,12 @@ def format_markdown(result: Mapping[str, Any]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    """``python -m recsys_torch_baseline.mf_optimizer_floor TASK.json OUT_DIR``: the worker."""
+    """``python -m benchmarks.torch_baseline.optimizer_floor TASK.json OUT_DIR``: the worker."""
     if len(argv) != 3:
         print(main.__doc__, file=sys.stderr)
         return 2
     task = json.loads(Path(argv[1]).read_text())
-    from recsys_torch_baseline.worker import set_threads
-    settings = set_threads(int(task["threads"]))
+    settings = harness.set_threads(int(task["threads"]))
     result = {**time_variant(task), "environment": settings}
     out_dir = Path(argv[2])
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -25,14 +25,15 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from recsys_torch_baseline.two_tower import TorchTwoTower, in_batch_softmax_loss
+from benchmarks.torch_baseline.torch_two_tower import TorchTwoTower, in_batch_softmax_loss
 
 VARIANTS = ("baseline", "tuned")
 
@@ -59,14 +60,14 @@ class TwoTowerRecipe:
     seed: int = 0
 
     @classmethod
-    def from_config(cls, config: Any, **overrides: Any) -> "TwoTowerRecipe":
+    def from_config(cls, config: Any, **overrides: Any) -> TwoTowerRecipe:
         """The recipe of a two-tower experiment config (``configs/two_tower_ml100k.py``).
 
         Raises:
           ValueError: for settings the baseline does not implement (random negatives,
             learning-rate schedules, optimizers other than Adam/AdamW).
         """
-        m, o, l, t = config.model, config.optimizer, config.loss, config.training
+        m, o, l, t = config.model, config.optimizer, config.loss, config.training  # noqa: E741
         bad = {}
         if o.name not in ("adam", "adamw"):
             bad["optimizer.name"] = o.name
@@ -245,9 +246,11 @@ class TwoTowerFitRecord:
     Attributes:
       variant: ``baseline``, ``tuned`` (PyTorch) or ``jax``.
       setup_s: model, optimizer and data set-up before the first epoch.
-      compile_s: explicit ahead-of-time compilation (JAX); 0 where compilation happens in the
+      compile_s: explicit ahead-of-time compilation (JAX, ``FitResult.compile_time_s``); 0 where
+      compilation happens in the
         first epoch (``torch.compile``), which then shows as warm-up.
-      history: per epoch ``epoch``, ``train_loss``, ``epoch_time_s``.
+      history: per epoch ``epoch``, ``train_loss``, ``epoch_time_s`` (JAX: ``loop.fit``'s
+        records, with ``eval_time_s`` and the validation metric).
       total_s: from the start of set-up to the end of training (per-epoch exports
         excluded).
       export_s: exporting the embeddings (test-time user inputs).
@@ -258,6 +261,9 @@ class TwoTowerFitRecord:
         user inputs (what per-epoch validation would score); else None.
       epoch_export_s: the time those per-epoch exports took (in no epoch time, nor in
         ``total_s``).
+      best_epoch, best_val, time_to_best_s: set by the JAX side, whose ``loop.fit``
+        validates inside its epoch loop (and exports the best epoch's weights); None for
+        PyTorch, whose epochs the benchmark scores afterwards (``add_time_to_best``).
     """
 
     variant: str
@@ -272,6 +278,9 @@ class TwoTowerFitRecord:
     epoch_user_embeddings: np.ndarray | None = None
     epoch_item_embeddings: np.ndarray | None = None
     epoch_export_s: float = 0.0
+    best_epoch: int | None = None
+    best_val: float | None = None
+    time_to_best_s: float | None = None
 
 
 # The record's arrays: the worker saves them as .npy files, never in its JSON result.
@@ -353,7 +362,7 @@ def fit_torch_two_tower(variant: str, recipe: TwoTowerRecipe, arrays: Mapping[st
     total_s = time.perf_counter() - start - exports.seconds
     t0 = time.perf_counter()
     # Test users are encoded from their test-time inputs (train + val events), as in
-    # retrieval_experiment.use_test_inputs.
+    # RetrievalTask.evaluate (model.set_user_inputs).
     with torch.no_grad():
         model.user_features.copy_(torch.as_tensor(arrays["test_user_features"]))
         if model.use_history:
