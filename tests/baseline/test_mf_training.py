@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-import torch
+import torch  # noqa: F401  (collected only with the baseline extra, see conftest)
 
 from benchmarks.torch_baseline.jax_mf import fit_jax_mf  # noqa: E402
 from benchmarks.torch_baseline.mf_training import MFRecipe, clipped_rmse, fit_torch_mf  # noqa: E402
