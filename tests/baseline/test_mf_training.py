@@ -4,11 +4,12 @@ import json
 
 import numpy as np
 import pytest
+import torch  # noqa: F401  (collected only with the baseline extra, see conftest)
 
-from benchmarks.torch_baseline.jax_mf import fit_jax_mf
-from benchmarks.torch_baseline.mf_training import MFRecipe, clipped_rmse, fit_torch_mf
-from recsys_jax.config_files import sibling_config
-from tests.benchmarks.scripts import ROOT, run_benchmark
+from benchmarks.torch_baseline.jax_mf import fit_jax_mf  # noqa: E402
+from benchmarks.torch_baseline.mf_training import MFRecipe, clipped_rmse, fit_torch_mf  # noqa: E402
+from recsys_jax.config_files import sibling_config  # noqa: E402
+from tests.benchmarks.scripts import ROOT, run_benchmark  # noqa: E402
 
 
 def _data(seed: int = 0) -> dict:
