@@ -112,7 +112,8 @@ def test_held_out_events_never_change_features(encoded_split, monkeypatch):
     # split is unchanged (it depends on time, not ratings), so any feature that read a flipped
     # rating would move. Test events may reach no feature; validation events reach only the
     # inputs test users are encoded from (features.test_user_events = "train+val").
-    from recsys_jax.training import retrieval_experiment as rx
+    from recsys_jax.tasks import data as task_data
+    from recsys_jax.tasks import retrieval as rx
     from tests.retrieval.tiny_config import tiny_two_tower_config
     config = tiny_two_tower_config()
 
@@ -126,7 +127,7 @@ def test_held_out_events_never_change_features(encoded_split, monkeypatch):
         return out
 
     def prepared(interactions):
-        monkeypatch.setattr(rx, "load_dataset",
+        monkeypatch.setattr(task_data, "load_dataset",
                             lambda _c: dataclasses.replace(ds, interactions=interactions))
         return rx.prepare_retrieval_data(config)
 
@@ -140,7 +141,7 @@ def test_held_out_events_never_change_features(encoded_split, monkeypatch):
         np.testing.assert_array_equal(got.features.history_ids, base.history_ids)
         np.testing.assert_array_equal(got.features.item, base.item)
         for column in ("user_features", "history_ids", "history_mask"):  # Causal pairs.
-            np.testing.assert_array_equal(got.positives[column], reference.positives[column])
+            np.testing.assert_array_equal(got.train[column], reference.train[column])
         assert np.array_equal(got.test_features.user,
                               reference.test_features.user) != test_inputs_move
     # And the flip is visible to a leaky builder.
