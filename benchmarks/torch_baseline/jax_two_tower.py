@@ -75,12 +75,16 @@ def save_retrieval_data(data: RetrievalData, directory: Path) -> None:
 
 def load_retrieval_data(task: dict[str, Any]) -> RetrievalData:
     """The ``RetrievalData`` of a worker task (paths from ``save_retrieval_data``). The
-    encoded data set itself is not reloaded (``dataset=None``): training and validation need
+    encoded data set itself is not reloaded (``encoded`` stays None): training and validation need
     only the split, the positives and the features."""
     with np.load(task["positives"]) as z:
         positives = {name: z[name] for name in z.files if name != "log_q"}
-    return RetrievalData(dataset=None, split=Split.load(task["split"]), positives=positives,
-                         features=TwoTowerFeatures.load(task["features"]),
+    split = Split.load(task["split"])
+    features = TwoTowerFeatures.load(task["features"])
+    return RetrievalData(train=positives, num_users=features.user.shape[0],
+                         num_items=features.item.shape[0], dataset="", split=split,
+                         split_protocol=split.protocol, split_fingerprint=split.fingerprint(),
+                         report_section="", features=features,
                          test_features=TwoTowerFeatures.load(task["test_features"]))
 
 

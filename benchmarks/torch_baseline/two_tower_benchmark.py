@@ -190,7 +190,7 @@ def run_two_tower_benchmark(config: Any, *, variants: Sequence[str] = VARIANTS,
     # Checked before any training, so an unsupported recipe fails fast.
     recipe = TwoTowerRecipe.from_config(config, epochs=epochs)
     data = prepare_retrieval_data(config)
-    positives = data.positives
+    positives = data.train
     num_train = len(positives["user"])
     # Per-epoch validation as retrieval_experiment's early stopping follows it.
     val_target = data.target("val") if epoch_embeddings else None

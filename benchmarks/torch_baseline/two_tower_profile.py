@@ -137,7 +137,7 @@ def shapes_from_config(config: Any, **overrides: Any) -> ProfileShapes:
                   history_positions=bool(m.get("history_positions", False)),
                   temperature=float(m.temperature), lr=float(config.optimizer.lr),
                   weight_decay=float(config.optimizer.get("weight_decay", 0.0)),
-                  num_train=len(data.positives["user"]))
+                  num_train=len(data.train["user"]))
     fields.update(overrides)
     return ProfileShapes(**fields)
 

@@ -37,8 +37,8 @@ def tiny():
     arrays = {"user_features": f.user, "item_features": f.item, "history_ids": f.history_ids,
               "history_mask": f.history_mask, "test_user_features": tf.user,
               "test_history_ids": tf.history_ids, "test_history_mask": tf.history_mask,
-              **{f"pos_{k}": v for k, v in data.positives.items()},
-              "log_q": sampling_log_q(data.positives["item"], data.num_items)}
+              **{f"pos_{k}": v for k, v in data.train.items()},
+              "log_q": sampling_log_q(data.train["item"], data.num_items)}
     return config, data, arrays
 
 
@@ -123,8 +123,8 @@ def test_jax_side_is_loop_fit_for_fixed_epochs_from_saved_data(tiny, tmp_path):
     weights exported with the test users' inputs, timings from FitResult."""
     config, data, _ = tiny
     save_retrieval_data(data, tmp_path)
-    np.savez(tmp_path / "positives.npz", **data.positives,
-             log_q=sampling_log_q(data.positives["item"], data.num_items))
+    np.savez(tmp_path / "positives.npz", **data.train,
+             log_q=sampling_log_q(data.train["item"], data.num_items))
     reloaded = load_retrieval_data({
         "features": tmp_path / "features.npz", "test_features": tmp_path / "test_features.npz",
         "positives": tmp_path / "positives.npz", "split": tmp_path / "split"})
