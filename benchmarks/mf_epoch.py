@@ -34,7 +34,7 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config = _CONFIG.value
-    data = load_rating_data(config).data
+    data = load_rating_data(config)
     t = config.training
     num_steps = steps_per_epoch(len(data.train["rating"]), t.batch_size)
 

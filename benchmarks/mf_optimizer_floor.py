@@ -37,7 +37,7 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config = _CONFIG.value
-    data = load_rating_data(config).data
+    data = load_rating_data(config)
     shapes = mf_parameter_shapes(data.num_users, data.num_items, int(config.model.dim))
     steps = steps_per_epoch(len(data.train["user"]), int(config.training.batch_size))
     result = run_floor(config.optimizer.to_dict(), shapes, steps=steps, threads=_THREADS.value,

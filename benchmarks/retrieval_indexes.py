@@ -34,7 +34,8 @@ from recsys_jax.retrieval.index_sweep import benchmark_indexes, markdown_table
 from recsys_jax.retrieval.synthetic_catalogue import train_synthetic_catalogue
 
 _ML100K = flags.DEFINE_string("ml100k_workdir", "workdirs/tt_loo_logq",
-                              "Workdir of experiments/train_two_tower.py on ML-100K (empty: skip).")
+                              "Two-tower workdir of experiments/train.py on ML-100K "
+                              "(empty: skip).")
 _NUM_ITEMS = flags.DEFINE_integer("num_items", 1_000_000, "Synthetic catalogue size (0: skip).")
 _NUM_USERS = flags.DEFINE_integer("num_users", 20_000, "Synthetic users.")
 _NUM_EVENTS = flags.DEFINE_integer("num_interactions", 2_000_000, "Synthetic events.")

@@ -50,10 +50,11 @@ def fit_jax_mf(config: Any, data: Mapping[str, Any], *, seed: int,
       max_epochs: replaces ``training.epochs`` when given.
     """
     config = benchmark_config(config, seed=seed, max_epochs=max_epochs)
-    rating_data = RatingData(train=dict(data["train"]), val=dict(data["val"]),
-                             test=dict(data["test"]), num_users=int(data["num_users"]),
-                             num_items=int(data["num_items"]),
-                             rating_scale=tuple(data["rating_scale"]))
+    rating_data = RatingData.from_arrays(
+        {part: (data[part]["user"], data[part]["item"], data[part]["rating"])
+         for part in ("train", "val", "test")},
+        num_users=int(data["num_users"]), num_items=int(data["num_items"]),
+        rating_scale=tuple(data["rating_scale"]))
     t0 = time.perf_counter()
     model, result = train_rating_model(config, rating_data, workdir=None)
     wall_s = time.perf_counter() - t0

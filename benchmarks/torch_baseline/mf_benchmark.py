@@ -140,8 +140,7 @@ def run_mf_benchmark(config: Any, *, variants: Sequence[str] = MF_VARIANTS,
         raise ValueError(f"variants must include 'jax' and come from {MF_VARIANTS}, "
                          f"got {list(variants)}")
     threads = threads or harness.default_threads()
-    prepared = load_rating_data(config)
-    data = prepared.data
+    data = load_rating_data(config)
     num_train = len(data.train["rating"])
     recipe = MFRecipe.from_config(config, **({"max_epochs": max_epochs} if max_epochs else {}))
     runs: dict[str, list] = {v: [] for v in variants}
@@ -168,8 +167,8 @@ def run_mf_benchmark(config: Any, *, variants: Sequence[str] = MF_VARIANTS,
     speed = {v: summarize_runs(runs[v], num_train) for v in variants}
     scored = score_mf(runs, predictions, data, bootstrap_resamples=bootstrap_resamples)
     return {
-        "benchmark": "mf", "dataset": prepared.dataset, "split": prepared.split_protocol,
-        "split_fingerprint": prepared.split_fingerprint,
+        "benchmark": "mf", "dataset": data.dataset, "split": data.split_protocol,
+        "split_fingerprint": data.split_fingerprint,
         "num_train": num_train, "num_val": len(data.val["rating"]),
         "num_test": len(data.test["rating"]), "recipe": vars(recipe),
         "torch_compile": torch_compile, "repetitions": repetitions,

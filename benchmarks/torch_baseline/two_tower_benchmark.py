@@ -1,14 +1,14 @@
 """The two-tower half of the side-by-side benchmark: JAX against both PyTorch variants.
 
 ``run_two_tower_benchmark`` prepares the data once with recsys_jax's own path
-(``retrieval_experiment.prepare_retrieval_data``: load, encode, split, features from the
+(``tasks.retrieval.prepare_retrieval_data``: load, encode, split, features from the
 training part, test users' inputs from train + val, positives), saves the features, the
 positives with their log q and the JAX model's initial parameters, then trains every variant
 ``repetitions`` times, each run in a fresh worker process (``benchmarks.torch_baseline.worker``)
 with identical thread settings and the variant order rotating between repetitions (as the MF
 benchmark). Every run trains for the same fixed number of epochs (no early stopping: the speed
 comparison needs equal work) and exports its user/item embeddings as NumPy, which are scored
-here by the evaluation suite exactly as ``retrieval_experiment`` scores its test part
+here by the evaluation suite exactly as the retrieval task scores its test part
 (``evaluate_ranking`` over ``Embeddings`` on ``RetrievalData.target("test")``, full ranking,
 train + val items excluded), with user-level bootstrap CIs and paired tests against JAX from
 ``recsys_jax.evaluation.significance``.
@@ -16,7 +16,7 @@ train + val items excluded), with user-level bootstrap CIs and paired tests agai
 The JAX side is the library's own training path, ``train_two_tower(config, data,
 workdir=None)`` → ``loop.fit`` (``jax_two_tower``), with ``training.patience = 0``: fit validates
 on ``RetrievalData.target("val")`` inside its epoch loop at the config's early-stopping metric
-(``training.monitor_metric`` @ ``training.monitor_k``), picks the first best epoch and leaves the
+(``training.monitor``, e.g. ``val_recall@100``), picks the first best epoch and leaves the
 model at that epoch, whose embeddings (test users' inputs) are scored on test here. Its
 ``time_to_best_s = setup_s + compile_s + Σ (epoch_time_s + eval_time_s)`` over epochs 1..best,
 all from ``FitResult`` (``harness.fit_timings``): validation is part of what users run.
@@ -52,6 +52,7 @@ from benchmarks.harness import fmt_s as _fmt_s
 from benchmarks.harness import ratio as _ratio
 from benchmarks.harness import steady_epoch, summarize_speed
 from benchmarks.torch_baseline.mf_benchmark import WORKER
+from recsys_jax.tasks.base import monitor_parts
 
 VARIANTS = ("jax", "baseline", "tuned")
 LABELS = {"jax": "JAX (loop.fit, scanned epoch)", "baseline": "PyTorch baseline (DataLoader)",
@@ -192,10 +193,10 @@ def run_two_tower_benchmark(config: Any, *, variants: Sequence[str] = VARIANTS,
     data = prepare_retrieval_data(config)
     positives = data.train
     num_train = len(positives["user"])
-    # Per-epoch validation as retrieval_experiment's early stopping follows it.
+    # Per-epoch validation as the retrieval task's early stopping follows it.
     val_target = data.target("val") if epoch_embeddings else None
-    metric, k = str(config.training.monitor_metric), int(config.training.monitor_k)
     monitor = monitor_name(config)
+    metric, k = monitor_parts(monitor)
     runs: dict[str, list] = {v: [] for v in variants}
     embeddings: dict[str, list] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
@@ -241,8 +242,8 @@ def run_two_tower_benchmark(config: Any, *, variants: Sequence[str] = VARIANTS,
     scored = score_two_tower(embeddings, data.target("test"),
                              bootstrap_resamples=bootstrap_resamples)
     return {
-        "benchmark": "two_tower", "dataset": data.dataset.name,
-        "split": data.split.protocol, "split_fingerprint": data.split.fingerprint(),
+        "benchmark": "two_tower", "dataset": data.dataset,
+        "split": data.split_protocol, "split_fingerprint": data.split_fingerprint,
         "num_train": num_train, "num_users": data.num_users, "num_items": data.num_items,
         "recipe": dataclasses.asdict(recipe), "torch_compile": torch_compile,
         "monitor": monitor,

@@ -133,7 +133,7 @@ CAUSAL_COLUMNS = ("user_features", "history_ids", "history_mask")
 
 def positive_tensors(positives: Mapping[str, np.ndarray]) -> list[torch.Tensor]:
     """The training pairs as tensors: ``user``, ``item`` and, when present, each pair's causal
-    user inputs (``CAUSAL_COLUMNS``, as ``retrieval_experiment.prepare_retrieval_data``
+    user inputs (``CAUSAL_COLUMNS``, as ``tasks.retrieval.prepare_retrieval_data``
     builds them; history columns only with the history tower)."""
     columns = [torch.as_tensor(np.asarray(positives["user"], np.int64)),
                torch.as_tensor(np.asarray(positives["item"], np.int64))]

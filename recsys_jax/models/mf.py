@@ -23,7 +23,7 @@ Storage: users and items share one embedding table, one bias vector and one seen
 the rows after the users (row ``num_users + i`` is item ``i``), as factorisation machines keep
 all their ids. A batch then costs one row gather, one gradient scatter and one optimizer update
 per kind of parameter instead of two; with Adam updating the whole tables every step that makes
-the ML-100K CPU epoch ≈ 10 % faster (``experiments/benchmark_mf.py``). The per-side views
+the ML-100K CPU epoch ≈ 10 % faster (``python -m benchmarks.mf_epoch``). The per-side views
 (``user_embedding``, ``item_bias``, …) and ``export_arrays`` / ``load_arrays`` keep the user/item
 names, and the initial values are the same draws as with two tables (users first).
 """

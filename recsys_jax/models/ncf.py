@@ -233,7 +233,7 @@ def build_neumf(model_config: Mapping[str, Any], *, num_users: int, num_items: i
     """Registry builder; config fields ``dim`` (GMF part, 8), ``mlp_layers``, ``init_std``.
 
     Pretraining (``model.pretrained``) is applied by the experiment, which knows where the
-    GMF and MLP runs are (``recsys_jax.training.ncf_experiment``).
+    GMF and MLP runs are (``recsys_jax.tasks.implicit``).
     """
     del train
     return NeuMF(num_users, num_items, int(model_config.get("dim", 8)),

@@ -12,8 +12,8 @@ of the same steps run one by one, and a resumed run continues the sequence it wa
 The epoch's row order is ``jax.random.permutation(shuffle_key(key, epoch), n)``. On the CPU
 backend ``epoch_order`` computes that same permutation with NumPy's sort instead of XLA's: for
 80 000 rows XLA:CPU's sort took 29 ms of a 55 ms ML-100K MF epoch, NumPy's about 1.6 ms (see
-``experiments/epoch_order_cost.py``). That is why the scanned epoch takes the order as an input
-rather than drawing it inside ``jit``.
+``python -m benchmarks.epoch_order_cost``). That is why the scanned epoch takes the order as an
+input rather than drawing it inside ``jit``.
 
 Batching: an epoch is a permutation of all rows cut into ``ceil(n / batch_size)`` batches. The
 last batch is padded up to ``batch_size`` with rows of weight 0 (the ``weight`` column every loss

@@ -198,7 +198,7 @@ def test_two_tower_benchmark_script_end_to_end(tmp_path):
     assert result["quality"]["baseline"]["hr@100"]["delta_vs_jax"] is not None
     # Time to the best validation epoch, from every epoch scored on validation.
     monitor = result["monitor"]
-    assert monitor == "val_recall@10"  # The tiny config's monitor_metric @ monitor_k.
+    assert monitor == "val_recall@10"  # The tiny config's training.monitor.
     for variant, (run,) in result["runs"].items():
         values = [h[monitor] for h in run["history"]]
         assert all(0 <= x <= 1 for x in values), variant
