@@ -10,7 +10,7 @@ For each catalogue and index (flat = exact, IVF and HNSW with a sweep of their s
 parameters): build time, index size, recall@100 against exact search, p50/p95/p99 latency of a
 single ``retrieve(user_id, k=100)`` (user tower + search + seen-item removal) and batched
 queries/s. The synthetic catalogue comes from ``recsys_jax.data.synthetic`` with towers trained
-on it (see ``recsys_jax.retrieval.synthetic_catalogue``). Writes ``benchmark.{json,md}`` (with the
+on it (see ``benchmarks.synthetic_catalogue``). Writes ``benchmark.{json,md}`` (with the
 CPU model and versions).
 """
 
@@ -23,6 +23,8 @@ import numpy as np
 from absl import app, flags, logging
 
 from benchmarks import harness
+from benchmarks.index_sweep import benchmark_indexes, markdown_table
+from benchmarks.synthetic_catalogue import train_synthetic_catalogue
 from recsys_jax.console import quiet_startup
 from recsys_jax.data.features import TwoTowerFeatures
 from recsys_jax.data.splits import Split
@@ -30,8 +32,6 @@ from recsys_jax.evaluation.interactions import binary_union, interaction_matrix
 from recsys_jax.fileio import load_npy
 from recsys_jax.models.registry import load_model
 from recsys_jax.retrieval.index import IndexConfig, default_nlist
-from recsys_jax.retrieval.index_sweep import benchmark_indexes, markdown_table
-from recsys_jax.retrieval.synthetic_catalogue import train_synthetic_catalogue
 
 _ML100K = flags.DEFINE_string("ml100k_workdir", "workdirs/tt_loo_logq",
                               "Two-tower workdir of experiments/train.py on ML-100K "

@@ -20,8 +20,15 @@ from __future__ import annotations
 from absl import app, flags, logging
 
 from recsys_jax.data import ids, movielens, splits, synthetic
-from recsys_jax.evaluation import baselines, beyond_accuracy, compare, comparison, evaluate, runs
-from recsys_jax.evaluation.compare import BootstrapSettings
+from recsys_jax.evaluation import (
+    baselines,
+    beyond_accuracy,
+    comparison_table,
+    evaluate,
+    run_comparison,
+    runs,
+)
+from recsys_jax.evaluation.comparison_table import BootstrapSettings
 from recsys_jax.fileio import load_npy
 
 _RUNS = flags.DEFINE_list("runs", [], "Run directories (written by evaluation.runs.save_run).")
@@ -88,7 +95,7 @@ def main(argv: list[str]) -> None:
             "runs": _RUNS.value}
 
     try:
-        result = comparison.compare_ranking(
+        result = run_comparison.compare_ranking(
             [runs.load_run(path) for path in _RUNS.value], target, split.fingerprint(),
             [int(k) for k in _K.value], baselines=_BASELINES.value, reference=_REFERENCE.value,
             protocol=_PROTOCOL.value, num_negatives=_NUM_NEGATIVES.value,
@@ -100,19 +107,19 @@ def main(argv: list[str]) -> None:
     timings = {name: {"compile_s": s.compile_seconds, "rank_s": s.rank_seconds}
                for name, s in result.timings.items()}
     title = f"{dataset.name}, {split.protocol} split, {_PART.value}"
-    paths = compare.write_comparison(_OUTPUT_DIR.value, result.table, result.evaluations,
+    paths = comparison_table.write_comparison(_OUTPUT_DIR.value, result.table, result.evaluations,
                                      title=title, info={**info, "ranking_timings": timings})
-    print(compare.to_markdown(result.table, title))
+    print(comparison_table.to_markdown(result.table, title))
 
     if _RATING_BASELINES.value:
         parts = {name: tuple(frame[c].to_numpy() for c in ("user_id", "item_id", "rating"))
                  for name, frame in (("train", split.train), ("eval", split.parts()[_PART.value]))}
-        ratings = comparison.compare_rating_baselines(
+        ratings = run_comparison.compare_rating_baselines(
             parts["train"], parts["eval"], mapping.num_users, mapping.num_items,
             dataset.rating_scale, kinds=_RATING_BASELINES.value, bootstrap=bootstrap)
-        compare.write_comparison(_OUTPUT_DIR.value, ratings.table, ratings.evaluations,
+        comparison_table.write_comparison(_OUTPUT_DIR.value, ratings.table, ratings.evaluations,
                                  title=title, info=info)
-        print(compare.to_markdown(ratings.table, f"{title}: rating baselines"))
+        print(comparison_table.to_markdown(ratings.table, f"{title}: rating baselines"))
     logging.info("Wrote %s", {k: str(v) for k, v in paths.items()})
 
 

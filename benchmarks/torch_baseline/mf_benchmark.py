@@ -79,13 +79,13 @@ def score_mf(runs: dict[str, list[dict[str, Any]]], predictions: dict[str, list[
              data: Any, *, bootstrap_resamples: int = 2000) -> dict[str, Any]:
     """Test RMSE/MAE of every run with recsys_jax's rating metrics, and the comparison table
     of the first repetition (CIs over users, Δ and paired tests against JAX)."""
-    from recsys_jax.evaluation.compare import (
+    from recsys_jax.evaluation.comparison_table import (
         BootstrapSettings,
         ModelEvaluation,
         rating_comparison_table,
         to_markdown,
     )
-    from recsys_jax.evaluation.rating import rating_metrics
+    from recsys_jax.evaluation.rating_metrics import rating_metrics
     test = data.test
     per_run = {v: [rating_metrics(test["user"], p, test["rating"], data.rating_scale)
                    for p in preds] for v, preds in predictions.items()}

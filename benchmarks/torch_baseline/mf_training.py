@@ -179,7 +179,7 @@ class FitRecord:
 def clipped_rmse(predictions: np.ndarray, ratings: np.ndarray,
                  rating_scale: tuple[float, float]) -> float:
     """RMSE of predictions clipped to the scale (the evaluation suite's definition)."""
-    from recsys_jax.evaluation.rating import clip_predictions  # NumPy only, no JAX.
+    from recsys_jax.evaluation.rating_metrics import clip_predictions  # NumPy only, no JAX.
     err = clip_predictions(predictions, rating_scale) - np.asarray(ratings, np.float64)
     return float(np.sqrt(np.mean(err ** 2)))
 

@@ -17,6 +17,7 @@ from sklearn.manifold import TSNE
 
 from recsys_jax.analysis.genre_clusters import genres_by_row
 from recsys_jax.fileio import atomic_path
+from recsys_jax.progress import stage
 
 NO_GENRE = "(no genre)"
 OTHER = "(other)"
@@ -93,7 +94,8 @@ def tsne_2d(embeddings: np.ndarray, *, perplexity: float = 30.0, seed: int = 0,
     unit = embeddings / np.where(norms > 0, norms, 1.0)
     tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed,
                 **{_TSNE_ITER_ARG: max_iter})
-    return tsne.fit_transform(unit)
+    with stage(f"t-SNE of {n:,} points"):
+        return tsne.fit_transform(unit)
 
 
 def scatter_by_label(coords: np.ndarray, labels: Sequence[str], path: str | os.PathLike, *,

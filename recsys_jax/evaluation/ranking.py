@@ -34,6 +34,7 @@ from recsys_jax.evaluation.sources import (
     ScoreMatrix,
     ScoreSource,
 )
+from recsys_jax.progress import track
 
 # Scores per chunk when the caller does not choose: small enough to stay in a CPU's cache
 # hierarchy (measured fastest on 2 cores), large enough to keep an accelerator busy.
@@ -153,7 +154,8 @@ def full_ranking(source: ScoreSource, users: np.ndarray, k: int, *,
     scores_out = np.full((len(users), k), -np.inf, dtype=np.float32)
     t0 = time.perf_counter()
     pending: list[tuple[int, np.ndarray, Any]] = []
-    for start in starts:
+    for start in track(starts, "full ranking", total=len(users), unit="users",
+                       weight=lambda s: len(users[s:s + chunk])):
         ids = users[start:start + chunk]
         local, cols = gather_rows(exclude, ids)
         rows = np.full(pad, chunk, dtype=np.int32)  # row `chunk` is out of range: dropped

@@ -21,6 +21,7 @@ import scipy.sparse as sp
 from recsys_jax.evaluation.interactions import row_counts
 from recsys_jax.evaluation.metrics import PAD
 from recsys_jax.evaluation.sources import RankedLists, ScoreSource
+from recsys_jax.progress import track
 
 DEFAULT_NUM_NEGATIVES = 99
 
@@ -45,7 +46,7 @@ class SampledCandidates:
     seed: int
 
 
-def sample_negatives(user: int, seen: np.ndarray, num_items: int, num_negatives: int,
+def sample_unseen_items(user: int, seen: np.ndarray, num_items: int, num_negatives: int,
                      seed: int) -> np.ndarray:
     """Up to ``num_negatives`` distinct items outside ``seen`` for one user, reproducibly.
 
@@ -84,11 +85,11 @@ def sampled_candidates(relevant: sp.csr_array, interacted: sp.csr_array,
     width = (int(counts.max()) if len(users) else 0) + num_negatives
     candidates = np.full((len(users), width), PAD, dtype=np.int64)
     short = []
-    for row, u in enumerate(users):
+    for row, u in enumerate(track(users, "sampling evaluation candidates", unit="users")):
         held_out = relevant.indices[relevant.indptr[u]:relevant.indptr[u + 1]]
         seen = np.union1d(interacted.indices[interacted.indptr[u]:interacted.indptr[u + 1]],
                           held_out)
-        negatives = sample_negatives(u, seen, num_items, num_negatives, seed)
+        negatives = sample_unseen_items(u, seen, num_items, num_negatives, seed)
         if len(negatives) < num_negatives:
             short.append(u)
         candidates[row, :len(held_out)] = held_out
@@ -131,7 +132,9 @@ def sampled_ranking(source: ScoreSource, sampled: SampledCandidates,
         raise ValueError("the sampled protocol needs scores; ranked lists only support full "
                          "ranking")
     out = np.full(sampled.candidates.shape, PAD, dtype=np.int64)
-    for start in range(0, len(sampled.users), chunk_size):
+    starts = range(0, len(sampled.users), chunk_size)
+    for start in track(starts, "sampled ranking", total=len(sampled.users), unit="users",
+                       weight=lambda s: len(sampled.users[s:s + chunk_size])):
         part = slice(start, start + chunk_size)
         scores = source.candidate_scores(sampled.users[part], sampled.candidates[part])
         out[part] = rank_candidates(sampled.candidates[part], scores)

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from recsys_jax import fileio
+from recsys_jax.progress import stage
 
 KINDS = ("flat", "ivf", "hnsw")
 
@@ -154,13 +155,15 @@ def build_index(item_vectors: np.ndarray, config: IndexConfig = IndexConfig()):
         rng = np.random.default_rng(config.seed)
         sample = (vectors if n <= config.train_size
                   else vectors[np.sort(rng.choice(n, config.train_size, replace=False))])
-        index.train(sample)
+        with stage(f"training the IVF quantizer ({nlist:,} lists) on {len(sample):,} items"):
+            index.train(sample)
         index.nprobe = min(config.nprobe, nlist)
     else:
         index = faiss.IndexHNSWFlat(d, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = config.ef_construction
         index.hnsw.efSearch = config.ef_search
-    index.add(vectors)
+    with stage(f"adding {n:,} items to a {config.kind} index"):
+        index.add(vectors)
     index = to_device(index, config)
     return index if offset is None else CenteredIndex(index, offset)
 

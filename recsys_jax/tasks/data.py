@@ -15,6 +15,7 @@ import pandas as pd
 
 from recsys_jax.data import ids, movielens, splits, synthetic
 from recsys_jax.data.dataset import Dataset
+from recsys_jax.progress import stage
 
 
 def load_dataset(data_config: ml_collections.ConfigDict) -> Dataset:
@@ -82,10 +83,12 @@ def load_split(config: ml_collections.ConfigDict, save_dir: str | os.PathLike | 
     Raises:
       ValueError: when the split fails its leakage checks.
     """
-    dataset = load_dataset(config.data)
-    encoded, mapping = ids.encode_dataset(dataset)
-    interactions = encoded.interactions if keep is None else keep(encoded.interactions)
-    split = split_from_config(interactions, config.split)
+    with stage(f"loading {config.data.dataset}"):
+        dataset = load_dataset(config.data)
+    with stage(f"encoding ids and splitting ({config.split.name})"):
+        encoded, mapping = ids.encode_dataset(dataset)
+        interactions = encoded.interactions if keep is None else keep(encoded.interactions)
+        split = split_from_config(interactions, config.split)
     if save_dir is not None:
         mapping.save(Path(save_dir) / "ids")
         split.save(Path(save_dir) / "split")

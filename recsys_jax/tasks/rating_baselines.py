@@ -13,14 +13,14 @@ from typing import Any
 import numpy as np
 
 from recsys_jax.evaluation import baselines as baselines_lib
-from recsys_jax.evaluation.compare import (
+from recsys_jax.evaluation.comparison_table import (
     BootstrapSettings,
     ModelEvaluation,
     rating_comparison_table,
     to_markdown,
     write_comparison,
 )
-from recsys_jax.evaluation.rating import rating_metrics
+from recsys_jax.evaluation.rating_metrics import rating_metrics
 
 REFERENCE = "user_item_bias"
 

@@ -18,7 +18,7 @@ from typing import Any
 import ml_collections
 
 from recsys_jax.evaluation import baselines as baselines_lib
-from recsys_jax.evaluation.rating import rating_metrics
+from recsys_jax.evaluation.rating_metrics import rating_metrics
 from recsys_jax.tasks.rating import RatingData, load_rating_data
 from recsys_jax.tasks.rating_search import score_config
 

@@ -12,6 +12,8 @@ import pytest
 
 from recsys_jax.data import ids
 
+pytestmark = pytest.mark.slow  # every test runs the script in a subprocess
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "experiments" / "similar_items.py"
 ML100K_GENRES = ("unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",

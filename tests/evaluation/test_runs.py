@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from recsys_jax.evaluation import runs
-from recsys_jax.evaluation.comparison import SplitMismatchError, check_runs
+from recsys_jax.evaluation.run_comparison import SplitMismatchError, check_runs
 from recsys_jax.evaluation.sources import Embeddings, RankedLists, ScoreMatrix
 
 

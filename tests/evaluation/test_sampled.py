@@ -7,7 +7,7 @@ from recsys_jax.evaluation.evaluate import evaluate_ranking, target_from_arrays
 from recsys_jax.evaluation.interactions import interaction_matrix
 from recsys_jax.evaluation.sampled import (
     rank_candidates,
-    sample_negatives,
+    sample_unseen_items,
     sampled_candidates,
     sampled_ranking,
 )
@@ -48,15 +48,15 @@ def test_negatives_are_unseen_distinct_and_reproducible():
 
 def test_a_users_negatives_do_not_depend_on_other_users():
     seen = np.array([0, 3, 4, 9])
-    a = sample_negatives(5, seen, 50, 10, seed=1)
-    b = sample_negatives(5, seen, 50, 10, seed=1)
+    a = sample_unseen_items(5, seen, 50, 10, seed=1)
+    b = sample_unseen_items(5, seen, 50, 10, seed=1)
     np.testing.assert_array_equal(a, b)
     assert not set(a.tolist()) & set(seen.tolist())
 
 
 def test_index_mapping_covers_exactly_the_unseen_items():
     seen = np.array([0, 1, 5, 6, 7, 19])
-    drawn = sample_negatives(0, seen, 20, 100, seed=0)  # asks for more than exist
+    drawn = sample_unseen_items(0, seen, 20, 100, seed=0)  # asks for more than exist
     assert drawn.tolist() == sorted(set(range(20)) - set(seen.tolist()))
 
 

@@ -2,7 +2,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from recsys_jax.evaluation.compare import BootstrapSettings
+from recsys_jax.evaluation.comparison_table import BootstrapSettings
 from recsys_jax.models.mf import MatrixFactorization
 from recsys_jax.tasks.rating import RatingData
 from recsys_jax.tasks.rating_baselines import compare_with_rating_baselines

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from recsys_jax.evaluation import baselines as baselines_lib
-from recsys_jax.evaluation.rating import rating_metrics
+from recsys_jax.evaluation.rating_metrics import rating_metrics
 from recsys_jax.tasks.rating import load_rating_data
 from recsys_jax.tasks.rating_results import (
     BASELINES,

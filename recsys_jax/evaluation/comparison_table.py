@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recsys_jax.evaluation import rating as rating_lib
+from recsys_jax.evaluation import rating_metrics as rating_lib
 from recsys_jax.evaluation import significance as sig
 from recsys_jax.evaluation.results import PerUserMetrics
 from recsys_jax.fileio import atomic_path, atomic_save_npy, atomic_write_json, atomic_write_text

@@ -5,28 +5,28 @@ import pytest
 import scipy.sparse as sp
 import scipy.sparse.linalg
 
-from recsys_jax.evaluation import baselines, rating
+from recsys_jax.evaluation import baselines, rating_metrics
 
 
 def test_rmse_and_mae_clip_predictions_to_the_scale():
     users = np.array([0, 0, 1])
     pred = np.array([6.0, 3.0, 0.0])    # clipped to 5, 3, 1
     true = np.array([4.0, 3.0, 2.0])    # errors 1, 0, -1
-    r = rating.rating_metrics(users, pred, true, (1, 5))
+    r = rating_metrics.rating_metrics(users, pred, true, (1, 5))
     assert r.aggregates["rmse"] == pytest.approx(np.sqrt(2 / 3))
     assert r.aggregates["mae"] == pytest.approx(2 / 3)
     assert r.users.tolist() == [0, 1]
-    np.testing.assert_allclose(r.values[rating.USER_MSE], [0.5, 1.0])
-    np.testing.assert_allclose(r.values[rating.USER_MAE], [0.5, 1.0])
-    np.testing.assert_allclose(r.values[rating.NUM_RATINGS], [2, 1])
-    assert rating.rmse_from_per_user(r.values[rating.USER_MSE],
-                                     r.values[rating.NUM_RATINGS]) == pytest.approx(
+    np.testing.assert_allclose(r.values[rating_metrics.USER_MSE], [0.5, 1.0])
+    np.testing.assert_allclose(r.values[rating_metrics.USER_MAE], [0.5, 1.0])
+    np.testing.assert_allclose(r.values[rating_metrics.NUM_RATINGS], [2, 1])
+    assert rating_metrics.rmse_from_per_user(r.values[rating_metrics.USER_MSE],
+                                     r.values[rating_metrics.NUM_RATINGS]) == pytest.approx(
         r.aggregates["rmse"])
-    assert rating.mae_from_per_user(r.values[rating.USER_MAE],
-                                    r.values[rating.NUM_RATINGS]) == pytest.approx(
+    assert rating_metrics.mae_from_per_user(r.values[rating_metrics.USER_MAE],
+                                    r.values[rating_metrics.NUM_RATINGS]) == pytest.approx(
         r.aggregates["mae"])
     with pytest.raises(ValueError, match="NaN"):
-        rating.rating_metrics(users, np.array([1.0, np.nan, 2.0]), true, (1, 5))
+        rating_metrics.rating_metrics(users, np.array([1.0, np.nan, 2.0]), true, (1, 5))
 
 
 # Users 0, 1 (2 unseen); items 0, 1 (2 unseen). μ = (5 + 3 + 4) / 3 = 4.

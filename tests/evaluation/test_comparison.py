@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 import scipy.stats
 
-from recsys_jax.evaluation import baselines, compare, comparison, runs, significance
-from recsys_jax.evaluation.compare import BootstrapSettings, ModelEvaluation
+from recsys_jax.evaluation import baselines, comparison_table, run_comparison, runs, significance
+from recsys_jax.evaluation.comparison_table import BootstrapSettings, ModelEvaluation
 from recsys_jax.evaluation.evaluate import target_from_arrays
 from recsys_jax.evaluation.ranking import full_ranking
 from recsys_jax.evaluation.results import PerUserMetrics
@@ -33,7 +33,7 @@ def test_holm_and_tests_in_table_match_direct_computation():
     for j, shift in enumerate([0.02, 0.05, 0.0]):
         evals.append(ModelEvaluation(f"m{j}", PerUserMetrics(
             users, {"ndcg@10": base + shift + 0.1 * rng.standard_normal(100)})))
-    table = compare.comparison_table(evals, "popularity", bootstrap=FAST)
+    table = comparison_table.comparison_table(evals, "popularity", bootstrap=FAST)
     assert table["model"].tolist() == ["popularity", "m0", "m1", "m2"]
     rows = table.iloc[1:]
     expected_p = [scipy.stats.ttest_rel(e.metrics.values["ndcg@10"], base).pvalue
@@ -52,13 +52,13 @@ def test_models_on_different_users_or_protocols_are_refused():
     a = ModelEvaluation("popularity", PerUserMetrics(np.arange(3), {"x": np.zeros(3)}))
     b = ModelEvaluation("b", PerUserMetrics(np.arange(1, 4), {"x": np.zeros(3)}))
     with pytest.raises(ValueError, match="other users"):
-        compare.comparison_table([a, b], "popularity")
+        comparison_table.comparison_table([a, b], "popularity")
     c = ModelEvaluation("c", PerUserMetrics(np.arange(3), {"x": np.zeros(3)},
                                             protocol="sampled-99"))
     with pytest.raises(ValueError, match="across protocols"):
-        compare.comparison_table([a, c], "popularity")
+        comparison_table.comparison_table([a, c], "popularity")
     with pytest.raises(ValueError, match="not among"):
-        compare.comparison_table([a], "random")
+        comparison_table.comparison_table([a], "random")
 
 
 def test_compare_ranking_writes_every_output(tmp_path):
@@ -67,15 +67,16 @@ def test_compare_ranking_writes_every_output(tmp_path):
     runs.save_run(tmp_path / "run", name="emb", model="mf", dataset="toy",
                   split_fingerprint=FINGERPRINT, user_embeddings=rng.standard_normal((60, 4)),
                   item_embeddings=rng.standard_normal((80, 4)))
-    result = comparison.compare_ranking([runs.load_run(tmp_path / "run")], target, FINGERPRINT,
+    result = run_comparison.compare_ranking([runs.load_run(tmp_path / "run")], target, FINGERPRINT,
                                         [5, 10], bootstrap=FAST)
     table = result.table
     assert set(table["model"]) == {"popularity", "random", "emb"}
     assert (table["baseline"] == "popularity").all() and (table["protocol"] == "full").all()
     assert {"ndcg@10", "novelty@5", "coverage@10", "gini@5"} <= set(table["metric"])
-    paths = compare.write_comparison(tmp_path / "out", table, result.evaluations, title="toy")
+    paths = comparison_table.write_comparison(tmp_path / "out", table, result.evaluations,
+                                              title="toy")
     csv = pd.read_csv(paths["csv"])
-    assert list(csv.columns) == list(compare.TABLE_COLUMNS) and len(csv) == len(table)
+    assert list(csv.columns) == list(comparison_table.TABLE_COLUMNS) and len(csv) == len(table)
     assert paths["png"].read_bytes()[:4] == b"\x89PNG"
     md = paths["markdown"].read_text()
     assert "| ndcg@10 | emb |" in md and "Δ vs popularity" in md
@@ -88,10 +89,10 @@ def test_compare_ranking_writes_every_output(tmp_path):
 
 def test_sampled_comparison_is_labelled_everywhere(tmp_path):
     target, _ = _target(2)
-    result = comparison.compare_ranking([], target, FINGERPRINT, [10], protocol="sampled",
+    result = run_comparison.compare_ranking([], target, FINGERPRINT, [10], protocol="sampled",
                                         num_negatives=20, bootstrap=FAST)
     assert (result.table["protocol"] == "sampled-20").all()
-    paths = compare.write_comparison(tmp_path, result.table, result.evaluations)
+    paths = comparison_table.write_comparison(tmp_path, result.table, result.evaluations)
     for key in ("markdown", "csv", "json", "png", "per_user"):
         assert "sampled-20" in paths[key].name
     for f in paths["per_user"].rglob("*_at_*.npy"):
@@ -101,7 +102,7 @@ def test_sampled_comparison_is_labelled_everywhere(tmp_path):
 
 def test_popularity_is_always_in_the_table():
     target, _ = _target(3)
-    result = comparison.compare_ranking([], target, FINGERPRINT, [5], baselines=["random"],
+    result = run_comparison.compare_ranking([], target, FINGERPRINT, [5], baselines=["random"],
                                         bootstrap=FAST)
     assert result.table["model"].drop_duplicates().tolist() == ["popularity", "random"]
 
@@ -132,7 +133,7 @@ def test_random_baseline_is_reproducible_and_independent_of_chunking():
 
 def test_rating_comparison():
     _, parts = _target(5)
-    result = comparison.compare_rating_baselines(parts[0], parts[2], 60, 80, (1, 5),
+    result = run_comparison.compare_rating_baselines(parts[0], parts[2], 60, 80, (1, 5),
                                                  bootstrap=FAST)
     table = result.table
     assert table["metric"].drop_duplicates().tolist() == ["rmse", "mae"]

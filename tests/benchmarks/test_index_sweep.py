@@ -6,9 +6,9 @@ import sys
 import numpy as np
 from flax import nnx
 
+from benchmarks.index_sweep import benchmark_indexes, markdown_table
 from recsys_jax.models.two_tower import TwoTower
 from recsys_jax.retrieval.index import IndexConfig
-from recsys_jax.retrieval.index_sweep import benchmark_indexes, markdown_table
 
 
 def test_benchmark_rows():

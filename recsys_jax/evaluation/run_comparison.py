@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from recsys_jax.evaluation import baselines as baselines_lib
-from recsys_jax.evaluation.compare import (
+from recsys_jax.evaluation.comparison_table import (
     BootstrapSettings,
     ModelEvaluation,
     comparison_table,
@@ -17,7 +17,7 @@ from recsys_jax.evaluation.compare import (
 )
 from recsys_jax.evaluation.evaluate import EvaluationTarget, evaluate_ranking
 from recsys_jax.evaluation.ranking import RankingStats
-from recsys_jax.evaluation.rating import rating_metrics
+from recsys_jax.evaluation.rating_metrics import rating_metrics
 from recsys_jax.evaluation.runs import Run, RunError
 from recsys_jax.evaluation.sampled import DEFAULT_NUM_NEGATIVES, sampled_candidates
 
