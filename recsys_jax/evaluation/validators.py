@@ -27,12 +27,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from recsys_jax.data.columns import check_id_range
 from recsys_jax.evaluation.evaluate import EvaluationTarget, evaluate_ranking
 from recsys_jax.evaluation.results import FULL_PROTOCOL
 from recsys_jax.evaluation.sampled import DEFAULT_NUM_NEGATIVES, sampled_candidates
 from recsys_jax.evaluation.sources import Embeddings, ScoreFunction, ScoreSource
 from recsys_jax.models.contract import RankingEmbedder
-from recsys_jax.training.columns import check_id_range
 
 
 def _chunking(n: int, chunk_size: int) -> tuple[int, int]:

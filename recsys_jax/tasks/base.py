@@ -23,8 +23,8 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from recsys_jax.data.columns import Columns
 from recsys_jax.models.registry import build_model
-from recsys_jax.training.columns import Columns
 from recsys_jax.training.loop import Evaluate, FitResult
 from recsys_jax.training.losses import LossFn
 

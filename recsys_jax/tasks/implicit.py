@@ -34,6 +34,7 @@ from absl import logging
 from flax import nnx
 
 from recsys_jax.data import splits
+from recsys_jax.data.columns import Columns, check_id_range, num_rows
 from recsys_jax.evaluation.evaluate import EvaluationTarget, evaluate_ranking, target_from_split
 from recsys_jax.evaluation.results import FULL_PROTOCOL, PerUserMetrics
 from recsys_jax.evaluation.runs import save_run
@@ -46,7 +47,6 @@ from recsys_jax.tasks.base import Task, TaskData, monitor_parts
 from recsys_jax.tasks.data import load_split
 from recsys_jax.tasks.implicit_losses import IMPLICIT_LOSSES
 from recsys_jax.tasks.negatives import build_positive_set
-from recsys_jax.training.columns import Columns, check_id_range, num_rows
 from recsys_jax.training.losses import LossFn
 
 # Runs of non-dot-product models are saved as dense score matrices up to this many scores

@@ -33,6 +33,7 @@ import pandas as pd
 from flax import nnx
 
 from recsys_jax import fileio
+from recsys_jax.data import columns as columns_lib
 from recsys_jax.data import splits
 from recsys_jax.evaluation.runs import save_run
 from recsys_jax.evaluation.validators import RatingEvaluator, predict_ratings
@@ -47,7 +48,6 @@ from recsys_jax.models.contract import (
 from recsys_jax.tasks.base import Task, TaskData
 from recsys_jax.tasks.data import load_split
 from recsys_jax.tasks.rating_baselines import compare_with_rating_baselines
-from recsys_jax.training import columns as columns_lib
 from recsys_jax.training.loop import FitResult
 from recsys_jax.training.losses import Batch, LossFn, batch_weight, weighted_mean
 

@@ -36,6 +36,7 @@ import pandas as pd
 from flax import nnx
 
 from recsys_jax import fileio
+from recsys_jax.data import columns as columns_lib
 from recsys_jax.data import splits
 from recsys_jax.data.dataset import Dataset
 from recsys_jax.data.features import (
@@ -54,7 +55,6 @@ from recsys_jax.retrieval.retriever import Retriever
 from recsys_jax.tasks.base import Task, TaskData, monitor_parts
 from recsys_jax.tasks.data import load_split
 from recsys_jax.tasks.retrieval_losses import make_retrieval_loss, sampling_log_q
-from recsys_jax.training import columns as columns_lib
 from recsys_jax.training.loop import FitResult
 from recsys_jax.training.losses import LossFn
 

@@ -30,9 +30,9 @@ import optax
 from absl import logging
 from flax import nnx
 
+from recsys_jax.data.columns import num_rows
 from recsys_jax.training import steps as steps_lib
 from recsys_jax.training.checkpoints import CheckpointStore, abstract_state
-from recsys_jax.training.columns import num_rows
 from recsys_jax.training.early_stopping import EarlyStopping
 from recsys_jax.training.losses import LossFn
 from recsys_jax.training.metric_log import METRICS_FILE, MetricLog, read_metrics

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from recsys_jax.training.columns import num_rows
+from recsys_jax.data.columns import num_rows
 from recsys_jax.training.losses import LossFn, batch_weight
 
 Batch = Mapping[str, jax.Array]

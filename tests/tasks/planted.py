@@ -4,8 +4,8 @@ import numpy as np
 import optax
 from flax import nnx
 
+from recsys_jax.data.columns import rating_columns
 from recsys_jax.models.mf import build_mf
-from recsys_jax.training.columns import rating_columns
 
 NUM_USERS, NUM_ITEMS = 30, 40
 

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from recsys_jax.data.columns import check_id_range, rating_columns
 from recsys_jax.evaluation.validators import RatingEvaluator, predict_ratings
 from recsys_jax.models.mf import MatrixFactorization
-from recsys_jax.training.columns import check_id_range, rating_columns
 
 
 def _model():
