@@ -20,6 +20,12 @@ T = TypeVar("T")
 
 DEFAULT_EVERY_S = 10.0
 
+# absl names the logging call's file and line; skipping these frames makes it name the loop's.
+for _function in ("update", "close", "track", "stage"):
+    logging.ABSLLogger.register_frame_to_skip(__file__, _function)
+for _function in ("__enter__", "__exit__"):
+    logging.ABSLLogger.register_frame_to_skip(contextlib.__file__, _function)
+
 
 class Progress:
     """Counts work done and logs it at most every ``every_s`` seconds.

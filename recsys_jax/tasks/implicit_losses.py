@@ -28,6 +28,16 @@ from recsys_jax.tasks.negatives import PositiveSet, sample_negatives
 from recsys_jax.training.losses import Batch, LossFn, batch_weight, weighted_mean
 
 
+def _positive_and_negative_logits(model: nnx.Module, batch: Batch, rng: jax.Array,
+                                  positives: PositiveSet, num_negatives: int
+                                  ) -> tuple[jax.Array, jax.Array]:
+    """Logits ``[B]`` of the batch's pairs and ``[B, N]`` of N negatives drawn per row from
+    ``rng`` (never a training positive of the row's user)."""
+    users = batch["user"]
+    negatives = jax.lax.stop_gradient(sample_negatives(positives, rng, users, num_negatives))
+    return model(users, batch["item"]), model(users[:, None], negatives)
+
+
 def make_bce_loss(positives: PositiveSet, num_negatives: int = 4) -> LossFn:
     """``loss_fn(model, batch, rng)`` for a logit model ``model(users, items)``.
 
@@ -45,11 +55,8 @@ def make_bce_loss(positives: PositiveSet, num_negatives: int = 4) -> LossFn:
 
     def loss_fn(model: nnx.Module, batch: Batch, rng: jax.Array):
         weight = batch_weight(batch)
-        users, items = batch["user"], batch["item"]
-        negatives = jax.lax.stop_gradient(
-            sample_negatives(positives, rng, users, num_negatives))
-        pos_logit = model(users, items)
-        neg_logit = model(users[:, None], negatives)
+        pos_logit, neg_logit = _positive_and_negative_logits(model, batch, rng, positives,
+                                                             num_negatives)
         pos_loss = jax.nn.softplus(-pos_logit)           # −log σ(s)
         neg_loss = jnp.sum(jax.nn.softplus(neg_logit), axis=-1)  # −Σ log(1 − σ(s))
         loss = jnp.sum(weight * (pos_loss + neg_loss)) / jnp.maximum(
@@ -79,10 +86,9 @@ def make_bpr_loss(positives: PositiveSet, num_negatives: int = 1) -> LossFn:
 
     def loss_fn(model: nnx.Module, batch: Batch, rng: jax.Array):
         weight = batch_weight(batch)
-        users, items = batch["user"], batch["item"]
-        negatives = jax.lax.stop_gradient(
-            sample_negatives(positives, rng, users, num_negatives))
-        margin = model(users, items)[:, None] - model(users[:, None], negatives)
+        pos_logit, neg_logit = _positive_and_negative_logits(model, batch, rng, positives,
+                                                             num_negatives)
+        margin = pos_logit[:, None] - neg_logit
         per_row = jnp.mean(jax.nn.softplus(-margin), axis=-1)  # −log σ(s⁺ − s⁻)
         aux = {"pos_above_neg": weighted_mean(
             jnp.mean((margin > 0).astype(jnp.float32), axis=-1), weight)}
