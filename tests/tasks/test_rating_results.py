@@ -31,6 +31,7 @@ def _config(protocol: str, dim: int = 4) -> ml_collections.ConfigDict:
 MODELS = {"small": _config, "wide": lambda protocol: _config(protocol, dim=8)}
 
 
+@pytest.mark.slow  # trains several models
 def test_random_protocol_varies_split_and_model_with_the_seed():
     results = run_protocol("random", MODELS, seeds=[0, 1])
     assert results.methods() == list(BASELINES) + ["small", "wide"]
@@ -53,6 +54,7 @@ def test_random_protocol_varies_split_and_model_with_the_seed():
         assert 0 < run["test_mae"] <= run["test_rmse"] < 3
 
 
+@pytest.mark.slow  # trains several models
 def test_temporal_protocol_keeps_the_split_and_reports_cold_start():
     results = run_protocol("global_temporal", {"small": _config}, seeds=[0, 1])
     # The split ignores the seed: baselines and cold-start shares repeat exactly.

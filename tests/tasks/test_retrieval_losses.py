@@ -147,6 +147,7 @@ def test_per_row_user_inputs_replace_the_stored_rows():
     assert abs(float(loss_fn(model, other, jax.random.key(0))[0]) - float(stored)) > 1e-4
 
 
+@pytest.mark.slow
 def test_history_model_gathers_batch_items_from_the_catalogue_pass():
     """With the history tower the loss encodes the catalogue once and gathers the batch's
     items from it: the same value and gradients as encoding the batch's items directly."""
