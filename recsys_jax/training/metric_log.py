@@ -4,13 +4,15 @@
 the TensorBoard events under ``tensorboard/`` are for people (``tensorboard --logdir
 <workdir>``), written with tensorboardX so no TensorFlow is needed. On resume both are cut back
 to the epoch the run restarts after: the JSON lines are rewritten, the event file is opened with
-``purge_step`` so TensorBoard hides the stale epochs.
+``purge_step`` so TensorBoard hides the stale epochs. TensorBoard tags allow only
+``[A-Za-z0-9_./-]``, so ``val_recall@100`` is logged as ``val_recall_at_100`` (``tensorboard_tag``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,12 @@ from recsys_jax import fileio
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
+
+
+def tensorboard_tag(name: str) -> str:
+    """A metric name as a legal TensorBoard tag: ``@`` becomes ``_at_``, other characters
+    outside ``[A-Za-z0-9_./-]`` become ``_``."""
+    return re.sub(r"[^A-Za-z0-9_./\-]", "_", name.replace("@", "_at_"))
 
 
 def read_metrics(workdir: str | os.PathLike) -> list[dict[str, Any]]:
@@ -67,7 +75,8 @@ class MetricLog:
             for name, value in record.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool) \
                         and name != "epoch":
-                    self._writer.add_scalar(name, value, global_step=record["epoch"])
+                    self._writer.add_scalar(tensorboard_tag(name), value,
+                                            global_step=record["epoch"])
             self._writer.flush()
 
     def close(self) -> None:
