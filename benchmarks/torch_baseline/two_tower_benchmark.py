@@ -26,7 +26,8 @@ its timing, the embeddings with the training-time user inputs; they come back as
 ``epoch_*_embeddings.npy`` and are scored here, one run at a time, with the same
 ``evaluate_ranking`` over ``Embeddings`` on the same target and metric. The best epoch is the
 first maximum and ``time_to_best_s = setup_s + compile_s + Σ epoch_time_s`` over epochs
-1..best (evaluation not on their clock); their test scores are of the last epoch's weights.
+1..best (evaluation not on their clock). They also export each epoch's user embeddings with the
+test users' inputs, and are tested at their best validation epoch, as the JAX run is.
 
 Definitions as in ``benchmarks.torch_baseline.mf_benchmark`` (steady epoch: median of epochs 2..;
 warm-up: explicit compile plus epoch 1's excess over the steady epoch; examples/s: training
@@ -109,6 +110,15 @@ def validate_epochs(out_dir: Path, target: Any, metric: str, k: int) -> list[flo
     return [evaluate_ranking(Embeddings(np.asarray(u), np.asarray(i)), target, (k,),
                              metrics=(metric,)).mean(f"{metric}@{k}")
             for u, i in zip(users, items)]
+
+
+def best_epoch_embeddings(out_dir: Path, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+    """The (test users' inputs) user and item embeddings of ``epoch`` (1-based) that a
+    worker saved in ``out_dir``: what a PyTorch run is tested with, as the JAX run is tested at
+    its best validation epoch."""
+    users = np.load(out_dir / "epoch_test_user_embeddings.npy", mmap_mode="r")
+    items = np.load(out_dir / "epoch_item_embeddings.npy", mmap_mode="r")
+    return np.array(users[epoch - 1]), np.array(items[epoch - 1])
 
 
 def add_time_to_best(run: dict[str, Any], values: Sequence[float], monitor: str) -> None:
@@ -224,13 +234,15 @@ def run_two_tower_benchmark(config: Any, *, variants: Sequence[str] = VARIANTS,
                 t0 = time.perf_counter()
                 result = harness.run_worker_process(task, out, module=WORKER)
                 runs[variant].append(result)
-                embeddings[variant].append((np.load(out / "user_embeddings.npy"),
-                                            np.load(out / "item_embeddings.npy")))
                 best = ""
                 if task["epoch_embeddings"]:
                     # Scored now, so only one run's epochs are ever loaded.
                     add_time_to_best(result, validate_epochs(out, val_target, metric, k),
                                      monitor)
+                    embeddings[variant].append(best_epoch_embeddings(out, result["best_epoch"]))
+                else:  # JAX (loop.fit keeps the best epoch); PyTorch unvalidated: last epoch.
+                    embeddings[variant].append((np.load(out / "user_embeddings.npy"),
+                                                np.load(out / "item_embeddings.npy")))
                 if result.get("best_epoch") is not None:
                     best = (f", best {monitor} {result['best_val']:.4f} (epoch "
                             f"{result['best_epoch']}) after {result['time_to_best_s']:.2f}s")
@@ -285,7 +297,7 @@ def format_two_tower_markdown(result: dict[str, Any]) -> str:
             f"with the highest {result['monitor']}; JAX runs `loop.fit`, which validates "
             f"inside its epoch loop (validation timed, test scores of the best epoch's "
             f"weights); PyTorch's epochs are scored afterwards by the same evaluation code "
-            f"(validation and exports not timed, test scores of the last epoch's weights).")
+            f"(validation and exports not timed, test scores of the best epoch's weights).")
     lines += [
         "",
         "| variant | steady epoch (s) | train examples/s | JAX speed-up | warm-up/compile (s) "

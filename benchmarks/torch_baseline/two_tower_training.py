@@ -14,9 +14,11 @@ options, the same optimizer and weight decay, batch size, a fixed number of epoc
 
 Training runs for a fixed number of epochs, without per-epoch validation, in both frameworks:
 the benchmark compares the speed of the same amount of work, then scores the final embeddings.
-With ``epoch_embeddings`` each epoch's user and item embeddings (training-time user inputs) are
-also exported, outside the epoch's timing, so that the benchmark can score every epoch on the
-validation part afterwards with the evaluation suite (time to the best validation epoch).
+With ``epoch_embeddings`` each epoch's item embeddings and user embeddings are also exported,
+outside the epoch's timing, twice: with the training-time user inputs (what validation scores)
+and with the test users' inputs. The benchmark then scores every epoch on the validation part
+with the evaluation suite (time to the best validation epoch) and tests the best epoch, as the
+JAX run, which early-stopping keeps at its best epoch, is tested.
 The model starts from the JAX model's initial parameters (``TorchTwoTower.load_jax_params``),
 so the frameworks differ only in shuffling order and floating-point detail.
 """
@@ -255,10 +257,13 @@ class TwoTowerFitRecord:
         excluded).
       export_s: exporting the embeddings (test-time user inputs).
       temperature: the final τ.
-      user_embeddings, item_embeddings: float32 exported embeddings (rows = encoded ids).
+      user_embeddings, item_embeddings: float32 exported embeddings after the last epoch
+        (rows = encoded ids; users from the test users' inputs).
       epoch_user_embeddings, epoch_item_embeddings: with ``epoch_embeddings``, every epoch's
         float32 embeddings ``[epochs, num_users | num_items, dim]`` from the training-time
-        user inputs (what per-epoch validation would score); else None.
+        user inputs (what per-epoch validation scores); else None.
+      epoch_test_user_embeddings: likewise, the user embeddings from the test users' inputs
+        (what the best epoch is tested with); else None.
       epoch_export_s: the time those per-epoch exports took (in no epoch time, nor in
         ``total_s``).
       best_epoch, best_val, time_to_best_s: set by the JAX side, whose ``loop.fit``
@@ -277,6 +282,7 @@ class TwoTowerFitRecord:
     item_embeddings: np.ndarray
     epoch_user_embeddings: np.ndarray | None = None
     epoch_item_embeddings: np.ndarray | None = None
+    epoch_test_user_embeddings: np.ndarray | None = None
     epoch_export_s: float = 0.0
     best_epoch: int | None = None
     best_val: float | None = None
@@ -285,7 +291,8 @@ class TwoTowerFitRecord:
 
 # The record's arrays: the worker saves them as .npy files, never in its JSON result.
 ARRAY_FIELDS = ("user_embeddings", "item_embeddings", "epoch_user_embeddings",
-                "epoch_item_embeddings")
+                "epoch_item_embeddings", "epoch_test_user_embeddings")
+EPOCH_EXPORTS = ("user_embeddings", "item_embeddings", "test_user_embeddings")
 
 
 class EpochExports:
@@ -298,22 +305,45 @@ class EpochExports:
         self.seconds = 0.0
 
     def add(self, epoch: int, export: Callable[[], Mapping[str, np.ndarray]]) -> None:
-        """Stores ``export()`` (``user_embeddings``, ``item_embeddings``) as epoch ``epoch``
-        (1-based) and adds its wall time to ``seconds``."""
+        """Stores ``export()`` (the ``EPOCH_EXPORTS`` arrays) as epoch ``epoch`` (1-based) and
+        adds its wall time to ``seconds``."""
         t0 = time.perf_counter()
         exported = export()
-        for name in ("user_embeddings", "item_embeddings"):
+        for name in EPOCH_EXPORTS:
             if name not in self.arrays:
                 self.arrays[name] = np.empty((self.epochs, *exported[name].shape), np.float32)
             self.arrays[name][epoch - 1] = exported[name]
         self.seconds += time.perf_counter() - t0
 
     def record_fields(self) -> dict[str, Any]:
-        """``epoch_user_embeddings``, ``epoch_item_embeddings`` (None when nothing was
-        exported) and ``epoch_export_s`` for ``TwoTowerFitRecord``."""
-        return {"epoch_user_embeddings": self.arrays.get("user_embeddings"),
-                "epoch_item_embeddings": self.arrays.get("item_embeddings"),
+        """``epoch_<name>`` for each of ``EPOCH_EXPORTS`` (None when nothing was exported)
+        and ``epoch_export_s`` for ``TwoTowerFitRecord``."""
+        return {**{f"epoch_{name}": self.arrays.get(name) for name in EPOCH_EXPORTS},
                 "epoch_export_s": self.seconds}
+
+
+def use_user_inputs(model: TorchTwoTower, arrays: Mapping[str, np.ndarray], prefix: str) -> None:
+    """Puts the user inputs ``<prefix>user_features`` (and the history columns) into the
+    model's stored user rows: prefix ``""`` the training-time inputs, ``"test_"`` the test
+    users' (train + val events), as ``RetrievalTask.evaluate`` does with
+    ``model.set_user_inputs``."""
+    with torch.no_grad():
+        model.user_features.copy_(torch.as_tensor(arrays[f"{prefix}user_features"]))
+        if model.use_history:
+            model.history_ids.copy_(torch.as_tensor(arrays[f"{prefix}history_ids"]))
+            model.history_mask.copy_(torch.as_tensor(arrays[f"{prefix}history_mask"]))
+
+
+def export_for_validation_and_test(model: TorchTwoTower, arrays: Mapping[str, np.ndarray]
+                                   ) -> dict[str, np.ndarray]:
+    """The model's embeddings with the training-time user inputs (``user_embeddings``,
+    ``item_embeddings``) and its user embeddings with the test users' inputs
+    (``test_user_embeddings``); the training-time inputs are back in place afterwards."""
+    exported = dict(model.export_arrays())
+    use_user_inputs(model, arrays, "test_")
+    exported["test_user_embeddings"] = model.export_arrays()["user_embeddings"]
+    use_user_inputs(model, arrays, "")
+    return exported
 
 
 def fit_torch_two_tower(variant: str, recipe: TwoTowerRecipe, arrays: Mapping[str, np.ndarray],
@@ -333,8 +363,9 @@ def fit_torch_two_tower(variant: str, recipe: TwoTowerRecipe, arrays: Mapping[st
       init_params: the JAX model's initial parameters (None: PyTorch's default init).
       compile_model: ``torch.compile`` the loss (tuned variant only).
       start: ``time.perf_counter()`` the set-up time is measured from (default: now).
-      epoch_embeddings: also export the embeddings after every epoch, with the training-time
-        user inputs, outside the timed epochs (``TwoTowerFitRecord.epoch_user_embeddings``).
+      epoch_embeddings: also export the embeddings after every epoch, outside the timed
+        epochs, with the training-time and the test users' inputs
+        (``TwoTowerFitRecord.epoch_user_embeddings`` / ``epoch_test_user_embeddings``).
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
@@ -355,19 +386,13 @@ def fit_torch_two_tower(variant: str, recipe: TwoTowerRecipe, arrays: Mapping[st
         history.append({"epoch": epoch, "train_loss": train_loss,
                         "epoch_time_s": time.perf_counter() - t0})
         if epoch_embeddings:
-            # After the epoch's clock stopped; the stored (training-time) user rows are still
-            # in place, so this is what per-epoch validation would score.
-            exports.add(epoch, model.export_arrays)
+            # After the epoch's clock stopped.
+            exports.add(epoch, lambda: export_for_validation_and_test(model, arrays))
     # Set-up plus the epochs: the per-epoch exports are not training time.
     total_s = time.perf_counter() - start - exports.seconds
     t0 = time.perf_counter()
-    # Test users are encoded from their test-time inputs (train + val events), as in
-    # RetrievalTask.evaluate (model.set_user_inputs).
-    with torch.no_grad():
-        model.user_features.copy_(torch.as_tensor(arrays["test_user_features"]))
-        if model.use_history:
-            model.history_ids.copy_(torch.as_tensor(arrays["test_history_ids"]))
-            model.history_mask.copy_(torch.as_tensor(arrays["test_history_mask"]))
+    # Test users are encoded from their test-time inputs (train + val events).
+    use_user_inputs(model, arrays, "test_")
     exported = model.export_arrays()
     return TwoTowerFitRecord(
         variant=variant, setup_s=setup_s, compile_s=0.0, history=history, total_s=total_s,

@@ -16,7 +16,12 @@ from benchmarks.torch_baseline.jax_two_tower import (
     prepare_retrieval_data,
     save_retrieval_data,
 )
-from benchmarks.torch_baseline.two_tower_benchmark import add_time_to_best, best_epoch, time_to_best
+from benchmarks.torch_baseline.two_tower_benchmark import (
+    add_time_to_best,
+    best_epoch,
+    best_epoch_embeddings,
+    time_to_best,
+)
 from benchmarks.torch_baseline.two_tower_training import (
     TwoTowerRecipe,
     build_torch_two_tower,
@@ -99,6 +104,11 @@ def _check_epoch_embeddings(record, plain, epochs, num_users, num_items, dim):
     # The final export still switches to the test users' inputs (train + val events).
     assert not np.allclose(users[-1], record.user_embeddings)
     np.testing.assert_allclose(items[-1], record.item_embeddings, rtol=1e-5, atol=1e-6)
+    # Each epoch is also exported with the test users' inputs; the last equals the final
+    # export, and training went on with the training-time inputs (users[-1] == plain's).
+    test_users = record.epoch_test_user_embeddings
+    assert test_users.shape == (epochs, num_users, dim)
+    np.testing.assert_allclose(test_users[-1], record.user_embeddings, rtol=1e-5, atol=1e-6)
     assert plain.epoch_user_embeddings is None and plain.epoch_export_s == 0.0
     assert record.epoch_export_s > 0 and len(record.history) == epochs
 
@@ -145,6 +155,16 @@ def test_jax_side_is_loop_fit_for_fixed_epochs_from_saved_data(tiny, tmp_path):
     for name in ("user_embeddings", "item_embeddings"):
         np.testing.assert_allclose(getattr(prefix, name), getattr(record, name), rtol=1e-5,
                                    atol=1e-6, err_msg=name)
+
+
+def test_pytorch_runs_are_tested_at_the_chosen_epoch(tmp_path):
+    test_users = np.arange(3 * 4 * 2, dtype=np.float32).reshape(3, 4, 2)
+    items = -np.arange(3 * 5 * 2, dtype=np.float32).reshape(3, 5, 2)
+    np.save(tmp_path / "epoch_test_user_embeddings.npy", test_users)
+    np.save(tmp_path / "epoch_item_embeddings.npy", items)
+    users, item_rows = best_epoch_embeddings(tmp_path, 2)
+    np.testing.assert_array_equal(users, test_users[1])
+    np.testing.assert_array_equal(item_rows, items[1])
 
 
 def test_best_epoch_is_the_first_maximum():
