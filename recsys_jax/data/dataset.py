@@ -30,6 +30,11 @@ class Dataset:
       genre_names: every genre the data set defines, in its canonical order.
       rating_scale: (lowest, highest) rating the data set allows.
       source: where the data came from (a directory, the cache, a URL or a wheel).
+      notes: things a run's report should show about this copy, one sentence each, e.g. an
+        optional file that was missing and what was lost with it (each was also logged as a
+        warning when the data was read).
+      missing_optional: the optional files (names relative to the data set's folder) that
+        were absent, e.g. ``("u.user",)``: no user table, so no demographic features.
     """
 
     name: str
@@ -39,6 +44,8 @@ class Dataset:
     genre_names: tuple[str, ...]
     rating_scale: tuple[float, float]
     source: str = ""
+    notes: tuple[str, ...] = ()
+    missing_optional: tuple[str, ...] = ()
 
     @property
     def num_users(self) -> int:

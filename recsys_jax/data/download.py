@@ -3,8 +3,8 @@
 Everything that touches the network goes through two module-level functions, :func:`open_url`
 and :func:`run_pip_download`, so tests (and users behind a proxy) can replace them. Archives are
 verified before use, unpacked into a temporary directory beside their destination and renamed
-into place only once complete; a member that would escape the destination, or a symlink, makes
-the whole archive refused.
+into place only once complete (:func:`replace_directory`); a member that would escape the
+destination, or a symlink, makes the whole archive refused.
 """
 
 from __future__ import annotations
@@ -104,18 +104,17 @@ def published_md5(url: str) -> str | None:
 
 def file_digest(path: str | os.PathLike, algorithm: str) -> str:
     """Hex digest of a file (``"md5"``, ``"sha256"``, ...), read in chunks."""
-    hasher = hashlib.new(algorithm)
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            hasher.update(chunk)
-    return hasher.hexdigest()
+        return hashlib.file_digest(f, algorithm).hexdigest()
 
 
-def download_verified(url: str, target: str | os.PathLike, expected_md5: str) -> Path:
+def download_verified(url: str, target: str | os.PathLike, expected_md5: str,
+                      digest_source: str = "published") -> Path:
     """Downloads ``url`` to ``target`` atomically, checking its MD5 on the way.
 
     ``target`` only ever appears complete and verified; on a mismatch or an interrupted
-    transfer nothing is left behind.
+    transfer nothing is left behind. ``digest_source`` says in the error where
+    ``expected_md5`` came from (``"published"``, ``"pinned"``).
 
     Raises:
       DownloadError: when the transfer fails.
@@ -140,7 +139,7 @@ def download_verified(url: str, target: str | os.PathLike, expected_md5: str) ->
         if actual != expected_md5:
             # Leaving the with-block by an exception deletes the temporary file.
             raise ChecksumError(
-                f"MD5 {actual} of the {size}-byte download does not match the published "
+                f"MD5 {actual} of the {size}-byte download does not match the {digest_source} "
                 f"{expected_md5}; the download was deleted", path=url)
     logger.info("Downloaded %s (%d bytes, MD5 %s) to %s", url, size, expected_md5, target)
     return target
@@ -173,7 +172,7 @@ def extracted_zip(zip_path: str | os.PathLike, work_dir: str | os.PathLike,
     Every member name is checked before anything is written (so one bad member refuses the
     whole archive); symlinks are refused; member CRCs are checked while extracting. The
     directory is yielded for the caller to move what it needs into place (see
-    :func:`publish_directory`) and is removed afterwards, whatever happens.
+    :func:`replace_directory`) and is removed afterwards, whatever happens.
 
     Args:
       zip_path: the archive.
@@ -232,23 +231,27 @@ def _extract_members(archive: zipfile.ZipFile, zip_path: Path, root: Path,
             shutil.copyfileobj(source, out, _CHUNK)
 
 
-def publish_directory(source: str | os.PathLike, target: str | os.PathLike) -> bool:
-    """Renames a complete directory onto ``target`` in one step.
+def replace_directory(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Puts the complete directory ``source`` at ``target``, replacing whatever is there.
 
-    Returns ``True`` if it was moved, ``False`` if ``target`` already existed (e.g. another
-    process finished first); the caller decides whether what is there will do.
+    The old ``target`` is first renamed aside (so no reader ever sees a mix of old and new
+    files) and deleted once the new one is in place.
     """
     source, target = Path(source), Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists():
-        return False
+    old = None
+    if target.exists() or target.is_symlink():
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+        os.rename(target, old / target.name)
     try:
         os.rename(source, target)
     except OSError:
-        if target.exists():  # Lost a race; the winner's copy is complete too.
-            return False
+        if old is not None:  # Put the old copy back rather than leave nothing.
+            os.rename(old / target.name, target)
+            shutil.rmtree(old, ignore_errors=True)
         raise
-    return True
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def pip_download_command(requirement: str, dest: str | os.PathLike) -> list[str]:

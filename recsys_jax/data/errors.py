@@ -24,7 +24,7 @@ class DataError(ValueError):
 
 
 class ChecksumError(DataError):
-    """A downloaded archive does not match its published MD5 (the download is deleted)."""
+    """A download does not match its pinned or published checksum (the download is deleted)."""
 
 
 class UnknownIdError(KeyError):

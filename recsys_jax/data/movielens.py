@@ -1,58 +1,73 @@
 """MovieLens loaders: ML-100K, ML-1M, ML-20M, ML-25M and ML-latest-small, each in its own format.
 
-:func:`load_movielens` is the entry point. It looks for the data set in this order:
+:func:`load_movielens` is the entry point. It takes the data set from:
 
-1. ``data_dir``, a directory the caller names (the data set's own folder, or its parent);
-2. the cache (``cache_dir``, else ``$RECSYS_JAX_DATA``, else ``~/.cache/recsys_jax``) holding
-   an already extracted copy;
-3. the GroupLens zip, verified against the MD5 GroupLens publishes beside it (falling back to
-   the digests below when that file cannot be fetched), then unpacked into the cache;
-4. for ML-100K only: the copy inside the ``recbole==1.2.1`` wheel on PyPI (verified by the
-   wheel's pinned SHA-256), whose tab-separated "atomic" files are cached as they are.
+1. ``data_dir``, when the caller names one (the data set's own folder, or its parent): the data
+   must be there, nothing else is tried;
+2. else the cache (``cache_dir``, else ``$RECSYS_JAX_DATA``, else ``~/.cache/recsys_jax``),
+   whose copies are verified against their manifest (each file's size and SHA-256, see
+   :mod:`recsys_jax.data.cache_manifest`) before use;
+3. else (or when the cached copy fails verification) the GroupLens zip, verified against its
+   pinned MD5 (or, for a data set without one, the MD5 GroupLens publishes beside it);
+4. for ML-100K, when GroupLens fails: the copy inside the ``recbole==1.2.1`` wheel on PyPI
+   (verified by the wheel's pinned SHA-256), whose tab-separated "atomic" files are used as
+   they are.
+
+A download is unpacked into a temporary folder, parsed and validated there, and only then given
+its manifest and renamed into the cache, so bad data never enters the cache.
 
 The ``read_*`` functions parse one directory in one format and are usable on their own. Every
 problem with the files raises :class:`~recsys_jax.data.errors.DataError` naming the file, the
 line where there is one, and what is wrong. Large rating files are parsed by pandas with
 explicit dtypes; only when that fails are they re-scanned line by line to find the culprit.
+Optional files that are missing (e.g. ``u.user``) are logged as warnings and listed on the
+Dataset (``notes``, ``missing_optional``).
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
-import datetime
 import io
 import json
 import logging
 import os
 import re
+import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-# Imported under another name: load_movielens has a parameter called ``download``.
+# download is imported under another name: load_movielens has a parameter called ``download``.
+from recsys_jax.data import cache_manifest
 from recsys_jax.data import download as download_module
+from recsys_jax.data.cache_manifest import FileRecord
 from recsys_jax.data.dataset import Dataset
 from recsys_jax.data.download import DownloadError
 from recsys_jax.data.errors import ChecksumError, DataError
-from recsys_jax.fileio import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
 MOVIELENS_NAMES = ("ml-100k", "ml-1m", "ml-20m", "ml-25m", "ml-latest-small")
 
 GROUPLENS_URL = "https://files.grouplens.org/datasets/movielens"
-# Used only when the published ``<name>.zip.md5`` cannot be fetched. ML-latest-small changes
-# over time, so it has no fixed digest: without the published one it is not downloaded.
+# The pinned digests of the fixed releases win over the ``<name>.zip.md5`` GroupLens publishes
+# (that file guards against a corrupted transfer, not against a bad mirror). ML-latest-small
+# changes over time, so it has no pin: it is checked against the published MD5 alone, and not
+# downloaded when that cannot be fetched.
 GROUPLENS_MD5 = {
     "ml-100k": "0e33842e24a9c977be4e0107933c0723",
     "ml-1m": "c4d9eecfca2ab87c1945afe126590906",
     "ml-20m": "cd245b17a1ae2cc31bb14903e1204af3",
     "ml-25m": "6b51fb2759a8657d3bfcbfc42b592ada",
 }
+# Ratings in each fixed release (its README): a cached or downloaded copy must hold exactly
+# this many; a copy in a caller's data_dir that does not is loaded with a warning.
+KNOWN_RATINGS = {"ml-100k": 100_000, "ml-1m": 1_000_209, "ml-20m": 20_000_263,
+                 "ml-25m": 25_000_095}
 
 RECBOLE_REQUIREMENT = "recbole==1.2.1"
 # PyPI files never change once uploaded, so the wheel's digest pins the data exactly.
@@ -60,9 +75,19 @@ RECBOLE_WHEEL_SHA256 = "9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d
 RECBOLE_ML100K_DIR = "recbole/dataset_example/ml-100k"
 RECBOLE_FILES = ("ml-100k.inter", "ml-100k.item", "ml-100k.user")
 RECBOLE_CACHE_NAME = "ml-100k-recbole"
+# The files of RECBOLE_FILES inside that wheel, so a cached copy written before cache
+# manifests existed can be verified without the network.
+RECBOLE_FILE_RECORDS = {
+    "ml-100k.inter": FileRecord(
+        1_979_230, "4edb74e2a81178c2ba9ff381495f754f996c4aea351b1272ca36b43da0935eff"),
+    "ml-100k.item": FileRecord(
+        66_632, "51d7cdf777ce5c0f5b32c1d947a4a81fe07d75e78abbe761e0cd4d0756064532"),
+    "ml-100k.user": FileRecord(
+        22_697, "4f670007d9cfbeb9807e757209af1555b9bcc186bde25e767f67cb67c6dd5972"),
+}
 
-# Written into each directory this module adds to the cache, to say where it came from.
-PROVENANCE_FILE = ".recsys_jax_source.json"
+# Where copies cached before manifests existed recorded their origin.
+LEGACY_PROVENANCE_FILE = ".recsys_jax_source.json"
 
 ML100K_GENRES = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
@@ -99,88 +124,96 @@ _INT64_MAX = 2 ** 63 - 1
 
 @dataclasses.dataclass(frozen=True)
 class _Layout:
-    """One on-disk form of a data set: the files that identify it and how to read them."""
+    """One on-disk form of a data set: the files that identify it and how to read them.
+
+    Attributes:
+      required: files that must all be present.
+      optional: files read when present (their absence is reported on the Dataset).
+      read: the reader.
+      pinned: for a form whose files never change, each file's size and SHA-256, so that a
+        cached copy written before manifests existed can still be verified.
+    """
     required: tuple[str, ...]
+    optional: tuple[str, ...]
     read: Callable[[Path], Dataset]
+    pinned: Mapping[str, FileRecord] | None = None
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return self.required + self.optional
 
 
 def load_movielens(name: str, data_dir: str | os.PathLike | None = None,
                    cache_dir: str | os.PathLike | None = None,
-                   download: bool = True) -> Dataset:
-    """Loads a MovieLens data set, from ``data_dir``, the cache or the internet, in that order.
+                   download: bool = True, verify: bool = False) -> Dataset:
+    """Loads a MovieLens data set from ``data_dir``, else from the verified cache, else from
+    the internet.
 
     Args:
       name: one of :data:`MOVIELENS_NAMES`.
       data_dir: a directory holding the extracted data set (e.g. the ``ml-100k`` folder with
-        ``u.data``, or its parent). Tried first; if it lacks the files a warning is logged and
-        the cache is tried next.
+        ``u.data``, or its parent). When given, the data must be there: the cache is not tried.
+        Its files are the caller's own, so they are parsed and validated but not checksummed;
+        a copy of a fixed release whose rating count differs from the published one is
+        loaded with a warning (and a note on the Dataset).
       cache_dir: the data cache; default ``$RECSYS_JAX_DATA``, else ``~/.cache/recsys_jax``.
         Downloads are unpacked into ``<cache_dir>/<name>/`` (the ML-100K PyPI copy into
-        ``<cache_dir>/ml-100k-recbole/``).
-      download: whether to fetch the data set when neither ``data_dir`` nor the cache has it.
+        ``<cache_dir>/ml-100k-recbole/``) with a manifest of every file's size and SHA-256.
+      download: whether to fetch the data set when the cache has no usable copy (none, or
+        one that fails verification, which is then replaced).
+      verify: re-hash the cached files on this load even if this process already verified
+        them (also turned on by ``RECSYS_JAX_VERIFY_CACHE=1``). Sizes are always checked, and
+        SHA-256s on the first load in each process.
 
     Returns:
-      The validated :class:`Dataset`; its ``source`` says where it came from.
+      The validated :class:`Dataset`; its ``source`` says where it came from, and its
+      ``notes`` / ``missing_optional`` list optional files that were missing.
 
     Raises:
       ValueError: for an unknown ``name``.
-      DataError: when the files found are malformed (naming file and line).
+      DataError: when ``data_dir`` holds no copy of the data set; when the files are
+        malformed (naming file and line); when a cached copy fails verification and cannot
+        be fetched again (naming the file and what to do).
       ChecksumError: when a download does not match its checksum (it is deleted).
-      FileNotFoundError: when ``download`` is False and no copy was found.
+      CacheDirError: when the cache cannot be written (naming it and ``$RECSYS_JAX_DATA``).
+      FileNotFoundError: when ``download`` is False and the cache holds no copy.
       DownloadError: when every download route failed (each reason is listed).
     """
     if name not in MOVIELENS_NAMES:
         raise ValueError(f"unknown MovieLens data set {name!r}; choose from {MOVIELENS_NAMES}")
     layouts = _layouts(name)
-    searched = []
     if data_dir is not None:
-        data_dir = Path(data_dir).expanduser()
-        candidates = [data_dir, data_dir / name]
-        if name == "ml-100k":
-            candidates.append(data_dir / RECBOLE_CACHE_NAME)
-        found = _find(candidates, layouts)
-        if found is not None:
-            return _read(found, f"directory {found[0]}")
-        searched.append(str(data_dir))
-        logger.warning("%s: no %s data set there (looked for %s); trying the cache", data_dir,
-                       name, _describe(layouts))
+        return _load_data_dir(name, Path(data_dir).expanduser(), layouts)
 
     cache = download_module.data_cache_dir(cache_dir)
-    cached = [cache / name] + ([cache / RECBOLE_CACHE_NAME] if name == "ml-100k" else [])
-    found = _find(cached, layouts)
-    if found is not None:
-        origin = _read_provenance(found[0])
-        return _read(found, f"cache {found[0]}" + (f", from {origin}" if origin else ""))
-    searched.append(str(cache))
+    rehash = cache_manifest.verify_requested(verify)
+    candidates = [cache / name] + ([cache / RECBOLE_CACHE_NAME] if name == "ml-100k" else [])
+    refused: list[Path] = []
+    problems: list[str] = []
+    for directory, layout in _present(candidates, layouts):
+        found = _cache_problems(directory, layout, rehash)
+        if not found:
+            return _read(name, directory, layout, _cache_source(directory), strict=True)
+        logger.warning("Refusing the cached copy %s:\n  %s", directory, "\n  ".join(found))
+        refused.append(directory)
+        problems += found
     if not download:
-        raise FileNotFoundError(f"{name} is in none of {searched} and download=False; pass "
+        if refused:
+            raise DataError(f"the cached copy is unusable ({'; '.join(problems)}) and "
+                            f"download=False. {_remedy(refused[0])}", path=refused[0])
+        raise FileNotFoundError(f"{name} is not in the cache {cache} and download=False; pass "
                                 "download=True or data_dir=<folder with the extracted files>")
-
-    failures = []
-    try:
-        directory, origin = _fetch_grouplens(name, cache)
-        return _read((directory, layouts[0]), origin)
-    except DownloadError as err:
-        failures.append(f"GroupLens: {err}")
-        logger.warning("Could not download %s from GroupLens: %s", name, err)
-    if name == "ml-100k":
-        try:
-            directory, origin = _fetch_recbole_ml100k(cache)
-            return _read((directory, layouts[1]), origin)
-        except DownloadError as err:
-            failures.append(f"PyPI: {err}")
-    raise DownloadError(f"could not obtain {name} (searched {searched}): " + "; ".join(failures)
-                        + f". Download {GROUPLENS_URL}/{name}.zip yourself, unpack it and pass "
-                        "data_dir=<the unpacked folder>")
+    return _download(name, cache, refused, problems)
 
 
 def _layouts(name: str) -> list[_Layout]:
     if name == "ml-100k":
-        return [_Layout(("u.data", "u.item"), read_ml100k),
-                _Layout(RECBOLE_FILES[:2], read_recbole_ml100k)]
+        return [_Layout(("u.data", "u.item"), ("u.genre", "u.user"), read_ml100k),
+                _Layout(RECBOLE_FILES[:2], RECBOLE_FILES[2:], read_recbole_ml100k,
+                        RECBOLE_FILE_RECORDS)]
     if name == "ml-1m":
-        return [_Layout(("ratings.dat", "movies.dat"), read_ml1m)]
-    return [_Layout(("ratings.csv", "movies.csv"),
+        return [_Layout(("ratings.dat", "movies.dat"), ("users.dat",), read_ml1m)]
+    return [_Layout(("ratings.csv", "movies.csv"), (),
                     lambda directory: read_movielens_csv(directory, name))]
 
 
@@ -192,68 +225,192 @@ def _holds(directory: Path, layout: _Layout) -> bool:
     return all((directory / f).is_file() for f in layout.required)
 
 
+def _present(candidates: Sequence[Path], layouts: Sequence[_Layout]
+             ) -> Iterator[tuple[Path, _Layout]]:
+    """Each candidate directory holding a copy, with the first layout it holds."""
+    for directory in candidates:
+        layout = next((layout for layout in layouts if _holds(directory, layout)), None)
+        if layout is not None:
+            yield directory, layout
+
+
 def _find(candidates: Sequence[Path], layouts: Sequence[_Layout]
           ) -> tuple[Path, _Layout] | None:
-    for directory in candidates:
-        for layout in layouts:
-            if _holds(directory, layout):
-                return directory, layout
-    return None
+    return next(_present(candidates, layouts), None)
 
 
-def _read(found: tuple[Path, _Layout], source: str) -> Dataset:
+def _remedy(directory: Path) -> str:
+    return (f"Delete {directory} and load again with download enabled and network access, set "
+            f"{download_module.CACHE_ENV_VAR} (or pass cache_dir=) to another folder, or pass "
+            "data_dir=<a folder holding the extracted files>")
+
+
+def _load_data_dir(name: str, data_dir: Path, layouts: Sequence[_Layout]) -> Dataset:
+    """The copy in the caller's ``data_dir`` (or its ``<name>`` subfolder); no fallback."""
+    candidates = [data_dir, data_dir / name]
+    if name == "ml-100k":
+        candidates.append(data_dir / RECBOLE_CACHE_NAME)
+    found = _find(candidates, layouts)
+    if found is None:
+        state = ("does not exist" if not data_dir.exists() else
+                 "is not a directory" if not data_dir.is_dir() else f"holds no {name} data set")
+        raise DataError(
+            f"{state} (looked for {_describe(layouts)} in {', '.join(map(str, candidates))}). "
+            "Point data_dir at the folder holding the extracted files (or its parent), or "
+            f"leave it unset to use the cache (${download_module.CACHE_ENV_VAR}) and download",
+            path=data_dir)
     directory, layout = found
-    dataset = dataclasses.replace(layout.read(directory), source=source)
+    return _read(name, directory, layout, f"directory {directory}", strict=False)
+
+
+def _read(name: str, directory: Path, layout: _Layout, source: str, strict: bool) -> Dataset:
+    """Reads a copy and checks its size against the published one: an error when ``strict``
+    (cached or downloaded copies), else a warning and a note (the caller's own files)."""
+    dataset = layout.read(directory)
+    notes = list(dataset.notes)
+    problem = _size_problem(name, len(dataset.interactions))
+    if problem:
+        ratings = directory / layout.required[0]
+        if strict:
+            raise DataError(problem, path=ratings)
+        logger.warning("%s: %s", ratings, problem)
+        notes.append(f"{layout.required[0]}: {problem}")
+    dataset = dataclasses.replace(dataset, source=source, notes=tuple(notes))
     logger.info("Loaded %r", dataset)
     return dataset
 
 
-def _read_provenance(directory: Path) -> str | None:
+def _size_problem(name: str, n_ratings: int) -> str | None:
+    known = KNOWN_RATINGS.get(name)
+    if known is None or n_ratings == known:
+        return None
+    return (f"holds {n_ratings:,} ratings where the published {name} has {known:,}: the copy "
+            "is incomplete or altered")
+
+
+def _cache_problems(directory: Path, layout: _Layout, rehash: bool) -> list[str]:
+    """Why the cached copy in ``directory`` cannot be trusted; empty when it can."""
     try:
-        return str(json.loads((directory / PROVENANCE_FILE).read_text("utf-8"))["origin"])
+        manifest = cache_manifest.read_manifest(directory)
+    except DataError as err:
+        return [str(err)]
+    if manifest is not None:
+        return cache_manifest.manifest_problems(directory, manifest, layout.files, rehash)
+    if not layout.pinned:
+        return [f"{directory}: has no cache manifest (it was written by an older recsys_jax), "
+                "so its files cannot be verified"]
+    # Written before manifests, but its files never change: check them against the pins.
+    problems = cache_manifest.pinned_problems(directory, layout.pinned, rehash)
+    if not problems:
+        _add_manifest(directory)
+    return problems
+
+
+def _add_manifest(directory: Path) -> None:
+    """Gives a pre-manifest copy that matched the pinned digests a manifest of its own."""
+    origin = _legacy_origin(directory) or f"PyPI wheel of {RECBOLE_REQUIREMENT}"
+    try:
+        cache_manifest.write_manifest(directory, origin, f"sha256:{RECBOLE_WHEEL_SHA256}")
+    except OSError as err:
+        logger.warning("%s matches the pinned SHA-256 of each file, but its manifest could not "
+                       "be written (%s); it will be re-checked next time", directory, err)
+        return
+    logger.info("%s predates cache manifests; every file matches its pinned SHA-256, so a "
+                "manifest was added", directory)
+
+
+def _legacy_origin(directory: Path) -> str | None:
+    try:
+        data = json.loads((directory / LEGACY_PROVENANCE_FILE).read_text("utf-8"))
+        return str(data["origin"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def _write_provenance(directory: Path, origin: str, checksum: str) -> None:
-    atomic_write_json(directory / PROVENANCE_FILE, {
-        "origin": origin, "checksum": checksum,
-        "retrieved_utc": datetime.datetime.now(datetime.UTC).isoformat(
-            timespec="seconds")})
+def _cache_source(directory: Path) -> str:
+    manifest = cache_manifest.read_manifest(directory)
+    return f"cache {directory}" + (f", from {manifest.origin}" if manifest else "")
 
 
-def _fetch_grouplens(name: str, cache: Path) -> tuple[Path, str]:
-    """Downloads, verifies and unpacks ``<name>.zip`` into ``cache/<name>``."""
+def _download(name: str, cache: Path, refused: list[Path], problems: list[str]) -> Dataset:
+    """Fetches ``name`` by each route in turn; a fetched copy replaces the refused ones."""
+    cache_manifest.writable_dir(cache)
+    routes: list[tuple[str, Callable[[], tuple[Dataset, Path]]]] = [
+        ("GroupLens", lambda: _fetch_grouplens(name, cache))]
+    if name == "ml-100k":
+        routes.append(("PyPI", lambda: _fetch_recbole_ml100k(cache)))
+    failures = []
+    for label, fetch in routes:
+        try:
+            dataset, target = fetch()
+        except DownloadError as err:
+            failures.append(f"{label}: {err}")
+            logger.warning("Could not download %s from %s: %s", name, label, err)
+            continue
+        for directory in refused:
+            if directory != target:
+                shutil.rmtree(directory, ignore_errors=True)
+                logger.warning("Deleted the refused cached copy %s: %s replaces it", directory,
+                               target)
+        return dataset
+    reasons = "; ".join(failures)
+    if refused:
+        raise DataError(f"the cached copy is unusable ({'; '.join(problems)}) and fetching it "
+                        f"again failed ({reasons}). {_remedy(refused[0])}", path=refused[0])
+    raise DownloadError(f"could not obtain {name} (not in the cache {cache}): {reasons}. "
+                        f"Download {GROUPLENS_URL}/{name}.zip yourself, unpack it and pass "
+                        "data_dir=<the unpacked folder>")
+
+
+def _expected_md5(name: str, url: str) -> tuple[str, str]:
+    """The MD5 to check ``url`` against and where it comes from: the pinned one, else (for a
+    data set without a pin) the one GroupLens publishes beside the archive."""
+    pinned = GROUPLENS_MD5.get(name)
+    if pinned is not None:
+        return pinned, "pinned"
+    published = download_module.published_md5(url)
+    if published is None:
+        raise DownloadError(f"refusing to download {url} unverified: GroupLens's {url}.md5 "
+                            "could not be fetched and this data set has no pinned digest")
+    return published, "published"
+
+
+def _admit(name: str, root: Path, layout: _Layout, origin: str, checksum: str, target: Path,
+           source: str) -> Dataset:
+    """Parses and validates a fetched copy where it was unpacked; only a good one gets its
+    manifest and is renamed into the cache (replacing any refused copy there)."""
+    try:
+        dataset = _read(name, root, layout, source, strict=True)
+    except DataError as err:
+        raise DataError(f"holds bad data, so nothing was cached: {err}", path=origin) from err
+    cache_manifest.write_manifest(root, origin, checksum)
+    download_module.replace_directory(root, target)
+    return dataset
+
+
+def _fetch_grouplens(name: str, cache: Path) -> tuple[Dataset, Path]:
+    """Downloads, verifies, parses and caches ``<name>.zip`` into ``cache/<name>``."""
     url = f"{GROUPLENS_URL}/{name}.zip"
-    expected = download_module.published_md5(url)
-    if expected is None:
-        expected = GROUPLENS_MD5.get(name)
-        if expected is None:
-            raise DownloadError(f"refusing to download {url} unverified: GroupLens's {url}.md5 "
-                                "could not be fetched and this data set has no fixed digest")
-        logger.info("Using the known MD5 %s for %s", expected, url)
+    expected, digest_source = _expected_md5(name, url)
     layout = _layouts(name)[0]
     target = cache / name
-    cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{name}.", suffix=".download", dir=cache) as tmp:
-        archive = download_module.download_verified(url, Path(tmp) / f"{name}.zip", expected)
+        archive = download_module.download_verified(url, Path(tmp) / f"{name}.zip", expected,
+                                                    digest_source)
         with download_module.extracted_zip(archive, cache) as extracted:
-            root = _find([extracted / name, extracted], [layout])
-            if root is None:
+            found = _find([extracted / name, extracted], [layout])
+            if found is None:
                 raise DataError(f"the archive holds no {name} data set (no folder with "
                                 f"{_describe([layout])})", path=url)
-            _write_provenance(root[0], url, f"md5:{expected}")
-            download_module.publish_directory(root[0], target)
-    if not _holds(target, layout):
-        raise DataError(f"{target} exists but lacks {_describe([layout])}; remove it and retry")
-    return target, f"{url}, MD5 verified, cached at {target}"
+            dataset = _admit(name, found[0], layout, url, f"md5:{expected}", target,
+                             f"{url}, MD5 verified, cached at {target}")
+    return dataset, target
 
 
-def _fetch_recbole_ml100k(cache: Path) -> tuple[Path, str]:
+def _fetch_recbole_ml100k(cache: Path) -> tuple[Dataset, Path]:
     """Fetches ML-100K from the recbole wheel on PyPI into ``cache/ml-100k-recbole``."""
     target = cache / RECBOLE_CACHE_NAME
     members = [f"{RECBOLE_ML100K_DIR}/{f}" for f in RECBOLE_FILES]
-    cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".recbole.", suffix=".download") as tmp:
         wheel = download_module.run_pip_download(RECBOLE_REQUIREMENT, tmp)
         digest = download_module.file_digest(wheel, "sha256")
@@ -261,18 +418,42 @@ def _fetch_recbole_ml100k(cache: Path) -> tuple[Path, str]:
             raise ChecksumError(f"SHA-256 {digest} does not match the pinned "
                                 f"{RECBOLE_WHEEL_SHA256} of {RECBOLE_REQUIREMENT}", path=wheel)
         with download_module.extracted_zip(wheel, cache, members=members) as extracted:
-            root = extracted / RECBOLE_ML100K_DIR
             origin = f"PyPI wheel {wheel.name}, {RECBOLE_ML100K_DIR}"
-            _write_provenance(root, origin, f"sha256:{digest}")
-            download_module.publish_directory(root, target)
-    if not all((target / f).is_file() for f in RECBOLE_FILES):
-        raise DataError(f"{target} exists but lacks {RECBOLE_FILES}; remove it and retry")
-    return target, f"{origin}, SHA-256 verified, cached at {target}"
+            dataset = _admit("ml-100k", extracted / RECBOLE_ML100K_DIR, _layouts("ml-100k")[1],
+                             origin, f"sha256:{digest}", target,
+                             f"{origin}, SHA-256 verified, cached at {target}")
+    return dataset, target
 
 
 # --------------------------------------------------------------------------------------------
 # Readers, one per format.
 # --------------------------------------------------------------------------------------------
+
+_NO_USERS = ("no user table, so no demographic features (age, gender, occupation, zip) and no "
+             "check that rated users exist")
+
+
+class _OptionalFiles:
+    """The optional files of one directory: each missing one is logged and remembered."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.missing: list[str] = []
+        self.notes: list[str] = []
+
+    def get(self, name: str, loss: str) -> Path | None:
+        """``directory/name`` if it is a file; else ``None``, after logging what is lost."""
+        path = self.directory / name
+        if path.is_file():
+            return path
+        logger.warning("%s is missing: %s", path, loss)
+        self.missing.append(name)
+        self.notes.append(f"{name} is missing: {loss}")
+        return None
+
+    def report(self) -> dict[str, tuple[str, ...]]:
+        """The Dataset fields that record what was missing."""
+        return {"notes": tuple(self.notes), "missing_optional": tuple(self.missing)}
 
 def read_ml100k(directory: str | os.PathLike) -> Dataset:
     """Reads GroupLens's ML-100K files: ``u.data``, ``u.item`` and, if present, ``u.genre`` and
@@ -282,16 +463,17 @@ def read_ml100k(directory: str | os.PathLike) -> Dataset:
       DataError: naming the file and line of the first problem.
     """
     directory = Path(directory)
-    genre_file = directory / "u.genre"
-    genre_names = _read_ml100k_genres(genre_file) if genre_file.is_file() else ML100K_GENRES
+    optional = _OptionalFiles(directory)
+    genre_file = optional.get("u.genre", "the 19 genre names built into recsys_jax are used")
+    genre_names = _read_ml100k_genres(genre_file) if genre_file else ML100K_GENRES
     items = _read_ml100k_items(directory / "u.item", genre_names)
-    user_file = directory / "u.user"
-    users = _read_pipe_users(user_file) if user_file.is_file() else None
+    user_file = optional.get("u.user", _NO_USERS)
+    users = _read_pipe_users(user_file) if user_file else None
     ratings_file = _RatingsFile(directory / "u.data", sep="\t")
     interactions = ratings_file.read((1.0, 5.0))
     _check_references(ratings_file, interactions, items, users)
     return Dataset("ml-100k", interactions, items, users, genre_names, (1.0, 5.0),
-                   source=str(directory)).validate()
+                   source=str(directory), **optional.report()).validate()
 
 
 def read_recbole_ml100k(directory: str | os.PathLike) -> Dataset:
@@ -304,15 +486,16 @@ def read_recbole_ml100k(directory: str | os.PathLike) -> Dataset:
       DataError: naming the file and line of the first problem.
     """
     directory = Path(directory)
+    optional = _OptionalFiles(directory)
     items = _read_recbole_items(directory / "ml-100k.item")
-    user_file = directory / "ml-100k.user"
-    users = _read_recbole_users(user_file) if user_file.is_file() else None
+    user_file = optional.get("ml-100k.user", _NO_USERS)
+    users = _read_recbole_users(user_file) if user_file else None
     ratings_file = _RatingsFile(directory / "ml-100k.inter", sep="\t",
                                header=("user_id", "item_id", "rating", "timestamp"))
     interactions = ratings_file.read((1.0, 5.0))
     _check_references(ratings_file, interactions, items, users)
     return Dataset("ml-100k", interactions, items, users, ML100K_GENRES, (1.0, 5.0),
-                   source=str(directory)).validate()
+                   source=str(directory), **optional.report()).validate()
 
 
 def read_ml1m(directory: str | os.PathLike) -> Dataset:
@@ -323,14 +506,15 @@ def read_ml1m(directory: str | os.PathLike) -> Dataset:
       DataError: naming the file and line of the first problem.
     """
     directory = Path(directory)
+    optional = _OptionalFiles(directory)
     items = _read_ml1m_movies(directory / "movies.dat")
-    user_file = directory / "users.dat"
-    users = _read_ml1m_users(user_file) if user_file.is_file() else None
+    user_file = optional.get("users.dat", _NO_USERS)
+    users = _read_ml1m_users(user_file) if user_file else None
     ratings_file = _RatingsFile(directory / "ratings.dat", sep="::", encoding="latin-1")
     interactions = ratings_file.read((1.0, 5.0))
     _check_references(ratings_file, interactions, items, users)
     return Dataset("ml-1m", interactions, items, users, ML1M_GENRES, (1.0, 5.0),
-                   source=str(directory)).validate()
+                   source=str(directory), **optional.report()).validate()
 
 
 def read_movielens_csv(directory: str | os.PathLike, name: str) -> Dataset:
@@ -494,9 +678,9 @@ def _rating_line_problem(fields: list[str], columns: _RatingColumns,
         if not value.strip():
             return f"{what} is missing"
         if not _PANDAS_INTEGER.fullmatch(value):
-            return f"{what} {value!r} is not an integer"
-        if abs(int(float(value))) > _INT64_MAX:
-            return f"{what} {value!r} does not fit in 64 bits"
+            return f"{what} {_clip(value, 40)!r} is not an integer"
+        if not _fits_int64(value):
+            return f"{what} {_clip(value, 40)!r} does not fit in 64 bits"
     if not rating.strip():
         return "rating is missing"
     if not _DECIMAL.fullmatch(rating):
@@ -594,11 +778,18 @@ def _header_index(path: Path, rows: list[tuple[int, list[str]]],
 
 def _parse_id(value: str, what: str, path: Path, line: int) -> int:
     if not _INTEGER.fullmatch(value):
-        raise DataError(f"{what} {value!r} is not an integer", path=path, line=line)
-    number = int(value)
-    if abs(number) > _INT64_MAX:
-        raise DataError(f"{what} {value!r} does not fit in 64 bits", path=path, line=line)
-    return number
+        raise DataError(f"{what} {_clip(value, 40)!r} is not an integer", path=path, line=line)
+    if not _fits_int64(value):
+        raise DataError(f"{what} {_clip(value, 40)!r} does not fit in 64 bits", path=path,
+                        line=line)
+    return int(value)
+
+
+def _fits_int64(value: str) -> bool:
+    """Whether an integer string (sign, digits, maybe ``.0``) fits in 64 bits, judged by its
+    digits: ``int()`` of a huge string is slow or refused, ``float()`` of it is infinite."""
+    digits = value.strip().lstrip("+-").split(".")[0].lstrip("0")
+    return len(digits) <= 19 and int(digits or "0") <= _INT64_MAX
 
 
 def _check_unique(ids: list[int], lines: list[int], what: str, path: Path) -> None:

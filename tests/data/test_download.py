@@ -188,17 +188,6 @@ def test_extracted_zip_reports_a_corrupted_member(tmp_path, compression):
     assert list((tmp_path / "work").iterdir()) == []
 
 
-def test_publish_directory_renames_once(tmp_path):
-    first, second = tmp_path / "first", tmp_path / "second"
-    for directory in (first, second):
-        directory.mkdir()
-        (directory / "f").write_text(directory.name)
-    target = tmp_path / "cache" / "data"
-    assert download.publish_directory(first, target)
-    assert not download.publish_directory(second, target)
-    assert (target / "f").read_text() == "first"
-
-
 # --- pip -----------------------------------------------------------------------------------------
 
 def test_pip_download_command_fetches_one_wheel_without_installing(tmp_path):
@@ -224,3 +213,23 @@ def test_run_pip_download_reports_pip_failures(monkeypatch, tmp_path):
                         subprocess.CompletedProcess(command, 1, "", "ERROR: no matching dist"))
     with pytest.raises(DownloadError, match="no matching dist"):
         download.run_pip_download("pkg==1.0", tmp_path)
+
+
+def test_replace_directory_swaps_in_the_new_copy_and_leaves_nothing_else(tmp_path):
+    target = tmp_path / "cache" / "data"
+    target.mkdir(parents=True)
+    (target / "old").write_text("old")
+    new = tmp_path / "cache" / "new"
+    new.mkdir()
+    (new / "f").write_text("new")
+    download.replace_directory(new, target)
+    assert sorted(p.name for p in target.iterdir()) == ["f"]
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["data"]
+
+
+def test_download_verified_names_where_the_digest_came_from(tmp_path):
+    source = tmp_path / "data.zip"
+    source.write_bytes(b"x")
+    with pytest.raises(ChecksumError, match="does not match the pinned 0{32}"):
+        download.download_verified(source.as_uri(), tmp_path / "c" / "d.zip", "0" * 32,
+                                   digest_source="pinned")

