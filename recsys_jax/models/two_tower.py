@@ -32,6 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from recsys_jax.data.columns import check_id_range
+
 MIN_TEMPERATURE = 1e-3
 MAX_TEMPERATURE = 1.0
 # Position weights are exp(scale · parameter): a 10× step for these few numbers, which under the
@@ -91,6 +93,8 @@ class TwoTower(nnx.Module):
             if np.shape(history_ids) != np.shape(history_mask) or len(history_ids) != \
                     self.num_users:
                 raise ValueError("history ids and mask must both be [num_users, L]")
+            # Checked here, on the host: the jitted pooling's gather would clamp silently.
+            check_id_range(history_ids, self.num_items, "history item")
             self.history_ids = FeatureTable(jnp.asarray(history_ids, jnp.int32))
             self.history_mask = FeatureTable(jnp.asarray(history_mask, jnp.float32))
         self.history_positions = bool(history_positions) and self.use_history
@@ -197,6 +201,14 @@ class TwoTower(nnx.Module):
     def set_user_inputs(self, features: Any) -> None:
         """Points the stored user inputs (features, histories) at ``features`` (a
         ``TwoTowerFeatures`` of the same shapes), e.g. train + validation events for test."""
+        if np.shape(features.user) != (self.num_users, self.user_dim):
+            raise ValueError(f"user features {np.shape(features.user)} ≠ ({self.num_users}, "
+                             f"{self.user_dim}) of the model")
+        if self.use_history:
+            if np.shape(features.history_ids) != np.shape(self.history_ids[...]):
+                raise ValueError(f"history ids {np.shape(features.history_ids)} ≠ "
+                                 f"{np.shape(self.history_ids[...])} of the model")
+            check_id_range(features.history_ids, self.num_items, "history item")
         self.user_features[...] = features.user
         if self.use_history:
             self.history_ids[...] = features.history_ids

@@ -19,13 +19,24 @@ Measured on the same 100K items: recall@100 0.98 at ef_search 512. (IVF did not 
 When FAISS sees a GPU (``faiss.get_num_gpus() > 0``) and ``use_gpu`` allows it, the index is
 moved there with ``index_cpu_to_all_gpus`` (FAISS has no GPU HNSW: that kind stays on the CPU).
 Indexes are always saved from a CPU copy, to a temporary file renamed into place.
+
+An index file is tied to the embeddings it was built from: ``save_index`` writes a sidecar
+``<index>.meta.json`` with the index file's size and SHA-256, ``ntotal``, ``d``, the SHA-256 of the
+float32 item table it indexes (``items_sha256``), the centring offset's SHA-256 and the run's
+identity (model, dataset, split fingerprint...). ``load_index`` refuses an index whose file, offset
+or sidecar disagree, and (given the item embeddings, their checksum or an identity) one built
+from other embeddings or another run, with an ``IndexFileError`` naming the files.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +44,20 @@ from recsys_jax import fileio
 from recsys_jax.progress import stage
 
 KINDS = ("flat", "ivf", "hnsw")
+SIDECAR_FORMAT = 1
+# Rows compared when checking that an index holds a given item table (see ``check_index_holds``).
+SPOT_CHECK_ROWS = 16
+# A row matches when ‖stored − expected‖ ≤ this × ‖expected‖: loose enough for another backend's
+# rounding (TF32 matmuls), far below the distance between two models' unit vectors (≈ 1.4).
+SPOT_CHECK_TOLERANCE = 1e-2
+
+
+class IndexFileError(ValueError):
+    """An index file, its offset or its sidecar is missing, unreadable or inconsistent."""
+
+
+class IndexMismatchError(IndexFileError):
+    """An index (or its offset) does not hold the item embeddings or run it is checked against."""
 
 
 def _faiss():
@@ -204,30 +229,263 @@ def check_index(index, num_items: int, dim: int) -> None:
                          f"catalogue has {num_items} items of dimension {dim}")
 
 
-def save_index(index, path: str | os.PathLike) -> None:
-    """Writes ``index`` (a CPU copy) to ``path`` atomically; a ``CenteredIndex`` also writes its
-    offset to ``<path>.offset.npy`` (first, so a complete index file implies its offset)."""
-    offset_path = Path(str(path) + ".offset.npy")
+def items_sha256(items: np.ndarray) -> str:
+    """SHA-256 (hex) of an item table as the index sees it: float32, little-endian, C order.
+
+    Raises:
+      ValueError: when ``items`` is not a finite 2-D array.
+    """
+    table = np.ascontiguousarray(as_float32_rows(items), dtype="<f4")
+    return hashlib.sha256(table.tobytes()).hexdigest()
+
+
+def _array_sha256(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array, dtype="<f4").tobytes()).hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """``<path>.meta.json``: the sidecar ``save_index`` writes beside an index file."""
+    return Path(str(path) + ".meta.json")
+
+
+def offset_path(path: str | os.PathLike) -> Path:
+    """``<path>.offset.npy``: the centring offset of a ``CenteredIndex`` saved at ``path``."""
+    return Path(str(path) + ".offset.npy")
+
+
+def check_index_holds(index, items: np.ndarray, *, what: str = "the item table") -> bool:
+    """Checks that ``index`` stores ``items`` (row i = item i) on up to ``SPOT_CHECK_ROWS`` rows
+    spread over the catalogue, read back with ``reconstruct``.
+
+    Returns:
+      True when checked; False when the index cannot reconstruct vectors (IVF without a
+      direct map: the sidecar's checksum is then the only tie).
+
+    Raises:
+      IndexMismatchError: when a stored row differs from the same row of ``items``.
+    """
+    items = np.asarray(items, np.float32)
+    check_index(index, len(items), items.shape[1])
+    if len(items) == 0:
+        return True
+    rows = np.unique(np.linspace(0, len(items) - 1, min(SPOT_CHECK_ROWS, len(items)))
+                     .astype(np.int64))
+    try:
+        stored = np.asarray(_inner(index).reconstruct_batch(rows), np.float32)
+    except RuntimeError:  # FAISS: this index keeps no id -> vector map.
+        return False
     if isinstance(index, CenteredIndex):
-        fileio.atomic_save_npy(offset_path, index.offset)
-    elif offset_path.exists():
-        offset_path.unlink()  # A stale offset would shift a new, uncentred index.
+        stored = stored + index.offset
+    expected = items[rows]
+    error = np.linalg.norm(stored - expected, axis=1)
+    bad = error > SPOT_CHECK_TOLERANCE * np.maximum(np.linalg.norm(expected, axis=1), 1e-6)
+    if bad.any():
+        raise IndexMismatchError(
+            f"the index does not hold {what}: item {int(rows[bad][0])}'s stored vector differs "
+            f"by {float(error[bad][0]):.3g} (L2); the index was built from other embeddings "
+            f"(another model or run). Rebuild it from these embeddings with build_index")
+    return True
+
+
+def save_index(index, path: str | os.PathLike, *, items: np.ndarray,
+               identity: Mapping[str, Any] | None = None) -> None:
+    """Writes ``index`` (a CPU copy) to ``path`` atomically, with its sidecar.
+
+    Order: the old sidecar is removed, then a ``CenteredIndex``'s offset goes to
+    ``<path>.offset.npy`` (a stale one is removed), then the index, then the sidecar
+    ``<path>.meta.json``; an interrupted save leaves files that ``load_index`` refuses.
+
+    Args:
+      index: the index (CPU, GPU or ``CenteredIndex``).
+      path: the index file.
+      items: the float32 ``[ntotal, d]`` item table the index was built from; its SHA-256 goes
+        into the sidecar (rows are spot-checked against the index first).
+      identity: the run's identity (e.g. ``model``, ``dataset``, ``split_fingerprint``),
+        JSON-serialisable; ``load_index(..., identity=)`` compares it.
+
+    Raises:
+      ValueError: when ``items`` does not match the index's size or contents.
+    """
+    path = Path(path)
+    cpu = to_cpu(index)
+    items = as_float32_rows(items)
+    check_index_holds(cpu, items, what="the item table passed to save_index")
+    sidecar = sidecar_path(path)
+    sidecar.unlink(missing_ok=True)
+    offset_file = offset_path(path)
+    offset_sha = None
+    if isinstance(cpu, CenteredIndex):
+        fileio.atomic_save_npy(offset_file, cpu.offset)
+        offset_sha = _array_sha256(cpu.offset)
+    else:
+        offset_file.unlink(missing_ok=True)  # A stale offset would shift a new, uncentred index.
     with fileio.atomic_path(path, suffix=".faiss") as tmp:
-        _faiss().write_index(_inner(to_cpu(index)), str(tmp))
+        _faiss().write_index(_inner(cpu), str(tmp))
+        size, file_sha = tmp.stat().st_size, _file_sha256(tmp)
+    fileio.atomic_write_json(sidecar, {
+        "format": SIDECAR_FORMAT, "index_file": path.name, "index_bytes": size,
+        "index_sha256": file_sha, "index_type": type(_inner(cpu)).__name__,
+        "ntotal": int(cpu.ntotal), "d": int(cpu.d), "items_sha256": items_sha256(items),
+        "centered": offset_sha is not None, "offset_sha256": offset_sha,
+        "identity": dict(identity or {})})
 
 
-def load_index(path: str | os.PathLike, *, num_items: int | None = None,
-               dim: int | None = None, config: IndexConfig | None = None):
-    """Reads an index written by ``save_index``; checks its size when ``num_items``/``dim`` are
-    given and moves it to the GPU per ``config`` (search settings of ``config`` are applied)."""
-    faiss = _faiss()
-    index = faiss.read_index(str(Path(path)))
-    offset_path = Path(str(path) + ".offset.npy")
-    if offset_path.exists():
-        index = CenteredIndex(index, fileio.load_npy(offset_path))
+def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
+    """The sidecar of the index file ``path``.
+
+    Raises:
+      IndexFileError: when it is missing, not JSON or lacks a field.
+    """
+    sidecar = sidecar_path(path)
+    if not sidecar.is_file():
+        raise IndexFileError(
+            f"{sidecar} is missing: the index {path} cannot be tied to the embeddings it was "
+            f"built from. Rebuild and save it: save_index(build_index(items, config), "
+            f"{str(path)!r}, items=items, identity=...)")
+    try:
+        meta = json.loads(sidecar.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise IndexFileError(f"{sidecar}: unreadable index sidecar ({e}); rebuild the index "
+                             f"with save_index") from None
+    required = ("format", "index_bytes", "index_sha256", "ntotal", "d", "items_sha256",
+                "centered", "offset_sha256", "identity")
+    missing = [key for key in required if not isinstance(meta, dict) or key not in meta]
+    if missing or meta["format"] != SIDECAR_FORMAT:
+        raise IndexFileError(f"{sidecar}: not an index sidecar of format {SIDECAR_FORMAT} "
+                             f"(missing {missing or 'nothing'}, format "
+                             f"{meta.get('format') if isinstance(meta, dict) else None}); "
+                             f"rebuild the index with save_index")
+    return meta
+
+
+def _check_file(path: Path, meta: Mapping[str, Any]) -> None:
+    size = path.stat().st_size
+    if size != meta["index_bytes"]:
+        problem = f"{size:,} bytes, its sidecar records {meta['index_bytes']:,}"
+    elif _file_sha256(path) != meta["index_sha256"]:
+        problem = "its SHA-256 differs from the one its sidecar records"
+    else:
+        return
+    raise IndexFileError(f"{path} is truncated or changed since it was saved ({problem}; "
+                         f"sidecar {sidecar_path(path)}); rebuild the index with save_index")
+
+
+def _load_offset(path: Path, meta: Mapping[str, Any]) -> np.ndarray | None:
+    offset_file = offset_path(path)
+    if not meta["centered"]:
+        if offset_file.exists():
+            raise IndexMismatchError(
+                f"stale offset {offset_file}: the sidecar {sidecar_path(path)} records an "
+                f"uncentred index {path}; delete the offset file or re-save the index")
+        return None
+    if not offset_file.is_file():
+        raise IndexFileError(f"{offset_file} is missing: the sidecar {sidecar_path(path)} "
+                             f"records a centred index {path}; re-save the index")
+    try:
+        offset = fileio.load_npy(offset_file)
+    except (OSError, ValueError, EOFError) as e:
+        raise IndexFileError(f"{offset_file}: unreadable centring offset ({e}); re-save the "
+                             f"index {path}") from None
+    if (offset.shape != (meta["d"],) or offset.dtype != np.float32
+            or _array_sha256(offset) != meta["offset_sha256"]):
+        raise IndexMismatchError(
+            f"stale offset {offset_file} ({offset.dtype} {offset.shape}): it is not the offset "
+            f"the sidecar {sidecar_path(path)} records for {path} (float32 ({meta['d']},), "
+            f"another SHA-256); re-save the index")
+    return offset
+
+
+def _read_faiss(path: Path):
+    try:
+        return _faiss().read_index(str(path))
+    except RuntimeError:  # FAISS's message is a C++ assertion; say what it means instead.
+        raise IndexFileError(f"{path}: not a readable FAISS index (truncated or another "
+                             f"format); rebuild it with save_index") from None
+
+
+def _check_items(path: Path, meta: Mapping[str, Any], items: np.ndarray | str | os.PathLike
+                 | None, items_sha: str | None) -> None:
+    if items is not None:
+        name = "the given item embeddings"
+        if isinstance(items, (str, os.PathLike)):
+            name = str(items)
+            try:
+                items = fileio.load_npy(items)
+            except (OSError, ValueError, EOFError) as e:
+                raise IndexFileError(f"{name}: unreadable item embeddings ({e})") from None
+        items = np.asarray(items)
+        if items.ndim != 2 or items.shape != (meta["ntotal"], meta["d"]):
+            raise IndexMismatchError(
+                f"{path} indexes {meta['ntotal']} items of dimension {meta['d']}, {name} has "
+                f"shape {items.shape}; use the embeddings the index was built from or rebuild it")
+        items_sha = items_sha256(items)
+    else:
+        name = "the given checksum"
+    if items_sha is not None and items_sha != meta["items_sha256"]:
+        raise IndexMismatchError(
+            f"{path} was built from other item embeddings than {name} (SHA-256 "
+            f"{items_sha[:12]}…, its sidecar {sidecar_path(path)} records "
+            f"{meta['items_sha256'][:12]}…): the index and the embeddings come from different "
+            f"runs or models. Rebuild the index from these embeddings with save_index")
+
+
+def _check_identity(path: Path, meta: Mapping[str, Any],
+                    identity: Mapping[str, Any] | None) -> None:
+    if not identity:
+        return
+    recorded = meta["identity"]
+    differ = {key: (recorded.get(key, "<absent>"), value) for key, value in identity.items()
+              if recorded.get(key, "<absent>") != fileio.json_safe(value)}
+    if differ:
+        details = "; ".join(f"{key}: index {old!r}, expected {new!r}"
+                            for key, (old, new) in sorted(differ.items()))
+        raise IndexMismatchError(f"{path} belongs to another run ({details}; from "
+                                 f"{sidecar_path(path)}); rebuild the index for this run")
+
+
+def load_index(path: str | os.PathLike, *, items: np.ndarray | str | os.PathLike | None = None,
+               items_sha256: str | None = None, identity: Mapping[str, Any] | None = None,
+               num_items: int | None = None, dim: int | None = None,
+               config: IndexConfig | None = None):
+    """Reads an index written by ``save_index`` and checks it against its sidecar.
+
+    Always checked: the sidecar exists and parses; the index file's size and SHA-256; its
+    ``ntotal``/``d``; the offset file (present exactly when the index is centred, same SHA-256).
+
+    Args:
+      path: the index file.
+      items: the item embeddings (array or ``.npy`` path) the index must have been built from.
+      items_sha256: their checksum (``items_sha256(items)``) instead of the table.
+      identity: run identity keys that must equal the sidecar's.
+      num_items, dim: expected size (the catalogue's).
+      config: moves the index to the GPU per ``config`` and applies its search settings.
+
+    Raises:
+      IndexFileError: missing, truncated or unreadable files (named in the message).
+      IndexMismatchError: another item table, offset, identity; ``ValueError``: another size.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise IndexFileError(f"{path}: no such index file")
+    meta = read_sidecar(path)
+    _check_file(path, meta)
+    offset = _load_offset(path, meta)
+    index = _read_faiss(path)
+    if index.ntotal != meta["ntotal"] or index.d != meta["d"]:
+        raise IndexMismatchError(f"{path} holds {index.ntotal} vectors of dimension {index.d}, "
+                                 f"its sidecar records {meta['ntotal']} of {meta['d']}")
+    if offset is not None:
+        index = CenteredIndex(index, offset)
     if num_items is not None or dim is not None:
         check_index(index, index.ntotal if num_items is None else num_items,
                     index.d if dim is None else dim)
+    _check_items(path, meta, items, items_sha256)
+    _check_identity(path, meta, identity)
     if config is not None:
         set_search_params(index, config)
         index = to_device(index, config)
@@ -257,6 +515,8 @@ def search(index, queries: np.ndarray, k: int, *,
     machine, a single exact search over 20K items took 0.13 ms with one thread and 20 ms with
     two (threads waiting on each other), so serving single queries uses 1.
     """
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
     queries = as_float32_rows(queries)
     if queries.shape[1] != index.d:
         raise ValueError(f"queries have dimension {queries.shape[1]}, the index {index.d}")

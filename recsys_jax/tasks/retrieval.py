@@ -18,6 +18,9 @@ Files under the workdir besides ``runner``'s:
   test_features.npz                            user inputs of the test users (train + val)
   user_embeddings.npy, item_embeddings.npy     exported float32 embeddings (rows = encoded ids)
   index.faiss                                  the FAISS index of the item embeddings
+  index.faiss.meta.json                        its sidecar: checksums of the index file and
+                                               of item_embeddings.npy, the run's identity
+  index.faiss.offset.npy                       the centring offset (centred indexes only)
   run/                                         the run for ``experiments/compare.py``
 """
 
@@ -158,6 +161,13 @@ def prepare_retrieval_data(config: ml_collections.ConfigDict,
         encoded=encoded, split=split, features=features, test_features=test_features)
 
 
+def index_identity(config: ml_collections.ConfigDict, data: RetrievalData) -> dict[str, Any]:
+    """The run facts recorded in the index sidecar (``load_index(..., identity=)`` compares
+    them): model, data set, split protocol and fingerprint."""
+    return {"model": config.model.name, "dataset": data.dataset,
+            "split_protocol": data.split_protocol, "split_fingerprint": data.split_fingerprint}
+
+
 def time_retrieval(retriever: Retriever, users: np.ndarray, k: int, *, num_queries: int,
                    batch_size: int, seed: int = 0) -> tuple[LatencyStats, float]:
     """Single-query latency of ``retrieve(user_id, k)`` and batched queries per second."""
@@ -236,7 +246,8 @@ class RetrievalTask(Task):
         t0 = time.perf_counter()
         index = index_lib.build_index(items, index_config)
         build_s = time.perf_counter() - t0
-        index_lib.save_index(index, workdir / "index.faiss")
+        index_lib.save_index(index, workdir / "index.faiss", items=items,
+                             identity=index_identity(config, data))
         target = data.target("test")
         exact = index_lib.build_index(items, index_lib.IndexConfig("flat"))
         queries = model.ranking_embeddings()[0][target.users]

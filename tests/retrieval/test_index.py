@@ -1,5 +1,7 @@
 """FAISS indexes: exact by default, IVF/HNSW with measured recall, round trip, size checks."""
 
+import hashlib
+
 import numpy as np
 import pytest
 
@@ -55,9 +57,9 @@ def test_round_trip_and_size_check(catalogue, tmp_path):
     for kind in ("flat", "ivf", "hnsw"):
         config = IndexConfig(kind, nlist=16, nprobe=4)
         built = index_lib.build_index(items, config)
-        index_lib.save_index(built, tmp_path / f"{kind}.faiss")
+        index_lib.save_index(built, tmp_path / f"{kind}.faiss", items=items)
         loaded = index_lib.load_index(tmp_path / f"{kind}.faiss", num_items=2000, dim=16,
-                                      config=config)
+                                      config=config, items=items)
         np.testing.assert_array_equal(index_lib.search(loaded, queries, 5)[1],
                                       index_lib.search(built, queries, 5)[1])
     with pytest.raises(ValueError, match="catalogue has 2001 items"):
@@ -68,6 +70,52 @@ def test_round_trip_and_size_check(catalogue, tmp_path):
     assert (tmp_path / "hnsw.faiss.offset.npy").is_file()
     assert not (tmp_path / "flat.faiss.offset.npy").exists()
     assert not list(tmp_path.glob(".*tmp"))  # Atomic writes leave no temporary files.
+
+
+def test_sidecar_ties_the_index_to_its_items_and_run(catalogue, tmp_path):
+    items, _ = catalogue
+    path = tmp_path / "index.faiss"
+    identity = {"model": "two_tower", "dataset": "ml-100k", "split_fingerprint": "abc"}
+    built = index_lib.build_index(items, IndexConfig("hnsw", hnsw_m=8))
+    index_lib.save_index(built, path, items=items, identity=identity)
+    meta = index_lib.read_sidecar(path)
+    assert meta["items_sha256"] == index_lib.items_sha256(items)
+    assert (meta["ntotal"], meta["d"], meta["centered"]) == (2000, 16, True)
+    assert meta["index_bytes"] == path.stat().st_size
+    assert meta["identity"] == identity
+    assert meta["offset_sha256"] is not None
+    np.save(tmp_path / "items.npy", items)
+    # The same items as an array, a .npy path or a checksum; the identity (or part of it).
+    for check in ({"items": items}, {"items": tmp_path / "items.npy"},
+                  {"items_sha256": meta["items_sha256"]}, {"identity": {"dataset": "ml-100k"}}):
+        assert index_lib.load_index(path, **check).ntotal == 2000
+    other = items.copy()
+    other[7] = -other[7]  # One row changed: another table.
+    with pytest.raises(index_lib.IndexMismatchError, match="other item embeddings"):
+        index_lib.load_index(path, items=other)
+    # Re-saving an uncentred index over it removes the stale offset and rewrites the sidecar.
+    index_lib.save_index(index_lib.build_index(items), path, items=items)
+    assert not (tmp_path / "index.faiss.offset.npy").exists()
+    assert not index_lib.read_sidecar(path)["centered"]
+    assert index_lib.load_index(path, items=items).ntotal == 2000
+
+
+def test_items_checksum_is_of_the_float32_table():
+    items = np.arange(12, dtype=np.float64).reshape(3, 4)
+    expected = hashlib.sha256(items.astype("<f4").tobytes()).hexdigest()
+    assert index_lib.items_sha256(items) == expected
+    assert index_lib.items_sha256(items[::-1]) != expected
+
+
+def test_spot_check_reads_back_stored_rows(catalogue):
+    items, _ = catalogue
+    assert index_lib.check_index_holds(index_lib.build_index(items), items)
+    centred = index_lib.build_index(items + np.float32(0.5), IndexConfig("flat", center=True))
+    assert index_lib.check_index_holds(centred, items + np.float32(0.5))
+    ivf = index_lib.build_index(items, IndexConfig("ivf", nlist=16))
+    assert index_lib.check_index_holds(ivf, items) is False  # No direct map: not checkable.
+    with pytest.raises(index_lib.IndexMismatchError, match="item 0"):
+        index_lib.check_index_holds(index_lib.build_index(items), -items)
 
 
 def test_recall_at_k_ignores_padding():
@@ -81,6 +129,10 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="NaN"):
         index_lib.build_index(np.full((3, 2), np.nan, np.float32))
     assert index_lib.default_nlist(1_000_000) == 4096
+    index = index_lib.build_index(np.eye(3, dtype=np.float32))
+    for k in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="k must be a positive integer"):
+            index_lib.search(index, np.eye(3, dtype=np.float32), k)
 
 
 def test_thread_cap_is_restored(catalogue):

@@ -70,6 +70,30 @@ def test_without_exclusion_and_padding(setup):
     assert np.all(np.isneginf(short.scores[0, NUM_ITEMS - n_seen:]))
 
 
+def test_k_beyond_the_catalogue_pads_to_k_columns_on_both_paths(setup):
+    retriever = setup[0]
+    k = NUM_ITEMS + 7
+    plain = retriever.retrieve([2, 5], k=k, exclude_seen=False)
+    excluded = retriever.retrieve([2, 5], k=k)
+    assert plain.items.shape == excluded.items.shape == (2, k)
+    assert plain.scores.shape == excluded.scores.shape == (2, k)
+    for row, user in enumerate([2, 5]):
+        np.testing.assert_array_equal(np.sort(plain.items[row, :NUM_ITEMS]), np.arange(NUM_ITEMS))
+        assert np.all(plain.items[row, NUM_ITEMS:] == -1)
+        assert np.all(np.isneginf(plain.scores[row, NUM_ITEMS:]))
+        assert np.all(np.isfinite(plain.scores[row, :NUM_ITEMS]))
+        n_left = NUM_ITEMS - retriever.seen[[user]].nnz
+        assert np.all(excluded.items[row, n_left:] == -1)
+        assert np.all(excluded.items[row, :n_left] >= 0)
+    np.testing.assert_array_equal(plain.items[:, :10],
+                                  retriever.retrieve([2, 5], k=10, exclude_seen=False).items)
+
+
+def test_empty_batch_gives_empty_result(setup):
+    result = setup[0].retrieve(np.zeros(0, np.int64), k=5)
+    assert result.items.shape == result.scores.shape == (0, 5)
+
+
 def test_raw_features_are_encoded_with_the_training_scaler(setup):
     retriever, _, seen, raw_users, history = setup
     hist = None if history is None else [history[0][5].tolist()]
@@ -82,3 +106,7 @@ def test_index_must_match_the_model(setup):
     retriever = setup[0]
     with pytest.raises(ValueError, match="catalogue has"):
         Retriever(retriever.model, index_lib.build_index(np.ones((NUM_ITEMS - 1, 8), np.float32)))
+    # Same size, other vectors (reversed rows): refused by the spot check of stored rows.
+    items = retriever.model.ranking_embeddings()[1]
+    with pytest.raises(index_lib.IndexMismatchError, match="this model's item embeddings"):
+        Retriever(retriever.model, index_lib.build_index(items[::-1]))
