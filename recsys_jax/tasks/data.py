@@ -61,9 +61,11 @@ class SplitData:
     split: splits.Split
 
     def section(self, extra: str = "") -> str:
-        """Markdown on the data set and the split, with the leakage report."""
+        """Markdown on the data set and the split, with the leakage report and what the loader
+        noted about this copy (missing optional files, a subset of a known data set)."""
+        notes = "".join(f"- **data note:** {note}\n" for note in self.dataset.notes)
         return ("## Data and split\n\n"
-                f"- data set: {self.dataset!r}\n" + extra +
+                f"- data set: {self.dataset!r}\n" + notes + extra +
                 f"- split: `{self.split.protocol}` {self.split.params}, fingerprint "
                 f"`{self.split.fingerprint()[:16]}`\n\n"
                 "```\n" + self.split.report.format().rstrip() + "\n```")
