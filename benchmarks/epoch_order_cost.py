@@ -21,6 +21,7 @@ import numpy as np
 from absl import app, flags
 
 from benchmarks import harness
+from recsys_jax.console import quiet_startup
 from recsys_jax.retrieval.latency import measure_latency
 from recsys_jax.training import steps
 
@@ -65,6 +66,7 @@ def format_markdown(rows: list[dict[str, Any]], env: dict[str, Any]) -> str:
 
 
 def main(argv: list[str]) -> None:
+    quiet_startup()
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     sizes = [int(n) for n in _NUM_ROWS.value]

@@ -18,6 +18,7 @@ from absl import app, flags
 
 from benchmarks import harness
 from benchmarks.eval_problem import benchmark_full_ranking
+from recsys_jax.console import quiet_startup
 
 _SIZES = flags.DEFINE_list("sizes", ["943x1682x64", "100000x50000x64"],
                            "users x items x dim per benchmark (ML-100K size, then 100K x 50K).")
@@ -29,6 +30,7 @@ _OUTPUT = flags.DEFINE_string("output", None, "Optional JSON file for the figure
 
 
 def main(argv: list[str]) -> None:
+    quiet_startup()
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     ks = [int(k) for k in _K.value]

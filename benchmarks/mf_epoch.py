@@ -16,6 +16,7 @@ from flax import nnx
 from ml_collections import config_flags
 
 from benchmarks import harness, jax_epochs
+from recsys_jax.console import quiet_startup
 from recsys_jax.models.registry import build_model
 from recsys_jax.tasks.rating import load_rating_data, make_rating_loss
 from recsys_jax.training.optimizers import make_optimizer
@@ -31,6 +32,7 @@ _OUTPUT = flags.DEFINE_string("output", None, "Where to write the JSON results."
 
 
 def main(argv: list[str]) -> None:
+    quiet_startup()
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config = _CONFIG.value

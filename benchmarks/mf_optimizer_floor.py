@@ -22,6 +22,7 @@ from benchmarks.torch_baseline.optimizer_floor import (
     mf_parameter_shapes,
     run_floor,
 )
+from recsys_jax.console import quiet_startup
 from recsys_jax.tasks.rating import load_rating_data
 from recsys_jax.training.steps import steps_per_epoch
 
@@ -34,6 +35,7 @@ flags.mark_flags_as_required(["config"])
 
 
 def main(argv: list[str]) -> None:
+    quiet_startup()
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config = _CONFIG.value

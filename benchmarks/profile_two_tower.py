@@ -29,6 +29,7 @@ from ml_collections import config_flags
 
 from benchmarks import harness
 from benchmarks.torch_baseline import two_tower_profile
+from recsys_jax.console import quiet_startup
 
 _DEFAULTS = two_tower_profile.ProfileShapes()
 _ROOT = Path(__file__).resolve().parents[1]
@@ -77,6 +78,7 @@ def shapes_from_flags() -> two_tower_profile.ProfileShapes:
 
 
 def main(argv: list[str]) -> None:
+    quiet_startup()
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     shapes = shapes_from_flags()

@@ -28,6 +28,7 @@ from ml_collections import config_flags
 
 from benchmarks import harness
 from benchmarks.torch_baseline import mf_benchmark, two_tower_benchmark
+from recsys_jax.console import quiet_startup
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/mf_ml100k.py",
                                           "Experiment config of the benchmarked model.",
@@ -51,6 +52,7 @@ _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where to write Markdown a
 
 
 def main(argv: list[str]) -> None:
+    quiet_startup()
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     unknown = set(_MODELS.value) - {"mf", "two_tower"}

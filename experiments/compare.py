@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from absl import app, flags, logging
 
+from recsys_jax.console import quiet_startup
 from recsys_jax.data import ids, movielens, splits, synthetic
 from recsys_jax.evaluation import (
     baselines,
@@ -69,6 +70,7 @@ flags.mark_flag_as_required("output_dir")
 
 
 def main(argv: list[str]) -> None:
+    quiet_startup()
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if _DATASET.value == "synthetic":

@@ -17,6 +17,7 @@ import time
 
 from absl import app, flags
 
+from recsys_jax.console import quiet_startup
 from recsys_jax.data import stats, synthetic
 from recsys_jax.fileio import atomic_write_json
 
@@ -36,6 +37,7 @@ def _peak_rss_mib() -> float:
 
 
 def main(argv: list[str]) -> None:
+    quiet_startup()
     del argv
     rss_before = _peak_rss_mib()
     start, start_cpu = time.perf_counter(), time.process_time()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from absl import app, flags, logging
 
+from recsys_jax.console import quiet_startup
 from recsys_jax.data import ids, movielens, splits, stats
 from recsys_jax.fileio import atomic_write_json
 
@@ -36,6 +37,7 @@ _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where to save id mapping 
 
 
 def main(argv: list[str]) -> None:
+    quiet_startup()
     del argv
     dataset = movielens.load_movielens(_DATASET.value, data_dir=_DATA_DIR.value,
                                        cache_dir=_CACHE_DIR.value)

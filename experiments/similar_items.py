@@ -18,6 +18,7 @@ import pandas as pd
 from absl import app, flags
 
 from recsys_jax.analysis import similar
+from recsys_jax.console import quiet_startup
 from recsys_jax.data import ids, movielens
 from recsys_jax.fileio import load_npy
 
@@ -39,6 +40,7 @@ DEFAULT_DATASET = "ml-100k"
 
 
 def main(argv: list[str]) -> None:
+    quiet_startup()
     del argv
     workdir = Path(_WORKDIR.value)
     embeddings_path = workdir / "item_embeddings.npy"

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import harness
+from recsys_jax.console import quiet_startup
 
 
 def _load_data(path: str) -> dict[str, Any]:
@@ -120,6 +121,7 @@ def run_task(task: dict[str, Any], out_dir: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
+    quiet_startup()
     if len(argv) != 3:
         print(__doc__, file=sys.stderr)
         return 2

@@ -26,6 +26,7 @@ def test_train_mf_end_to_end_with_overrides(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "test RMSE" in proc.stdout and "user_item_bias" in proc.stdout
     assert "epoch 2/2" in proc.stderr  # One log line per epoch.
+    assert "Unable to initialize backend" not in proc.stderr  # quiet_startup at work.
 
     config = json.loads((workdir / "config.json").read_text())
     assert config["model"]["dim"] == 6 and config["split"]["name"] == "user_temporal"
