@@ -1,16 +1,26 @@
 """``train_and_evaluate(config, workdir)``: any task, on the shared engine, start to finish.
 
-Steps: check the workdir, write ``config.json``, ``task.prepare`` the data, build the model
-through the registry, train it (the engine's ``loop.fit`` on the task's loss and validator, or
-the model's own ``fit`` for a ``SelfFitting`` model), evaluate the test part, save the model
-(``model/``, through the registry) and the task's exports, and write ``test_metrics.json``,
-``learning_curve.png`` and ``report.md`` once. Everything is returned in memory
-(``RunResult``); later steps never read back what earlier ones wrote.
+Steps: check the config (``config_checks``, before anything is touched), claim the workdir (its
+layout, an OS lock, the run's identity), ``task.prepare`` the data and check the split
+fingerprint, build the model through the registry, train it (the engine's ``loop.fit`` on the
+task's loss and validator, or the model's own ``fit`` for a ``SelfFitting`` model), evaluate the
+test part, save the model (``model/``, through the registry) and the task's exports, and write
+``test_metrics.json``, ``learning_curve.png`` and ``report.md`` once. Everything is returned in
+memory (``RunResult``); later steps never read back what earlier ones wrote.
+
+Runs you can trust (docs/design.md): a rerun on a workdir resumes only a run of the same
+identity (``run_identity``: the result-determining config keys and the split fingerprint),
+else ``WorkdirError`` names the keys that differ; ``overwrite=True`` (``--overwrite``) first
+moves an existing run aside to ``<workdir>.replaced-<timestamp>``. One run per workdir at a
+time (``workdir_lock``). A diverging run stops in the epoch it diverges
+(``loop.DivergenceError``).
 
 Files under ``workdir`` (besides each task's own, listed in its module):
 
-  run_format.json   the layout version of this workdir (older workdirs are refused)
-  config.json       the resolved config
+  run_format.json   the layout version of this workdir (other layouts are refused)
+  run_identity.json the run's identity (``run_identity``)
+  lock.<i>          the lock file of process i (``workdir_lock``; stays, unlocked, after a run)
+  config.json       the resolved config of the latest invocation
   metrics.jsonl, tensorboard/, checkpoints/   per-epoch records and checkpoints (``loop.fit``)
   ids/, split/      the id mapping and the split with its leakage report
   model/            the trained model (``models.registry.save_model``)
@@ -33,6 +43,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import jax
 import ml_collections
 from absl import logging
 from flax import nnx
@@ -41,25 +52,47 @@ from recsys_jax import fileio
 from recsys_jax.models.contract import SelfFitting, require
 from recsys_jax.models.registry import save_model
 from recsys_jax.tasks.base import RunResult, Task, TaskData, monitor_mode
+from recsys_jax.tasks.config_checks import ConfigError, check_config
 from recsys_jax.tasks.registry import get_task
+from recsys_jax.tasks.run_identity import (
+    IDENTITY_FILE,
+    WorkdirError,
+    check_config_identity,
+    check_fingerprint,
+    how_to_proceed,
+    move_aside,
+    write_identity,
+)
+from recsys_jax.tasks.workdir_lock import WorkdirLock, WorkdirLocked
 from recsys_jax.training.curves import plot_learning_curve
-from recsys_jax.training.loop import FitConfig, FitResult, fit
+from recsys_jax.training.loop import DivergenceError, FitConfig, FitResult, fit, nonfinite_arrays
 from recsys_jax.training.optimizers import make_optimizer
 from recsys_jax.training.steps import steps_per_epoch
 
-RUN_FORMAT = 2
+__all__ = ["ConfigError", "DivergenceError", "RunResult", "WorkdirError", "WorkdirLocked",
+           "check_workdir", "open_workdir", "train_and_evaluate"]
+
+RUN_FORMAT = 3
 RUN_FORMAT_FILE = "run_format.json"
 MODEL_DIR = "model"
 # Files whose presence without ``run_format.json`` marks a workdir of an older layout.
 _RUN_FILES = ("config.json", "metrics.jsonl", "checkpoints", "test_metrics.json")
+# Why a workdir of an older layout version cannot be continued.
+_OLD_LAYOUTS = {
+    2: "layout 2 recorded no run identity (run_identity.json), so whether this config "
+       "produced its checkpoints cannot be checked, and its best checkpoint may hold a "
+       "diverged (NaN) state",
+}
 
 
-class WorkdirError(ValueError):
-    """A workdir that this version cannot continue safely."""
+def holds_run(workdir: Path) -> bool:
+    """Whether ``workdir`` holds a recsys_jax run of any layout."""
+    return any((workdir / name).exists()
+               for name in (RUN_FORMAT_FILE, IDENTITY_FILE, *_RUN_FILES))
 
 
 def check_workdir(workdir: Path, task: str) -> None:
-    """Claims ``workdir`` for a run of ``task`` in this layout, or refuses it.
+    """Refuses a workdir of another layout or task; writes nothing.
 
     Raises:
       WorkdirError: for a workdir written by an older version (another file layout: it
@@ -67,13 +100,20 @@ def check_workdir(workdir: Path, task: str) -> None:
     """
     marker = workdir / RUN_FORMAT_FILE
     if marker.exists():
-        saved = json.loads(marker.read_text())
+        try:
+            saved = json.loads(marker.read_text())
+            saved.get("format")
+        except (OSError, ValueError, AttributeError) as e:
+            raise WorkdirError(f"{marker} is unreadable ({e}). {how_to_proceed(workdir)}"
+                               ) from e
         if saved.get("format") != RUN_FORMAT:
+            why = _OLD_LAYOUTS.get(saved.get("format"), "it would be misread")
             raise WorkdirError(f"{workdir} holds a run of layout {saved.get('format')}, this "
-                               f"version writes layout {RUN_FORMAT}; use a new --workdir")
+                               f"version writes layout {RUN_FORMAT} ({why}). "
+                               + how_to_proceed(workdir))
         if saved.get("task") != task:
-            raise WorkdirError(f"{workdir} holds a {saved.get('task')!r} run, not {task!r}; "
-                               "use a new --workdir")
+            raise WorkdirError(f"{workdir} holds a {saved.get('task')!r} run, not {task!r}. "
+                               + how_to_proceed(workdir))
         return
     old = [name for name in _RUN_FILES if (workdir / name).exists()]
     if old:
@@ -82,30 +122,42 @@ def check_workdir(workdir: Path, task: str) -> None:
             f"{RUN_FORMAT_FILE}). Since the tasks refactor a run saves its model under "
             "model/ (registry format) instead of params.npz / two_tower_params.npz, writes "
             "report.md once and records timings differently, so resuming it would misread "
-            "it. Use a new --workdir (the old one is left untouched).")
-    fileio.atomic_write_json(marker, {"format": RUN_FORMAT, "task": task})
+            "it. Use a new --workdir (the old one is left untouched), or --overwrite to move "
+            "it aside.")
+
+
+def claim_workdir(workdir: Path, task: str) -> None:
+    """Writes ``run_format.json`` (once ``check_workdir`` passed and the lock is held)."""
+    if not (workdir / RUN_FORMAT_FILE).exists():
+        fileio.atomic_write_json(workdir / RUN_FORMAT_FILE, {"format": RUN_FORMAT, "task": task})
 
 
 def write_config(config: ml_collections.ConfigDict, workdir: Path) -> None:
-    """Writes ``config.json``; warns when a resumed run's saved config differs."""
-    path = workdir / "config.json"
-    resolved = json.loads(config.to_json())
-    if path.exists():
-        saved, now = _flatten(json.loads(path.read_text())), _flatten(resolved)
-        changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
-        if changed:
-            logging.warning("config differs from the one saved in %s: %s", path, changed)
-    fileio.atomic_write_json(path, resolved)
+    """Writes ``config.json``, the resolved config of this invocation (after the identity
+    check: only ``run_identity.RESULT_NEUTRAL_KEYS`` can differ from the recorded run's)."""
+    fileio.atomic_write_json(workdir / "config.json", json.loads(config.to_json()))
 
 
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for k, v in tree.items():
-        if isinstance(v, Mapping):
-            flat.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            flat[f"{prefix}{k}"] = v
-    return flat
+def open_workdir(workdir: str | os.PathLike, task: str, *, overwrite: bool = False,
+                 process_index: int = 0) -> tuple[Path, WorkdirLock]:
+    """Checks and locks ``workdir`` for a run of ``task``, first moving a run there aside when
+    ``overwrite``; returns the path and the held lock (release it when the run ends).
+
+    Raises:
+      WorkdirError: for another layout or task, or a directory ``overwrite`` must not move.
+      WorkdirLocked: when another run holds the workdir.
+    """
+    workdir = Path(workdir)
+    if overwrite and workdir.is_dir() and any(workdir.iterdir()):
+        if not holds_run(workdir):
+            move_aside(workdir, is_run=False)  # Raises: only runs are moved.
+        # Locked first: a run in progress is never moved from under its feet.
+        with WorkdirLock(workdir, process_index):
+            moved = move_aside(workdir, is_run=True)
+        logging.warning("--overwrite: moved the run in %s aside to %s", workdir, moved)
+    workdir.mkdir(parents=True, exist_ok=True)
+    check_workdir(workdir, task)
+    return workdir, WorkdirLock(workdir, process_index).acquire()
 
 
 def fit_config(config: ml_collections.ConfigDict, monitor: str) -> FitConfig:
@@ -158,30 +210,61 @@ def training_facts(result: FitResult | None, monitor: str, num_rows: int) -> dic
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str | os.PathLike | None, *,
-                       data: TaskData | None = None) -> RunResult:
+                       data: TaskData | None = None, overwrite: bool = False) -> RunResult:
     """Runs the task ``config.task`` end to end; see the module docstring.
 
     Args:
       config: an experiment config (``task``, ``data``, ``split``, ``model``, ``optimizer``,
         ``training`` and the task's own blocks).
-      workdir: output directory; a run interrupted there resumes. ``None`` writes nothing
-        (sweeps, benchmarks).
+      workdir: output directory; a run of the same identity interrupted there resumes.
+        ``None`` writes nothing (sweeps, benchmarks).
       data: the task's prepared data (sweeps over one split, tests); by default
         ``task.prepare`` loads it from the config.
+      overwrite: first move a run already in ``workdir`` aside to
+        ``<workdir>.replaced-<timestamp>`` and start afresh (nothing is deleted).
 
     Raises:
-      WorkdirError: for a workdir of an older layout or another task.
+      ConfigError: for config values that cannot give a meaningful run (before any work).
+      WorkdirError: for a workdir of another layout, task or run identity.
+      WorkdirLocked: when another run is using the workdir.
+      DivergenceError: when training diverges (the workdir keeps the last finite epoch).
       TypeError: when the model lacks the protocol its task needs.
     """
     start = time.perf_counter()
     task = get_task(config)
-    if workdir is not None:
-        workdir = Path(workdir)
-        workdir.mkdir(parents=True, exist_ok=True)
-        check_workdir(workdir, task.name)
-        write_config(config, workdir)
+    check_config(config, task.name, data_given=data is not None)
+    if workdir is None:
+        return _run(config, task, None, data, start)
+    workdir, lock = open_workdir(workdir, task.name, overwrite=overwrite,
+                                 process_index=jax.process_index())
+    try:
+        return _run(config, task, workdir, data, start)
+    finally:
+        lock.release()
+
+
+def _prepare(config: ml_collections.ConfigDict, task: Task, workdir: Path | None,
+             data: TaskData | None) -> TaskData:
+    """The task's data; with a workdir, checked against (and recorded in) the run identity:
+    config keys before any work, the split fingerprint before any checkpoint is restored."""
+    if workdir is None:
+        return data if data is not None else task.prepare(config, None)
+    recorded = check_config_identity(workdir, task.name, config)
+    claim_workdir(workdir, task.name)
     if data is None:
-        data = task.prepare(config, workdir)
+        # A recorded run has its prepared files (ids/, split/, ...) saved already: they stay
+        # untouched, so a rerun refused below cannot overwrite them.
+        data = task.prepare(config, workdir if recorded is None else None)
+    check_fingerprint(workdir, recorded, data.split_fingerprint)
+    if recorded is None:  # Recorded once the data is prepared, before any training.
+        write_identity(workdir, task.name, config, data.split_fingerprint)
+    write_config(config, workdir)
+    return data
+
+
+def _run(config: ml_collections.ConfigDict, task: Task, workdir: Path | None,
+         data: TaskData | None, start: float) -> RunResult:
+    data = _prepare(config, task, workdir, data)
     model = task.build_model(config, data)
     require(model, task.model_protocol, f"the {task.name} task")
 
@@ -190,6 +273,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         t0 = time.perf_counter()
         facts = dict(model.fit(data.train, config))
         facts["fit_time_s"] = time.perf_counter() - t0
+        bad = nonfinite_arrays(nnx.state(model))
+        if bad:
+            raise DivergenceError(f"{config.model.name}'s fit left NaN/inf in "
+                                  f"{', '.join(bad[:6])}; nothing was saved")
     else:
         result = fit_model(task, config, data, model, workdir)
     monitor = task.monitor(config)

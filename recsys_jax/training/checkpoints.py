@@ -6,7 +6,8 @@ Two ``ocp.CheckpointManager``s under one directory:
   includes the optimizer step) and the loop state as JSON (epoch, early-stopping counters, the
   base rng key). An interrupted run restores it and continues with the next epoch.
 * ``best/`` keeps one checkpoint, written when the monitored metric improves, with that metric
-  attached (``best_fn``), so ``best_step()`` names the epoch it came from.
+  attached (``best_fn``), so ``best_step()`` names the epoch it came from. A best checkpoint with
+a missing or non-finite metric is refused.
 
 Steps are epoch numbers. States are saved as host copies (the train step donates the device
 buffers, which must not be read by an asynchronous save) and restored onto the layout of a
@@ -16,6 +17,7 @@ template state.
 from __future__ import annotations
 
 import logging as std_logging
+import math
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -90,7 +92,16 @@ class CheckpointStore:
             loop=ocp.args.JsonSave(loop_state)))
 
     def save_best(self, epoch: int, state: nnx.State, metrics: dict[str, float]) -> None:
-        """Saves the state as the new best, with ``metrics`` (must include the monitor)."""
+        """Saves the state as the new best, with ``metrics`` (must include the monitor).
+
+        Raises:
+          ValueError: when the monitored metric is missing or not finite: such a state must
+            never become "best" (``loop.fit`` stops a diverged run before it gets here).
+        """
+        value = metrics.get(self.monitor)
+        if value is None or not math.isfinite(float(value)):
+            raise ValueError(f"refusing to save a best checkpoint in {self.directory} for epoch "
+                             f"{epoch}: {self.monitor} is {value}, not a finite number")
         _free_step(self._best, epoch)
         self._best.save(epoch, args=ocp.args.Composite(
             state=ocp.args.StandardSave(_to_saveable(state))),

@@ -13,11 +13,19 @@ as it ends; ``metric_log``), ``checkpoints/latest`` and ``checkpoints/best`` (se
 ``checkpoints.CheckpointStore``). Without a workdir nothing is written (for benchmarks).
 Running ``fit`` again on the same workdir resumes after the latest checkpoint; a run that had
 finished (early stop or all epochs) just restores its best state.
+
+Divergence guard: after every epoch the training loss, every floating-point array of the model
+and optimizer state and the monitored metric must be finite, checked before anything of that
+epoch is logged or saved; otherwise ``DivergenceError`` names the epoch and what went
+non-finite. So no non-finite state is ever checkpointed (a best one least of all), the files
+end at the last finite epoch, and a rerun resumes from there. Restored checkpoints are checked
+the same way.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -25,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import logging
@@ -43,13 +52,70 @@ CHECKPOINT_DIR = "checkpoints"
 __all__ = [
     "CHECKPOINT_DIR",
     "METRICS_FILE",
+    "DivergenceError",
     "Evaluate",
     "FitConfig",
     "FitResult",
     "data_fits_on_device",
     "fit",
+    "nonfinite_arrays",
     "read_metrics",
 ]
+
+
+class DivergenceError(FloatingPointError):
+    """Training produced a non-finite loss, parameter or monitored metric (or a checkpoint
+    holds one); the message names the epoch and what went non-finite."""
+
+
+@jax.jit
+def _all_finite(arrays: list[jax.Array]) -> jax.Array:
+    return jnp.stack([jnp.all(jnp.isfinite(x)) for x in arrays])
+
+
+def nonfinite_arrays(tree: Any) -> list[str]:
+    """Paths (``"0/embedding"``) of the floating-point leaves of ``tree`` that hold a NaN
+    or an infinity; one compiled reduction, so the arrays stay on their device."""
+    leaves = [(path, x) for path, x in jax.tree_util.tree_leaves_with_path(tree)
+              if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.inexact)]
+    if not leaves:
+        return []
+    finite = np.asarray(_all_finite([x for _, x in leaves]))
+    return [jax.tree_util.keystr(path, simple=True, separator="/").removesuffix("/value")
+            for (path, _), ok in zip(leaves, finite, strict=True) if not ok]
+
+
+def _state_names(paths: list[str]) -> list[str]:
+    # ``fit`` splits the pair (model, optimizer): name the halves instead of 0 and 1.
+    halves = {"0": "model", "1": "optimizer"}
+    return [halves.get(p.split("/", 1)[0], p.split("/", 1)[0]) + "/" + p.split("/", 1)[-1]
+            for p in paths]
+
+
+def _check_epoch(epoch: int, loss: float, state: nnx.State, saved_up_to: int | None) -> None:
+    """Raises ``DivergenceError`` when the loss or the state after ``epoch`` is not finite."""
+    bad = _state_names(nonfinite_arrays(state))
+    if math.isfinite(loss) and not bad:
+        return
+    what = [f"the training loss is {loss}"] if not math.isfinite(loss) else []
+    if bad:
+        what.append(f"{len(bad)} array(s) hold NaN/inf: {', '.join(bad[:6])}"
+                    + (", ..." if len(bad) > 6 else ""))
+    raise DivergenceError(
+        f"training diverged in epoch {epoch}: {'; '.join(what)}. Nothing of epoch {epoch} was "
+        "logged or saved" + (f"; the checkpoints and metrics.jsonl end at epoch {saved_up_to}"
+                             if saved_up_to else "") + ". Lower the learning rate "
+        "(optimizer.lr) or check the data for extreme values; the same config diverges again "
+        "in the same epoch.")
+
+
+def _check_restored(state: nnx.State, where: str) -> None:
+    bad = _state_names(nonfinite_arrays(state))
+    if bad:
+        raise DivergenceError(
+            f"the checkpoint {where} holds NaN/inf in {', '.join(bad[:6])} (written before "
+            "checkpoints were checked?); it cannot be resumed or tested. Use a new --workdir, or "
+            "--overwrite to move this run aside.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,6 +258,10 @@ def fit(model: nnx.Module, optimizer: nnx.Optimizer, loss_fn: LossFn,
       schedule: the learning-rate schedule, only to log the rate of each epoch.
       tensorboard: also write TensorBoard event files (with a workdir).
 
+    Raises:
+      DivergenceError: when an epoch ends with a non-finite loss, state or monitored metric
+        (nothing of that epoch is logged or saved), or a restored checkpoint is not finite.
+
     If training raises, ``model`` and ``optimizer`` may hold donated (deleted) arrays; the
     checkpoints in ``workdir`` are intact and a new call resumes from them.
     """
@@ -212,7 +282,12 @@ def fit(model: nnx.Module, optimizer: nnx.Optimizer, loss_fn: LossFn,
                                 mode=config.mode)
         resumed_from = store.latest_epoch()
     if resumed_from is not None:
-        state, loop_state = store.restore_latest(template)
+        try:
+            state, loop_state = store.restore_latest(template)
+            _check_restored(state, f"{store.directory}/latest")
+        except BaseException:
+            store.close()
+            raise
         early = EarlyStopping(**loop_state["early_stopping"])
         key = jax.random.wrap_key_data(np.asarray(loop_state["key_data"], np.uint32))
         start_epoch = loop_state["epoch"] + 1
@@ -237,6 +312,8 @@ def fit(model: nnx.Module, optimizer: nnx.Optimizer, loss_fn: LossFn,
                 state, step_metrics = run_epoch(state, epoch)
                 train_metrics = steps_lib.summarize_steps(step_metrics)
                 epoch_time = time.perf_counter() - t0
+                _check_epoch(epoch, train_metrics["loss"], state,
+                             epoch - 1 if store is not None else None)
 
                 t0 = time.perf_counter()
                 eval_metrics = {k: float(v) for k, v in
@@ -245,6 +322,13 @@ def fit(model: nnx.Module, optimizer: nnx.Optimizer, loss_fn: LossFn,
                 if config.monitor not in eval_metrics:
                     raise KeyError(f"evaluate returned {sorted(eval_metrics)}, without the "
                                    f"monitored metric {config.monitor!r}")
+                if not math.isfinite(eval_metrics[config.monitor]):
+                    raise DivergenceError(
+                        f"the monitored metric {config.monitor} is "
+                        f"{eval_metrics[config.monitor]} after epoch {epoch} although the loss "
+                        "and the parameters are finite: the validator has nothing to measure "
+                        "(an empty validation part?) or the model's outputs overflow. Nothing "
+                        f"of epoch {epoch} was logged or saved.")
                 improved = early.update(eval_metrics[config.monitor], epoch)
                 record = {
                     "epoch": epoch,
@@ -282,6 +366,7 @@ def fit(model: nnx.Module, optimizer: nnx.Optimizer, loss_fn: LossFn,
                     break
         if store is not None and store.best_epoch() is not None:
             state = store.restore_best(template)
+            _check_restored(state, f"{store.directory}/best")
         elif best_in_memory is not None:
             state = best_in_memory
     finally:

@@ -6,7 +6,7 @@ import pytest
 
 from recsys_jax.fileio import load_npy
 from recsys_jax.tasks.rating import RatingData
-from recsys_jax.tasks.runner import WorkdirError, train_and_evaluate
+from recsys_jax.tasks.runner import RUN_FORMAT, WorkdirError, train_and_evaluate
 from tests.tasks.planted import NUM_ITEMS, NUM_USERS, planted_ratings
 
 
@@ -20,6 +20,14 @@ def _config() -> ml_collections.ConfigDict:
                      "patience": 0, "seed": 0, "data_on_device": "auto"},
         "data": {"dataset": "planted"},
     })
+
+
+def _synthetic_config() -> ml_collections.ConfigDict:
+    config = _config()  # Data the runner can load itself ("planted" data is passed in).
+    config.data = {"dataset": "synthetic", "num_users": 20, "num_items": 30,
+                   "num_interactions": 300, "seed": 0}
+    config.split = {"name": "random", "val_fraction": 0.1, "test_fraction": 0.1, "seed": 0}
+    return config
 
 
 def test_run_writes_the_workdir_and_serves_unseen_ids_by_bias(tmp_path):
@@ -72,11 +80,12 @@ def test_workdir_of_the_old_layout_is_refused(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "params.npz").write_bytes(b"")
     with pytest.raises(WorkdirError, match="older recsys_jax.*new --workdir"):
-        train_and_evaluate(_config(), tmp_path)
+        train_and_evaluate(_synthetic_config(), tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "params.npz"]
 
 
 def test_workdir_of_another_task_is_refused(tmp_path):
-    (tmp_path / "run_format.json").write_text('{"format": 2, "task": "retrieval"}')
+    (tmp_path / "run_format.json").write_text(
+        json.dumps({"format": RUN_FORMAT, "task": "retrieval"}))
     with pytest.raises(WorkdirError, match="'retrieval' run, not 'rating'"):
-        train_and_evaluate(_config(), tmp_path)
+        train_and_evaluate(_synthetic_config(), tmp_path)

@@ -81,3 +81,13 @@ def test_restoring_into_another_model_names_the_problem(tmp_path, train_columns)
         store.save_latest(1, state, {"epoch": 1})
         with pytest.raises(ValueError, match="does not fit this model"):
             store.restore_latest(abstract_state(nnx.state((other_model, other_optimizer))))
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), None])
+def test_a_best_checkpoint_needs_a_finite_metric(tmp_path, train_columns, value):
+    _, state = _state(train_columns, seed=0)
+    metrics = {} if value is None else {"val_rmse": value}
+    with CheckpointStore(tmp_path, monitor="val_rmse") as store:
+        with pytest.raises(ValueError, match="refusing to save a best checkpoint.*val_rmse"):
+            store.save_best(1, state, metrics)
+        assert store.best_epoch() is None

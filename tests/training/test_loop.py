@@ -7,8 +7,19 @@ from flax import nnx
 
 from recsys_jax.evaluation.validators import RatingEvaluator
 from recsys_jax.tasks.rating import make_rating_loss
-from recsys_jax.training.loop import EarlyStopping, FitConfig, fit, read_metrics
+from recsys_jax.training.checkpoints import CheckpointStore, abstract_state
+from recsys_jax.training.loop import (
+    CHECKPOINT_DIR,
+    DivergenceError,
+    EarlyStopping,
+    FitConfig,
+    fit,
+    nonfinite_arrays,
+    read_metrics,
+)
+from recsys_jax.training.steps import steps_per_epoch
 from tests.tasks.planted import make_model_and_optimizer
+from tests.training.poison import poisoned_in_steps
 
 CONFIG = FitConfig(batch_size=64, num_epochs=4, patience=0, seed=5)
 
@@ -105,3 +116,67 @@ def test_early_stopping_rules():
     assert not early.update(0.5, 3)
     assert early.should_stop and early.best_epoch == 1
     assert not EarlyStopping(patience=0).should_stop
+
+
+def _diverging_fit(workdir, train, evaluate, diverge_in_epoch=2, config=CONFIG):
+    """A fit whose loss (and so its parameters) turns NaN in epoch ``diverge_in_epoch``."""
+    per_epoch = steps_per_epoch(len(train["user"]), config.batch_size)
+    first = (diverge_in_epoch - 1) * per_epoch
+    loss = poisoned_in_steps(make_rating_loss("mse"), config.seed, range(first,
+                                                                         first + per_epoch))
+    model, optimizer = make_model_and_optimizer(train)
+    return fit(model, optimizer, loss, train, evaluate, config, workdir=workdir)
+
+
+def test_divergence_stops_in_its_epoch_and_saves_nothing_of_it(tmp_path, train_columns,
+                                                               val_columns):
+    evaluate = RatingEvaluator(val_columns, (1, 5))
+    with pytest.raises(DivergenceError, match=r"diverged in epoch 2: the training loss is nan"
+                       r".*model/embedding.*end at epoch 1.*optimizer\.lr"):
+        _diverging_fit(tmp_path, train_columns, evaluate)
+    assert [r["epoch"] for r in read_metrics(tmp_path)] == [1]
+    with CheckpointStore(tmp_path / CHECKPOINT_DIR, monitor="val_rmse") as store:
+        assert store.latest_epoch() == 1 and store.best_epoch() == 1
+        model, optimizer = make_model_and_optimizer(train_columns)
+        best = store.restore_best(abstract_state(nnx.state((model, optimizer))))
+    assert nonfinite_arrays(best) == []
+    # The rerun resumes from the last finite epoch; it diverges again, in the same epoch,
+    # instead of restoring anything.
+    with pytest.raises(DivergenceError, match="epoch 2"):
+        _diverging_fit(tmp_path, train_columns, evaluate)
+    # Once the cause is gone, the run resumes after epoch 1 and finishes.
+    _, _, result = _fit(tmp_path, train_columns, evaluate)
+    assert result.resumed_from == 1 and result.last_epoch == CONFIG.num_epochs
+
+
+def test_divergence_in_the_first_epoch_without_a_workdir(train_columns, val_columns):
+    with pytest.raises(DivergenceError, match="diverged in epoch 1") as raised:
+        _diverging_fit(None, train_columns, RatingEvaluator(val_columns, (1, 5)),
+                       diverge_in_epoch=1)
+    assert "checkpoints" not in str(raised.value)
+
+
+def test_a_nan_monitor_is_never_marked_best(tmp_path, train_columns):
+    with pytest.raises(DivergenceError, match="val_rmse is nan after epoch 1.*validation"):
+        _fit(tmp_path, train_columns, lambda model: {"val_rmse": float("nan")},
+             FitConfig(batch_size=64, num_epochs=2))
+    assert read_metrics(tmp_path) == []
+    with CheckpointStore(tmp_path / CHECKPOINT_DIR, monitor="val_rmse") as store:
+        assert store.best_epoch() is None and store.latest_epoch() is None
+
+
+def test_a_nonfinite_checkpoint_is_not_resumed(tmp_path, train_columns, val_columns):
+    model, optimizer = make_model_and_optimizer(train_columns)
+    model.embedding[...] = model.embedding[...].at[0, 0].set(np.inf)
+    with CheckpointStore(tmp_path / CHECKPOINT_DIR, monitor="val_rmse") as store:
+        store.save_latest(1, nnx.state((model, optimizer)),
+                          {"epoch": 1, "early_stopping": {"patience": 0}, "key_data": [0, 5],
+                           "stopped_early": False})
+    with pytest.raises(DivergenceError, match="latest holds NaN/inf in model/embedding"):
+        _fit(tmp_path, train_columns, RatingEvaluator(val_columns, (1, 5)))
+
+
+def test_nonfinite_arrays_names_the_leaves():
+    tree = {"a": np.ones(3, np.float32), "b": np.array([1.0, np.nan]),
+            "c": np.arange(3), "d": {"e": np.array(-np.inf)}}
+    assert nonfinite_arrays(tree) == ["b", "d/e"]

@@ -1,0 +1,74 @@
+from pathlib import Path
+
+import pytest
+
+from recsys_jax.config_files import sibling_config
+from recsys_jax.tasks.config_checks import (
+    ConfigError,
+    check_config,
+    config_problems,
+    integer,
+    integers,
+    one_of,
+    optional,
+    real,
+)
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in CONFIGS.glob("*.py")))
+def test_every_shipped_config_passes(name):
+    config = sibling_config(CONFIGS / "any.py", name)
+    assert config_problems(config, config.task) == []
+
+
+def test_check_rules_known_answers():
+    lr = real(0, low_open=True)
+    assert lr(1e-3) is None and lr(1) is None
+    assert lr(0.0) == lr(-1.0) == "must be in (0, inf)"
+    assert lr(float("nan")) == lr(True) == lr("0.1") == "must be a finite number in (0, inf)"
+    assert real(0, 1)(1.0) is None and real(0, 1, high_open=True)(1.0) == "must be in [0, 1)"
+    assert integer(1)(1) is None and integer(1)(1.0) == integer(1)(0) == integer(1)(False)
+    assert integers(1)((10, 100)) is None and integers(1)(()) and integers(1)("10")
+    assert one_of(("a", "b"))("c") == "must be one of ['a', 'b']"
+    assert optional(integer(1))(None) is None and optional(integer(1))(0)
+
+
+def test_missing_required_keys_and_unchecked_absent_ones():
+    config = sibling_config(CONFIGS / "any.py", "mf_tiny")
+    del config.optimizer["lr"]
+    del config.training["patience"]  # Optional: not checked when absent.
+    assert config_problems(config, "rating") == ["optimizer.lr is missing"]
+
+
+def test_prepared_data_makes_the_data_blocks_unused():
+    config = sibling_config(CONFIGS / "any.py", "mf_tiny")
+    config.data.dataset = "my-own"
+    config.split.name = "by-hand"
+    assert config_problems(config, "rating", data_given=True) == []
+    assert [p.split(" =")[0] for p in config_problems(config, "rating")] == [
+        "data.dataset", "split.name"]
+
+
+def test_task_specific_keys():
+    config = sibling_config(CONFIGS / "any.py", "two_tower_tiny")
+    config.index.kind = "annoy"
+    config.serving.num_queries = 0
+    config.training.monitor = "val_recall"  # A ranking task needs the cut-off.
+    problems = config_problems(config, "retrieval")
+    assert [p.split(" =")[0] for p in problems] == ["index.kind", "serving.num_queries",
+                                                     "training.monitor"]
+    with pytest.raises(ConfigError, match="3 problem.*nothing was run or written"):
+        check_config(config, "retrieval")
+
+
+def test_holdout_k_replaces_the_fractions():
+    config = sibling_config(CONFIGS / "any.py", "mf_tiny")
+    config.split.name, config.split.holdout_k, config.split.val_fraction = (
+        "user_temporal", 2, 0.0)
+    assert config_problems(config, "rating") == []
+    config.split.name = "random"
+    assert config_problems(config, "rating") == [
+        "split.holdout_k = 2 applies only to split.name='user_temporal', not 'random'",
+        "split.val_fraction = 0.0 must be in (0, 1) for split.name='random'"]
