@@ -10,7 +10,9 @@ A run is a directory::
     scores.npy               kind "scores":     [num_users, num_items] float32
 
 ``run.json`` holds ``format`` ("recsys_jax.Run"), ``version`` (1), ``name`` (label in tables),
-``model``, ``dataset``, ``split_fingerprint`` (``Split.fingerprint()`` of the split the model
+``model``, ``dataset``, ``seen_parts`` (the split parts the run's user representations have
+seen, e.g. ``["train"]`` or ``["train", "val"]``; evaluating the run on a part it has seen
+would leak), ``split_fingerprint`` (``Split.fingerprint()`` of the split the model
 was trained on; comparisons refuse runs whose fingerprints differ), ``split_protocol``,
 ``protocol`` ("full", or "sampled-<N>" for a run meant for the sampled protocol), ``kind``,
 ``similarity`` ("dot" or "cosine", for embeddings), ``num_users``, ``num_items``, ``created``
@@ -35,7 +37,9 @@ from recsys_jax.fileio import atomic_save_npy, atomic_write_json
 
 RUN_FILE = "run.json"
 RUN_FORMAT = "recsys_jax.Run"
-RUN_VERSION = 1
+# Version 2 added ``seen_parts``; a version-1 run does not say what its users have seen.
+RUN_VERSION = 2
+SPLIT_PARTS = ("train", "val", "test")
 KINDS = ("embeddings", "ranked", "scores")
 _ARRAYS = {"embeddings": ("user_embeddings", "item_embeddings"),
            "ranked": ("ranked", "ranked_users"), "scores": ("scores",)}
@@ -63,6 +67,7 @@ class Run:
     created: str
     metadata: dict[str, Any]
     arrays: dict[str, np.ndarray]
+    seen_parts: tuple[str, ...] = ("train",)
 
     @property
     def source(self):
@@ -76,7 +81,8 @@ class Run:
 
 
 def save_run(directory: str | os.PathLike, *, name: str, model: str, dataset: str,
-             split_fingerprint: str, split_protocol: str = "",
+             split_fingerprint: str, seen_parts: tuple[str, ...] | list[str],
+             split_protocol: str = "",
              user_embeddings: np.ndarray | None = None,
              item_embeddings: np.ndarray | None = None, similarity: str = "dot",
              ranked: np.ndarray | None = None, ranked_users: np.ndarray | None = None,
@@ -86,7 +92,8 @@ def save_run(directory: str | os.PathLike, *, name: str, model: str, dataset: st
     """Writes a run directory; give exactly one of embeddings (both), ranked, or scores.
 
     ``num_users`` / ``num_items`` are read off the arrays; give them for ranked lists, whose
-    largest ids may fall short of the catalogue.
+    largest ids may fall short of the catalogue. ``seen_parts`` is required: which parts of the
+    split the user representations were computed from (``("train",)``, ``("train", "val")``).
 
     Returns:
       The directory path.
@@ -100,6 +107,7 @@ def save_run(directory: str | os.PathLike, *, name: str, model: str, dataset: st
     if len(kinds) != 1:
         raise RunError(f"give exactly one of embeddings, ranked or scores (got {kinds or 'none'})")
     kind = kinds[0]
+    seen_parts = check_seen_parts(seen_parts)
     if similarity not in SIMILARITIES:
         raise RunError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
     arrays: dict[str, np.ndarray] = {}
@@ -139,8 +147,9 @@ def save_run(directory: str | os.PathLike, *, name: str, model: str, dataset: st
         atomic_save_npy(directory / f"{stem}.npy", array)
     atomic_write_json(directory / RUN_FILE, {
         "format": RUN_FORMAT, "version": RUN_VERSION, "name": name, "model": model,
-        "dataset": dataset, "split_fingerprint": split_fingerprint,
-        "split_protocol": split_protocol, "protocol": protocol, "kind": kind,
+        "dataset": dataset, "seen_parts": list(seen_parts),
+        "split_fingerprint": split_fingerprint, "split_protocol": split_protocol,
+        "protocol": protocol, "kind": kind,
         "similarity": similarity, "num_users": int(num_users), "num_items": int(num_items),
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "metadata": metadata or {}})
@@ -161,8 +170,14 @@ def load_run(directory: str | os.PathLike) -> Run:
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError as e:
         raise RunError(f"{meta_path}: invalid JSON ({e})") from e
-    if meta.get("format") != RUN_FORMAT or meta.get("version") != RUN_VERSION:
-        raise RunError(f"{meta_path}: not a {RUN_FORMAT} v{RUN_VERSION} file")
+    if meta.get("format") != RUN_FORMAT:
+        raise RunError(f"{meta_path}: not a {RUN_FORMAT} file")
+    if meta.get("version") != RUN_VERSION:
+        raise RunError(
+            f"{meta_path}: a {RUN_FORMAT} v{meta.get('version')} run; this version reads "
+            f"v{RUN_VERSION}, which records the split parts the run's users have seen "
+            "(seen_parts), so that no run is evaluated on data it has seen. Export the run "
+            "again with this version.")
     kind = meta.get("kind")
     if kind not in KINDS:
         raise RunError(f"{meta_path}: unknown kind {kind!r}")
@@ -182,9 +197,25 @@ def load_run(directory: str | os.PathLike) -> Run:
                    protocol=meta.get("protocol", FULL_PROTOCOL), kind=kind,
                    similarity=meta.get("similarity", "dot"), num_users=int(meta["num_users"]),
                    num_items=int(meta["num_items"]), created=meta.get("created", ""),
-                   metadata=meta.get("metadata", {}), arrays=arrays)
+                   metadata=meta.get("metadata", {}), arrays=arrays,
+                   seen_parts=check_seen_parts(meta["seen_parts"]))
     except KeyError as e:
         raise RunError(f"{meta_path}: missing field {e.args[0]!r}") from e
+
+
+def check_seen_parts(parts: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """``parts`` as a tuple in split order, checked: known parts, no repeats, ``train`` included.
+
+    Raises:
+      RunError: for anything else.
+    """
+    if isinstance(parts, str) or not all(isinstance(p, str) for p in parts):
+        raise RunError(f"seen_parts must be a list of split parts, got {parts!r}")
+    unknown = set(parts) - set(SPLIT_PARTS)
+    if unknown or len(set(parts)) != len(parts) or "train" not in parts:
+        raise RunError(f"seen_parts must be distinct parts of {SPLIT_PARTS} including 'train', "
+                       f"got {list(parts)}")
+    return tuple(p for p in SPLIT_PARTS if p in parts)
 
 
 def _check_count(what: str, given: int | None, found: int) -> None:

@@ -263,6 +263,7 @@ def save_ranking_run(model: nnx.Module, directory: str | Path, *, name: str,
     """Writes the model as a run: a ``RankingEmbedder``'s embeddings, else a dense score
     matrix (``None`` and a warning when that exceeds ``MAX_SAVED_SCORES``)."""
     common = dict(name=name, model=model_name, dataset=data.dataset,
+                  seen_parts=("train",),  # User vectors fitted on the training part only.
                   split_fingerprint=data.split_fingerprint, split_protocol=data.split_protocol,
                   metadata=dict(metadata or {}))
     if isinstance(model, RankingEmbedder):

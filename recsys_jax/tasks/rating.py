@@ -212,7 +212,7 @@ class RatingTask(Task):
         if isinstance(model, RankingEmbedder):
             users, items = model.ranking_embeddings()
             save_run(workdir / "run", name=config.get("run_name") or workdir.name,
-                     model=config.model.name, dataset=data.dataset,
+                     model=config.model.name, dataset=data.dataset, seen_parts=("train",),
                      split_fingerprint=data.split_fingerprint,
                      split_protocol=data.split_protocol, user_embeddings=users,
                      item_embeddings=items, similarity="dot",

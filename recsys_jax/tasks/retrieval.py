@@ -229,6 +229,8 @@ class RetrievalTask(Task):
         fileio.atomic_save_npy(workdir / "item_embeddings.npy", items)
         save_run(workdir / "run", name=config.get("run_name") or workdir.name,
                  model=config.model.name, dataset=data.dataset,
+                 # Test users are encoded from these parts' events (features.test_user_events).
+                 seen_parts=tuple(summary["test_user_inputs"].split("+")),
                  split_fingerprint=data.split_fingerprint, split_protocol=data.split_protocol,
                  user_embeddings=users, item_embeddings=items, similarity="dot",
                  metadata={"config": config.to_dict(), "best_epoch": summary.get("best_epoch"),

@@ -65,7 +65,8 @@ def test_compare_ranking_writes_every_output(tmp_path):
     target, _ = _target()
     rng = np.random.default_rng(1)
     runs.save_run(tmp_path / "run", name="emb", model="mf", dataset="toy",
-                  split_fingerprint=FINGERPRINT, user_embeddings=rng.standard_normal((60, 4)),
+                  seen_parts=("train",), split_fingerprint=FINGERPRINT,
+                  user_embeddings=rng.standard_normal((60, 4)),
                   item_embeddings=rng.standard_normal((80, 4)))
     result = run_comparison.compare_ranking([runs.load_run(tmp_path / "run")], target, FINGERPRINT,
                                         [5, 10], bootstrap=FAST)

@@ -12,7 +12,7 @@ from recsys_jax.evaluation.sources import Embeddings, RankedLists, ScoreMatrix
 
 def _save(path, **kw):
     base = dict(name="m", model="mf", dataset="toy", split_fingerprint="f" * 64,
-                split_protocol="random")
+                split_protocol="random", seen_parts=("train",))
     return runs.save_run(path, **{**base, **kw})
 
 
@@ -68,3 +68,28 @@ def test_runs_on_other_splits_are_refused(tmp_path):
         check_runs([good], "f" * 64, 2, 4)
     with pytest.raises(SplitMismatchError, match="used twice"):
         check_runs([good, good], "f" * 64, 2, 3)
+
+
+def test_seen_parts_round_trip_in_split_order(tmp_path):
+    _save(tmp_path / "r", scores=np.zeros((2, 3)), seen_parts=["val", "train"])
+    assert runs.load_run(tmp_path / "r").seen_parts == ("train", "val")
+    meta = json.loads((tmp_path / "r" / runs.RUN_FILE).read_text())
+    assert meta["seen_parts"] == ["train", "val"] and meta["version"] == 2
+
+
+@pytest.mark.parametrize("parts", [(), ("val",), ("train", "train"), ("train", "tests"),
+                                   "train"])
+def test_seen_parts_must_be_distinct_known_parts_with_train(tmp_path, parts):
+    with pytest.raises(runs.RunError, match="seen_parts"):
+        _save(tmp_path / "r", scores=np.zeros((2, 3)), seen_parts=parts)
+    assert not (tmp_path / "r" / runs.RUN_FILE).exists()
+
+
+def test_a_version_1_run_is_refused_with_what_changed(tmp_path):
+    _save(tmp_path / "r", scores=np.zeros((2, 3)))
+    meta_path = tmp_path / "r" / runs.RUN_FILE
+    meta = json.loads(meta_path.read_text())
+    del meta["seen_parts"]
+    meta_path.write_text(json.dumps({**meta, "version": 1}))
+    with pytest.raises(runs.RunError, match="seen_parts"):
+        runs.load_run(tmp_path / "r")

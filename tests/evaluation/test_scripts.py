@@ -30,7 +30,8 @@ def test_compare_script_with_a_run_and_a_run_on_another_split(tmp_path):
     rng = np.random.default_rng(0)
     for name, fingerprint in (("good", split.fingerprint()), ("stale", "0" * 64)):
         runs.save_run(tmp_path / name, name=name, model="mf", dataset="synthetic",
-                      split_fingerprint=fingerprint, split_protocol="leave_one_out",
+                      seen_parts=("train",), split_fingerprint=fingerprint,
+                      split_protocol="leave_one_out",
                       user_embeddings=rng.standard_normal((mapping.num_users, 4)),
                       item_embeddings=rng.standard_normal((mapping.num_items, 4)))
     common = ["--dataset=synthetic", f"--synthetic_size={','.join(map(str, SIZE))}",
