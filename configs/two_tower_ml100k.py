@@ -97,4 +97,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.split.test_fraction = 0.1
     config.split.seed = 0
     config.split.holdout_k = config_dict.placeholder(int)
+    # Order of a user's events with equal timestamps: "random" (drawn from split.seed) or
+    # "item_id" (the larger id counts as later; the rule before the fair protocol).
+    config.split.tie_order = "random"
+    # k-core before splitting: keep users/items with at least this many events (0 or 1 = off).
+    config.split.min_user_interactions = 0
+    config.split.min_item_interactions = 0
     return config

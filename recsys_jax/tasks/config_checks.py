@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 
 from recsys_jax.data.movielens import MOVIELENS_NAMES
-from recsys_jax.data.splits import PROTOCOLS
+from recsys_jax.data.splits import PROTOCOLS, TIE_ORDERS
 from recsys_jax.evaluation.results import FULL_PROTOCOL
 from recsys_jax.models.registry import MODELS
 from recsys_jax.retrieval.index import KINDS as INDEX_KINDS
@@ -136,6 +136,9 @@ DATA: dict[str, Check] = {
     "split.name": one_of(PROTOCOLS),
     "split.seed": integer(0),
     "split.holdout_k": optional(integer(1)),
+    "split.tie_order": one_of(TIE_ORDERS),
+    "split.min_user_interactions": integer(0),
+    "split.min_item_interactions": integer(0),
 }
 
 TASK_KEYS: dict[str, dict[str, Check]] = {

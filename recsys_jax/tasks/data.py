@@ -33,12 +33,18 @@ def split_from_config(interactions: pd.DataFrame,
                       split_config: ml_collections.ConfigDict) -> splits.Split:
     """The split an experiment config's ``split`` block asks for.
 
+    Keys a config lacks take their defaults: ``tie_order="random"``, no k-core
+    (``min_user_interactions``/``min_item_interactions`` 0).
+
     Raises:
       ValueError: when the split fails its leakage checks.
     """
     s = split_config
     split = splits.make_split(interactions, s.name, seed=s.seed, val_fraction=s.val_fraction,
-                              test_fraction=s.test_fraction, holdout_k=s.get("holdout_k"))
+                              test_fraction=s.test_fraction, holdout_k=s.get("holdout_k"),
+                              tie_order=s.get("tie_order", "random"),
+                              min_user_interactions=s.get("min_user_interactions", 0),
+                              min_item_interactions=s.get("min_item_interactions", 0))
     if not split.report.ok:
         raise ValueError(f"split {s.name!r} failed its leakage checks:\n{split.report.format()}")
     return split

@@ -18,6 +18,7 @@ from recsys_jax.data.errors import DataError
 from recsys_jax.data.ids import IdEncoder
 from recsys_jax.data.splits import (
     PROTOCOLS,
+    TIE_ORDERS,
     LeakageReport,
     Split,
     deduplicate_interactions,
@@ -92,16 +93,25 @@ def user_sequences(part: pd.DataFrame) -> dict:
     return {user: sorted(events) for user, events in sequences.items()}
 
 
-def check_per_user_holdout(split: Split, frame: pd.DataFrame, sizes) -> None:
-    """Each user's last t events are test and the v before them val; ``sizes(n) -> (t, v)``."""
+def check_per_user_holdout(split: Split, frame: pd.DataFrame, sizes,
+                           tie_order: str = "item_id") -> None:
+    """Each user's last t events are test and the v before them val; ``sizes(n) -> (t, v)``.
+
+    With ``tie_order="item_id"`` the events themselves are checked; with ``"random"`` (any order
+    inside equal timestamps is allowed) their timestamps.
+    """
     dedup = frame[frame["row"].isin(reference_dedup(frame))]
     train, val, test = (user_sequences(p) for p in split.parts().values())
+
+    def seen(events):
+        return events if tie_order == "item_id" else [t for t, _ in events]
+
     for user, events in user_sequences(dedup).items():
         t, v = sizes(len(events))
         n_train = len(events) - t - v
-        assert train.get(user, []) == events[:n_train]
-        assert val.get(user, []) == events[n_train:n_train + v]
-        assert test.get(user, []) == events[n_train + v:]
+        assert seen(train.get(user, [])) == seen(events[:n_train])
+        assert seen(val.get(user, [])) == seen(events[n_train:n_train + v])
+        assert seen(test.get(user, [])) == seen(events[n_train + v:])
     assert split.report.temporal_scope == "per_user"
 
 
@@ -184,51 +194,62 @@ def test_global_temporal_split_exact_sizes_with_distinct_timestamps():
     assert split.train["timestamp"].max() == 980 and split.test["timestamp"].min() == 991
 
 
-@given(events_strategy, fractions_strategy)
-def test_user_temporal_split_by_fraction(events, fractions):
+def tie_params(tie_order: str, seed: int) -> dict:
+    return {"tie_order": "item_id"} if tie_order == "item_id" else {"tie_order": "random",
+                                                                     "seed": seed}
+
+
+tie_orders = st.sampled_from(TIE_ORDERS)
+
+
+@given(events_strategy, fractions_strategy, tie_orders, st.integers(0, 5))
+def test_user_temporal_split_by_fraction(events, fractions, tie_order, seed):
     val_fraction, test_fraction = fractions
     frame = frame_from(events)
-    split = user_temporal_split(frame, val_fraction=val_fraction, test_fraction=test_fraction)
+    split = user_temporal_split(frame, val_fraction=val_fraction, test_fraction=test_fraction,
+                                tie_order=tie_order, seed=seed)
     check_partition(split, frame)
 
     def sizes(n):
         t = min(round_half_up(n, test_fraction), n - 1)
         return t, min(round_half_up(n, val_fraction), n - 1 - t)
 
-    check_per_user_holdout(split, frame, sizes)
+    check_per_user_holdout(split, frame, sizes, tie_order)
     assert split.report.temporal_violations == 0
+    assert split.params == {"val_fraction": val_fraction, "test_fraction": test_fraction,
+                            **tie_params(tie_order, seed)}
 
 
-@given(events_strategy, st.integers(1, 3))
-def test_user_temporal_split_last_k(events, k):
+@given(events_strategy, st.integers(1, 3), tie_orders)
+def test_user_temporal_split_last_k(events, k, tie_order):
     frame = frame_from(events)
-    split = user_temporal_split(frame, holdout_k=k)
+    split = user_temporal_split(frame, holdout_k=k, tie_order=tie_order)
     check_partition(split, frame)
     check_per_user_holdout(split, frame, lambda n: (k if n >= k + 1 else 0,
-                                                    k if n >= 2 * k + 1 else 0))
-    assert split.params == {"holdout_k": k}
+                                                    k if n >= 2 * k + 1 else 0), tie_order)
+    assert split.params == {"holdout_k": k, **tie_params(tie_order, 0)}
 
 
-@given(events_strategy)
-def test_leave_one_out_split(events):
+@given(events_strategy, tie_orders, st.integers(0, 5))
+def test_leave_one_out_split(events, tie_order, seed):
     frame = frame_from(events)
-    split = leave_one_out_split(frame)
+    split = leave_one_out_split(frame, tie_order=tie_order, seed=seed)
     check_partition(split, frame)
-    check_per_user_holdout(split, frame, lambda n: (int(n >= 2), int(n >= 3)))
-    assert split.params == {}
+    check_per_user_holdout(split, frame, lambda n: (int(n >= 2), int(n >= 3)), tie_order)
+    assert split.params == tie_params(tie_order, seed)
 
 
 def test_user_temporal_rounding_and_small_users():
     # User 0: 5 events -> 0.5 rounds up: 1 test, 1 val. User 1: 4 events -> 0.4 -> all train.
-    # User 2: 1 event -> train. Equal timestamps are ordered by item id.
+    # User 2: 1 event -> train. Equal timestamps are ordered by item id (by name).
     events = ([(0, i, 7) for i in range(5)] + [(1, i, i) for i in range(4)] + [(2, 0, 0)])
-    split = user_temporal_split(frame_from(events))
+    split = user_temporal_split(frame_from(events), tie_order="item_id")
     assert pairs(split.test) == {(0, 4)} and pairs(split.val) == {(0, 3)}
     assert len(split.train) == 3 + 4 + 1
 
 
 def test_leave_one_out_small_users():
-    split = leave_one_out_split(frame_from([(0, 1, 5), (0, 2, 6), (1, 1, 1)]))
+    split = leave_one_out_split(frame_from([(0, 1, 5), (0, 2, 6), (1, 1, 1)]), seed=3)
     assert pairs(split.test) == {(0, 2)} and split.val.empty
     assert pairs(split.train) == {(0, 1), (1, 1)}
 
