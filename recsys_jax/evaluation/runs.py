@@ -16,7 +16,9 @@ would leak), ``split_fingerprint`` (``Split.fingerprint()`` of the split the mod
 was trained on; comparisons refuse runs whose fingerprints differ), ``split_protocol``,
 ``protocol`` ("full", or "sampled-<N>" for a run meant for the sampled protocol), ``kind``,
 ``similarity`` ("dot" or "cosine", for embeddings), ``num_users``, ``num_items``, ``created``
-(UTC ISO 8601) and free-form ``metadata`` (hyper-parameters, training time, ...).
+(UTC ISO 8601) and free-form ``metadata`` (hyper-parameters, ...; runs written by the tasks
+add ``total_wall_time_s``, ``compile_time_s``, ``train_time_s`` and ``median_epoch_time_s``
+when known, or ``fit_time_s`` for closed-form models).
 Arrays are plain ``.npy`` files (never pickled), written atomically.
 """
 
@@ -248,6 +250,21 @@ def _payload(*, user_embeddings, item_embeddings, similarity, ranked, ranked_use
         _check_count("items", num_items, scores.shape[1])
         num_users, num_items = scores.shape
     return kind, arrays, int(num_users), int(num_items)
+
+
+def update_run_metadata(directory: str | os.PathLike, fields: dict[str, Any]) -> None:
+    """Merges ``fields`` into a saved run's free-form ``metadata``; rewrites run.json atomically.
+
+    For facts known only after export (the task's total wall time).
+
+    Raises:
+      RunError: as ``load_run`` for a directory that is not a readable run.
+    """
+    load_run(directory)  # refuses anything that is not a complete, current run
+    path = Path(directory) / RUN_FILE
+    meta = json.loads(path.read_text())
+    meta["metadata"] = {**meta.get("metadata", {}), **fields}
+    atomic_write_json(path, meta)
 
 
 def check_seen_parts(parts: tuple[str, ...] | list[str]) -> tuple[str, ...]:
