@@ -8,15 +8,26 @@ Usage:
   python experiments/compare.py --dataset=ml-100k --split=leave_one_out --protocol=sampled \
       --num_negatives=99 --output_dir=workdirs/compare_sampled
 
+  python experiments/compare.py --split_dir=workdirs/split --dataset=ml-100k \
+      --scores=mine=scores.npy --embeddings=theirs=users.npy,items.npy \
+      --outside_seen_parts=train,val --reference=mine --output_dir=workdirs/compare_outside
+
 The split is rebuilt from --dataset/--split/--seed (or loaded from --split_dir) and every run
-must carry its fingerprint: runs made on another split are refused. Writes into --output_dir
-``comparison_<protocol>.{md,csv,json,png}`` (mean ± 95% CI, Δ vs popularity, Holm-corrected
-p-values), per-user values under ``per_user_<protocol>/``, and, unless
---rating_baselines is empty, ``comparison_rating.*`` for the rating baselines.
+must carry its fingerprint: runs made on another split are refused. Outside work (--scores,
+--embeddings) is scored against that split as in-memory runs. A run that has seen --part is
+refused, and so are runs whose users have seen different parts unless
+--allow_unequal_information; the baselines are fitted on the parts the runs have seen.
+Writes into --output_dir ``comparison_<protocol>.{md,csv,json,png}`` (mean ± 95% CI, Δ vs
+popularity, Holm-corrected p-values, the parts each model saw), per-user values under
+``per_user_<protocol>/``, and, unless --rating_baselines is empty, ``comparison_rating.*``
+for the rating baselines.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
+import pandas as pd
 from absl import app, flags, logging
 
 from recsys_jax.console import quiet_startup
@@ -32,7 +43,73 @@ from recsys_jax.evaluation import (
 from recsys_jax.evaluation.comparison_table import BootstrapSettings
 from recsys_jax.fileio import load_npy
 
-_RUNS = flags.DEFINE_list("runs", [], "Run directories (written by evaluation.runs.save_run).")
+
+def _split_label(entry: str, flag: str) -> tuple[str, str]:
+    """``label=value`` → (label, value); refuses a missing label or value."""
+    label, sep, value = entry.partition("=")
+    if not sep or not label or not value:
+        raise runs.RunError(f"--{flag}={entry!r}: expected name=path")
+    return label, value
+
+
+def _load_array(path: str, flag: str, name: str):
+    try:
+        return load_npy(path)
+    except (OSError, ValueError) as e:
+        raise runs.RunError(f"--{flag} {name}: cannot read {path} ({e})") from None
+
+
+def load_runs(split_fingerprint: str, dataset: str, split_protocol: str
+              ) -> tuple[list[runs.Run], dict[str, str]]:
+    """Runs from --runs, --scores and --embeddings, and an alias → shown-name map.
+
+    The aliases let --reference name a --runs directory as the user typed it.
+    """
+    loaded, aliases = [], {}
+    for entry in _RUNS.value:
+        label, sep, path = entry.partition("=")
+        run = runs.load_run(path if sep else entry)
+        if sep:
+            run = dataclasses.replace(run, name=label)
+        aliases[entry] = aliases[path if sep else entry] = run.name
+        loaded.append(run)
+    common = dict(split_fingerprint=split_fingerprint, seen_parts=_OUTSIDE_SEEN_PARTS.value,
+                  dataset=dataset, split_protocol=split_protocol)
+    for entry in _SCORES.value:
+        name, path = _split_label(entry, "scores")
+        loaded.append(runs.in_memory_run(name, path=path, model="outside scores",
+                                         scores=_load_array(path, "scores", name), **common))
+    for entry in _EMBEDDINGS.value:
+        name, paths = _split_label(entry, "embeddings")
+        files = paths.split(",")
+        if len(files) != 2:
+            raise runs.RunError(f"--embeddings={entry!r}: expected name=users.npy,items.npy")
+        users, items = (_load_array(f, "embeddings", name) for f in files)
+        loaded.append(runs.in_memory_run(name, path=paths, model="outside embeddings",
+                                         user_embeddings=users, item_embeddings=items,
+                                         similarity=_OUTSIDE_SIMILARITY.value, **common))
+    return loaded, aliases
+
+_RUNS = flags.DEFINE_list(
+    "runs", [], "Run directories (written by evaluation.runs.save_run), each optionally "
+    "label=dir to show it as `label` in the table (default: the run's name).")
+_SCORES = flags.DEFINE_multi_string(
+    "scores", [], "Outside work as name=path.npy: a dense float [num_users, num_items] score "
+    "matrix in the split's encoded ids (repeatable).")
+_EMBEDDINGS = flags.DEFINE_multi_string(
+    "embeddings", [], "Outside work as name=users.npy,items.npy: [num_users, d] and "
+    "[num_items, d] embeddings, score = dot product (repeatable).")
+_OUTSIDE_SEEN_PARTS = flags.DEFINE_list(
+    "outside_seen_parts", ["train"], "Split parts the users of --scores/--embeddings have "
+    "seen: train, or train,val.")
+_OUTSIDE_SIMILARITY = flags.DEFINE_enum("outside_similarity", "dot", ["dot", "cosine"],
+                                        "Similarity of --embeddings.")
+_ALLOW_UNEQUAL = flags.DEFINE_bool(
+    "allow_unequal_information", False, "Compare runs whose users have seen different parts "
+    "(the table says which); refused by default.")
+_BASELINE_SEEN_PARTS = flags.DEFINE_list(
+    "baseline_seen_parts", None, "Parts the baselines are fitted on (default: the parts the "
+    "runs have seen; train without runs).")
 _DATASET = flags.DEFINE_enum("dataset", "ml-100k", [*movielens.MOVIELENS_NAMES, "synthetic"],
                              "Data set the runs were trained on.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Directory holding the extracted data set.")
@@ -53,7 +130,10 @@ _NUM_NEGATIVES = flags.DEFINE_integer("num_negatives", 99, "Sampled protocol: N.
 _SAMPLE_SEED = flags.DEFINE_integer("sample_seed", 0, "Sampled protocol: seed.")
 _BASELINES = flags.DEFINE_list("baselines", list(baselines.RANKING_BASELINES),
                                "Ranking baselines (popularity is always included).")
-_REFERENCE = flags.DEFINE_string("reference", "popularity", "Model every Δ is measured from.")
+_REFERENCE = flags.DEFINE_string(
+    "reference", "popularity", "Model every Δ is measured from: a name shown in the table "
+    "(a baseline, a --runs label or run name, a --scores/--embeddings name), or a --runs "
+    "directory as passed.")
 _RANDOM_SEED = flags.DEFINE_integer("random_seed", 0, "Seed of the random baseline.")
 _GRADED = flags.DEFINE_bool("graded", False, "Also report NDCG with ratings as gains.")
 _ILD_EMBEDDINGS = flags.DEFINE_string(
@@ -97,15 +177,20 @@ def main(argv: list[str]) -> None:
             "runs": _RUNS.value}
 
     try:
+        loaded, aliases = load_runs(split.fingerprint(), dataset.name, split.protocol)
         result = run_comparison.compare_ranking(
-            [runs.load_run(path) for path in _RUNS.value], target, split.fingerprint(),
-            [int(k) for k in _K.value], baselines=_BASELINES.value, reference=_REFERENCE.value,
+            loaded, target, split.fingerprint(),
+            [int(k) for k in _K.value], baselines=_BASELINES.value,
+            reference=aliases.get(_REFERENCE.value, _REFERENCE.value),
             protocol=_PROTOCOL.value, num_negatives=_NUM_NEGATIVES.value,
             sample_seed=_SAMPLE_SEED.value, random_seed=_RANDOM_SEED.value,
             graded=_GRADED.value, item_vectors=vectors, bootstrap=bootstrap,
-            chunk_size=_CHUNK_SIZE.value)
+            chunk_size=_CHUNK_SIZE.value, allow_unequal_information=_ALLOW_UNEQUAL.value,
+            baseline_seen_parts=_BASELINE_SEEN_PARTS.value)
     except runs.RunError as e:  # a bad or mismatched run: the message says which and why
         raise SystemExit(f"error: {e}") from None
+    info["baseline_seen_parts"] = list(result.baseline_seen_parts)
+    info["seen_parts"] = {e.name: list(e.seen_parts or ()) for e in result.evaluations}
     timings = {name: {"compile_s": s.compile_seconds, "rank_s": s.rank_seconds}
                for name, s in result.timings.items()}
     title = f"{dataset.name}, {split.protocol} split, {_PART.value}"
@@ -114,11 +199,14 @@ def main(argv: list[str]) -> None:
     print(comparison_table.to_markdown(result.table, title))
 
     if _RATING_BASELINES.value:
+        # Fitted on the same parts as the ranking baselines.
+        fitted = pd.concat([split.parts()[p] for p in result.baseline_seen_parts])
         parts = {name: tuple(frame[c].to_numpy() for c in ("user_id", "item_id", "rating"))
-                 for name, frame in (("train", split.train), ("eval", split.parts()[_PART.value]))}
+                 for name, frame in (("train", fitted), ("eval", split.parts()[_PART.value]))}
         ratings = run_comparison.compare_rating_baselines(
             parts["train"], parts["eval"], mapping.num_users, mapping.num_items,
-            dataset.rating_scale, kinds=_RATING_BASELINES.value, bootstrap=bootstrap)
+            dataset.rating_scale, kinds=_RATING_BASELINES.value, bootstrap=bootstrap,
+            seen_parts=result.baseline_seen_parts)
         comparison_table.write_comparison(_OUTPUT_DIR.value, ratings.table, ratings.evaluations,
                                  title=title, info=info)
         print(comparison_table.to_markdown(ratings.table, f"{title}: rating baselines"))

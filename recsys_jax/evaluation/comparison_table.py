@@ -26,15 +26,21 @@ from recsys_jax.fileio import atomic_path, atomic_save_npy, atomic_write_json, a
 TABLE_COLUMNS = (
     "protocol", "metric", "model", "baseline", "n_users", "mean", "ci_low", "ci_high", "delta",
     "delta_ci_low", "delta_ci_high", "relative_delta", "cohens_d", "t_statistic", "p_ttest",
-    "p_ttest_holm", "wilcoxon_statistic", "p_wilcoxon", "p_wilcoxon_holm", "marker")
+    "p_ttest_holm", "wilcoxon_statistic", "p_wilcoxon", "p_wilcoxon_holm", "marker",
+    "seen_parts")
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelEvaluation:
-    """A named model's per-user metrics (what a comparison row is built from)."""
+    """A named model's per-user metrics (what a comparison row is built from).
+
+    ``seen_parts``: the split parts the model's user representations have seen (``None`` when
+    unknown); the table shows it as e.g. ``"train+val"``.
+    """
 
     name: str
     metrics: PerUserMetrics
+    seen_parts: tuple[str, ...] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +103,7 @@ def comparison_table(evaluations: Sequence[ModelEvaluation], baseline: str,
             rows.append({"metric": aggregate, "model": e.name,
                          "mean": e.metrics.aggregates.get(aggregate, math.nan),
                          "n_users": len(e.metrics.users)})
-    return _finish(rows, base)
+    return _finish(rows, base, ordered)
 
 
 def rating_comparison_table(evaluations: Sequence[ModelEvaluation], baseline: str,
@@ -119,7 +125,7 @@ def rating_comparison_table(evaluations: Sequence[ModelEvaluation], baseline: st
                                            e.metrics.values[rating_lib.NUM_RATINGS]),
             statistic=statistic,
             tested=lambda e, key=per_user: e.metrics.values[key], bootstrap=bootstrap))
-    return _finish(rows, base)
+    return _finish(rows, base, ordered)
 
 
 def _rmse_statistic(mse, counts, axis=-1):
@@ -167,10 +173,13 @@ def _metric_rows(ordered, base, metric, *, value, statistic, tested, bootstrap):
     return rows
 
 
-def _finish(rows: list[dict], base: ModelEvaluation) -> pd.DataFrame:
+def _finish(rows: list[dict], base: ModelEvaluation,
+            evaluations: Sequence[ModelEvaluation]) -> pd.DataFrame:
     table = pd.DataFrame(rows).reindex(columns=list(TABLE_COLUMNS))
     table["protocol"] = base.metrics.protocol
     table["baseline"] = base.name
+    seen = {e.name: "+".join(e.seen_parts) if e.seen_parts else "" for e in evaluations}
+    table["seen_parts"] = table["model"].map(seen).fillna("")
     for metric, group in table.groupby("metric", sort=False):
         tested = group.index[group["model"] != base.name]
         for raw, adjusted in (("p_ttest", "p_ttest_holm"), ("p_wilcoxon", "p_wilcoxon_holm")):
@@ -217,10 +226,27 @@ def to_markdown(table: pd.DataFrame, title: str = "") -> str:
         lines += ["", f"**Sampled protocol ({protocol})**: each user's held-out items are ranked "
                   "among sampled unseen items only; these numbers are not comparable with "
                   "full-ranking results."]
+    lines += _information_note(table)
     lines += ["", f"Means over {int(table['n_users'].max())} users; CIs by bootstrap over "
               "users; Δ = model − baseline (paired); p-values Holm-corrected over the models "
               "compared with the baseline; * p<0.05, ** p<0.01, *** p<0.001 (t-test).", ""]
     return "\n".join(lines)
+
+
+def _information_note(table: pd.DataFrame) -> list[str]:
+    """A line saying which split parts each model's users have seen (empty when unknown)."""
+    if "seen_parts" not in table:
+        return []
+    seen = table.drop_duplicates("model").set_index("model")["seen_parts"].fillna("")
+    if (seen == "").all():
+        return []
+    groups = {parts or "unknown": list(models) for parts, models in
+              seen.groupby(seen, sort=False).groups.items()}
+    if len(groups) == 1:
+        return ["", f"Every model's users have seen: {next(iter(groups))}."]
+    detail = "; ".join(f"{', '.join(models)}: {parts}" for parts, models in groups.items())
+    return ["", f"**Unequal information** — the models' users have seen different parts of the "
+            f"split ({detail}); their differences mix model quality with information."]
 
 
 def plot_comparison(table: pd.DataFrame, path: str | Path, title: str = "") -> None:

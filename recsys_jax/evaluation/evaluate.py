@@ -39,6 +39,8 @@ class EvaluationTarget:
         these).
       train: CSR of the training ratings.
       train_counts: c_i, training interactions per item.
+      val: CSR of the validation ratings (``None`` when the caller built the target without
+        them); baselines fitted on train + val use it.
     """
 
     part: str
@@ -47,6 +49,23 @@ class EvaluationTarget:
     interacted: sp.csr_array
     train: sp.csr_array
     train_counts: np.ndarray
+    val: sp.csr_array | None = None
+
+    def seen(self, parts: Sequence[str]) -> sp.csr_array:
+        """The interactions of ``parts`` (``("train",)`` or ``("train", "val")``), as ratings.
+
+        Raises:
+          ValueError: for a part this target does not hold or that it evaluates.
+        """
+        if self.part in parts:
+            raise ValueError(f"cannot fit on the {self.part} part while evaluating it")
+        if set(parts) - {"train", "val"} or "train" not in parts:
+            raise ValueError(f"seen parts must be ('train',) or ('train', 'val'), got {parts}")
+        if "val" not in parts:
+            return self.train
+        if self.val is None:
+            raise ValueError("this target was built without its validation part")
+        return sp.csr_array(self.train.maximum(self.val))
 
     @property
     def num_users(self) -> int:
@@ -65,17 +84,38 @@ class EvaluationTarget:
 def target_from_arrays(train: tuple[np.ndarray, ...], val: tuple[np.ndarray, ...],
                        test: tuple[np.ndarray, ...], num_users: int, num_items: int,
                        part: str = "test") -> EvaluationTarget:
-    """Builds the target of ``part`` from (user_ids, item_ids[, ratings]) arrays per part."""
+    """Builds the target of ``part`` from (user_ids, item_ids[, ratings]) arrays per part.
+
+    Raises:
+      ValueError: for an unknown part, or a (user, item) pair held out in ``part`` that is also
+        in an excluded part (train, and val when ``part == "test"``): it would be masked out of
+        the ranking, so even a perfect model would miss it.
+    """
     if part not in PARTS:
         raise ValueError(f"part must be one of {PARTS}, got {part!r}")
     mats = {name: interaction_matrix(p[0], p[1], num_users, num_items,
                                      p[2] if len(p) > 2 else None)
             for name, p in (("train", train), ("val", val), ("test", test))}
-    exclude = (binary_union(mats["train"], mats["val"]) if part == "test"
-               else binary_union(mats["train"]))
+    excluded_parts = ("train", "val") if part == "test" else ("train",)
+    exclude = binary_union(*(mats[name] for name in excluded_parts))
+    _check_held_out_disjoint(mats[part], exclude, part, excluded_parts)
     return EvaluationTarget(part=part, relevant=mats[part], exclude=exclude,
                             interacted=binary_union(*mats.values()), train=mats["train"],
-                            train_counts=item_popularity(mats["train"]))
+                            train_counts=item_popularity(mats["train"]), val=mats["val"])
+
+
+def _check_held_out_disjoint(held_out: sp.csr_array, exclude: sp.csr_array, part: str,
+                             excluded_parts: tuple[str, ...]) -> None:
+    both = sp.csr_array(held_out.multiply(exclude))
+    both.eliminate_zeros()
+    if both.nnz:
+        users, items = both.nonzero()
+        examples = ", ".join(f"(user {u}, item {i})" for u, i in zip(users[:3], items[:3]))
+        raise ValueError(
+            f"{both.nnz} (user, item) pair(s) of the {part} part are also in "
+            f"{' + '.join(excluded_parts)}, e.g. {examples} (encoded ids). Those items are "
+            "excluded from the ranking, so even a perfect model would miss them; keep each "
+            "(user, item) pair in one part of the split (deduplicate before splitting).")
 
 
 def target_from_split(split: Any, num_users: int, num_items: int,

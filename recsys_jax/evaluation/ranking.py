@@ -10,7 +10,12 @@ Ties: ``jax.lax.top_k`` documents that among equal values the lower index comes 
 is our rule (lower item id first); the kernel maps -0.0 to +0.0 first because top_k orders
 floats totally (-0.0 < +0.0) while NumPy, used by the sampled protocol, treats them as equal.
 Items scored -inf rank nowhere: a list with fewer than K finite-scored candidates is padded
-with -1. A NaN score raises ``ValueError`` (a model bug, not a ranking).
+with -1. A NaN score anywhere in a scored row, excluded items included, raises ``ValueError``
+naming the user and the item (a model bug, not a ranking).
+
+Scores are ranked in float32 (JAX runs without x64). A float64 source whose values do not
+survive the cast warns (``Float64ScoresWarning``): scores closer than float32 precision then
+tie, and the tie goes to the lower item id.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from recsys_jax.evaluation.sources import (
     ScoreFunction,
     ScoreMatrix,
     ScoreSource,
+    raise_on_nan,
+    warn_if_float64_lossy,
 )
 from recsys_jax.progress import track
 
@@ -131,6 +138,8 @@ def full_ranking(source: ScoreSource, users: np.ndarray, k: int, *,
     stats.chunk_size, stats.num_chunks, stats.exclusion_pad = chunk, len(starts), pad
 
     if isinstance(source, Embeddings):
+        for what, m in (("user embeddings", source.users), ("item embeddings", source.items)):
+            warn_if_float64_lossy(m, what)
         user_emb, item_emb = source.prepared()
         kernel, compile_s, fresh = _compiled_kernel(
             "embeddings", chunk, num_items, user_emb.shape[1], pad, k_eff)
@@ -146,8 +155,14 @@ def full_ranking(source: ScoreSource, users: np.ndarray, k: int, *,
         if score_fn is None:
             raise TypeError(f"unsupported score source {type(source).__name__}")
 
+        warned: list[bool] = []
+
         def run_chunk(ids, rows, cols):
-            return kernel(_pad_rows(score_fn(ids), chunk, num_items), rows, cols)
+            scores = score_fn.rows(ids)
+            if not warned:  # once per call: the first chunk shows the source's dtype
+                warned.append(True)
+                warn_if_float64_lossy(scores, type(source).__name__)
+            return kernel(_pad_rows(scores, chunk, num_items), rows, cols)
 
     stats.compile_seconds, stats.compiled_now = compile_s, fresh
     items_out = np.full((len(users), k), PAD, dtype=np.int64)
@@ -173,23 +188,23 @@ def full_ranking(source: ScoreSource, users: np.ndarray, k: int, *,
 
 def _store(pending: tuple[int, np.ndarray, Any], items_out: np.ndarray,
            scores_out: np.ndarray, k_eff: int) -> None:
-    start, ids, (idx, values, has_nan) = pending
+    start, ids, (idx, values, nan_col) = pending
     n = len(ids)
-    if bool(has_nan):
-        bad = np.isnan(np.asarray(values)[:n]).any(axis=1)
-        if bad.any():
-            raise ValueError(f"NaN scores for user(s) {ids[bad][:5].tolist()}")
+    raise_on_nan(ids, np.asarray(nan_col)[:n])
     items_out[start:start + n, :k_eff] = np.asarray(idx)[:n]
     scores_out[start:start + n, :k_eff] = np.asarray(values)[:n]
 
 
 def _select_top_k(scores: jax.Array, rows: jax.Array, cols: jax.Array, k: int):
     scores = jnp.where(scores == 0, 0.0, scores).astype(jnp.float32)  # -0.0 → +0.0
-    scores = jnp.where(jnp.isnan(scores), jnp.nan, scores)  # every NaN positive: it surfaces
+    # Checked before masking, so a NaN on an excluded item is caught too: per row, the
+    # column of the first NaN, or -1.
+    is_nan = jnp.isnan(scores)
+    nan_col = jnp.where(is_nan.any(axis=1), jnp.argmax(is_nan, axis=1), -1)
     scores = scores.at[rows, cols].set(-jnp.inf, mode="drop")
     values, idx = jax.lax.top_k(scores, k)
     idx = jnp.where(jnp.isneginf(values), PAD, idx)
-    return idx, values, jnp.isnan(values).any()
+    return idx, values, nan_col
 
 
 def _embedding_kernel(user_block, item_emb, rows, cols, *, k):

@@ -16,7 +16,9 @@ would leak), ``split_fingerprint`` (``Split.fingerprint()`` of the split the mod
 was trained on; comparisons refuse runs whose fingerprints differ), ``split_protocol``,
 ``protocol`` ("full", or "sampled-<N>" for a run meant for the sampled protocol), ``kind``,
 ``similarity`` ("dot" or "cosine", for embeddings), ``num_users``, ``num_items``, ``created``
-(UTC ISO 8601) and free-form ``metadata`` (hyper-parameters, training time, ...).
+(UTC ISO 8601) and free-form ``metadata`` (hyper-parameters, ...; runs written by the tasks
+add ``total_wall_time_s``, ``compile_time_s``, ``train_time_s`` and ``median_epoch_time_s``
+when known, or ``fit_time_s`` for closed-form models).
 Arrays are plain ``.npy`` files (never pickled), written atomically.
 """
 
@@ -32,7 +34,13 @@ from typing import Any
 import numpy as np
 
 from recsys_jax.evaluation.results import FULL_PROTOCOL
-from recsys_jax.evaluation.sources import SIMILARITIES, Embeddings, RankedLists, ScoreMatrix
+from recsys_jax.evaluation.sources import (
+    SIMILARITIES,
+    Embeddings,
+    RankedLists,
+    ScoreMatrix,
+    warn_if_float64_lossy,
+)
 from recsys_jax.fileio import atomic_save_npy, atomic_write_json
 
 RUN_FILE = "run.json"
@@ -101,46 +109,11 @@ def save_run(directory: str | os.PathLike, *, name: str, model: str, dataset: st
     Raises:
       RunError: on a missing or ambiguous payload or inconsistent shapes.
     """
-    given = {"embeddings": user_embeddings is not None or item_embeddings is not None,
-             "ranked": ranked is not None, "scores": scores is not None}
-    kinds = [k for k, v in given.items() if v]
-    if len(kinds) != 1:
-        raise RunError(f"give exactly one of embeddings, ranked or scores (got {kinds or 'none'})")
-    kind = kinds[0]
     seen_parts = check_seen_parts(seen_parts)
-    if similarity not in SIMILARITIES:
-        raise RunError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
-    arrays: dict[str, np.ndarray] = {}
-    if kind == "embeddings":
-        if user_embeddings is None or item_embeddings is None:
-            raise RunError("embedding runs need both user and item embeddings")
-        source = Embeddings(np.asarray(user_embeddings, np.float32),
-                            np.asarray(item_embeddings, np.float32), similarity)
-        arrays = {"user_embeddings": source.users, "item_embeddings": source.items}
-        _check_count("users", num_users, source.num_users)
-        _check_count("items", num_items, source.num_items)
-        num_users, num_items = source.num_users, source.num_items
-    elif kind == "ranked":
-        ranked = np.asarray(ranked)
-        if ranked.ndim != 2 or not np.issubdtype(ranked.dtype, np.integer):
-            raise RunError(f"ranked lists must be a 2-D integer array, got {ranked.dtype} "
-                           f"{ranked.shape}")
-        arrays = {"ranked": ranked.astype(np.int64)}
-        if ranked_users is not None:
-            arrays["ranked_users"] = np.asarray(ranked_users, dtype=np.int64)
-            if arrays["ranked_users"].shape != (len(ranked),):
-                raise RunError("ranked_users must give one user id per ranked row")
-        users = arrays.get("ranked_users", np.arange(len(ranked)))
-        num_users = num_users or (int(users.max()) + 1 if len(users) else 0)
-        num_items = num_items or (int(ranked.max()) + 1 if ranked.size else 0)
-    else:
-        scores = np.asarray(scores, dtype=np.float32)
-        if scores.ndim != 2:
-            raise RunError(f"scores must be 2-D, got shape {scores.shape}")
-        arrays = {"scores": scores}
-        _check_count("users", num_users, scores.shape[0])
-        _check_count("items", num_items, scores.shape[1])
-        num_users, num_items = scores.shape
+    kind, arrays, num_users, num_items = _payload(
+        user_embeddings=user_embeddings, item_embeddings=item_embeddings,
+        similarity=similarity, ranked=ranked, ranked_users=ranked_users, scores=scores,
+        num_users=num_users, num_items=num_items)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     for stem, array in arrays.items():
@@ -201,6 +174,97 @@ def load_run(directory: str | os.PathLike) -> Run:
                    seen_parts=check_seen_parts(meta["seen_parts"]))
     except KeyError as e:
         raise RunError(f"{meta_path}: missing field {e.args[0]!r}") from e
+
+
+def in_memory_run(name: str, *, split_fingerprint: str, seen_parts: tuple[str, ...] | list[str],
+                  path: str | os.PathLike = "", model: str = "outside", dataset: str = "",
+                  split_protocol: str = "", user_embeddings: np.ndarray | None = None,
+                  item_embeddings: np.ndarray | None = None, similarity: str = "dot",
+                  scores: np.ndarray | None = None,
+                  metadata: dict[str, Any] | None = None) -> Run:
+    """A ``Run`` held in memory, checked exactly as ``save_run`` checks what it writes.
+
+    For outside work scored against a split (``compare.py --scores/--embeddings``): give a
+    dense score matrix or both embedding matrices, and what its users have seen. ``path`` is
+    where the arrays came from (shown in errors).
+
+    Raises:
+      RunError: as ``save_run``.
+    """
+    seen_parts = check_seen_parts(seen_parts)
+    kind, arrays, num_users, num_items = _payload(
+        user_embeddings=user_embeddings, item_embeddings=item_embeddings,
+        similarity=similarity, ranked=None, ranked_users=None, scores=scores,
+        num_users=None, num_items=None)
+    return Run(path=Path(path), name=name, model=model, dataset=dataset,
+               split_fingerprint=split_fingerprint, split_protocol=split_protocol,
+               protocol=FULL_PROTOCOL, kind=kind, similarity=similarity, num_users=num_users,
+               num_items=num_items, created="", metadata=metadata or {}, arrays=arrays,
+               seen_parts=seen_parts)
+
+
+def _payload(*, user_embeddings, item_embeddings, similarity, ranked, ranked_users, scores,
+             num_users, num_items) -> tuple[str, dict[str, np.ndarray], int, int]:
+    """Checked (kind, arrays, num_users, num_items) of one run payload (float32 scores)."""
+    for what, m in (("user embeddings", user_embeddings), ("item embeddings", item_embeddings),
+                    ("scores", scores)):
+        if m is not None:
+            warn_if_float64_lossy(m, what)  # runs hold float32: say when that rounds
+    given = {"embeddings": user_embeddings is not None or item_embeddings is not None,
+             "ranked": ranked is not None, "scores": scores is not None}
+    kinds = [k for k, v in given.items() if v]
+    if len(kinds) != 1:
+        raise RunError(f"give exactly one of embeddings, ranked or scores (got {kinds or 'none'})")
+    kind = kinds[0]
+    if similarity not in SIMILARITIES:
+        raise RunError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
+    arrays: dict[str, np.ndarray] = {}
+    if kind == "embeddings":
+        if user_embeddings is None or item_embeddings is None:
+            raise RunError("embedding runs need both user and item embeddings")
+        source = Embeddings(np.asarray(user_embeddings, np.float32),
+                            np.asarray(item_embeddings, np.float32), similarity)
+        arrays = {"user_embeddings": source.users, "item_embeddings": source.items}
+        _check_count("users", num_users, source.num_users)
+        _check_count("items", num_items, source.num_items)
+        num_users, num_items = source.num_users, source.num_items
+    elif kind == "ranked":
+        ranked = np.asarray(ranked)
+        if ranked.ndim != 2 or not np.issubdtype(ranked.dtype, np.integer):
+            raise RunError(f"ranked lists must be a 2-D integer array, got {ranked.dtype} "
+                           f"{ranked.shape}")
+        arrays = {"ranked": ranked.astype(np.int64)}
+        if ranked_users is not None:
+            arrays["ranked_users"] = np.asarray(ranked_users, dtype=np.int64)
+            if arrays["ranked_users"].shape != (len(ranked),):
+                raise RunError("ranked_users must give one user id per ranked row")
+        users = arrays.get("ranked_users", np.arange(len(ranked)))
+        num_users = num_users or (int(users.max()) + 1 if len(users) else 0)
+        num_items = num_items or (int(ranked.max()) + 1 if ranked.size else 0)
+    else:
+        scores = np.asarray(scores, dtype=np.float32)
+        if scores.ndim != 2:
+            raise RunError(f"scores must be 2-D, got shape {scores.shape}")
+        arrays = {"scores": scores}
+        _check_count("users", num_users, scores.shape[0])
+        _check_count("items", num_items, scores.shape[1])
+        num_users, num_items = scores.shape
+    return kind, arrays, int(num_users), int(num_items)
+
+
+def update_run_metadata(directory: str | os.PathLike, fields: dict[str, Any]) -> None:
+    """Merges ``fields`` into a saved run's free-form ``metadata``; rewrites run.json atomically.
+
+    For facts known only after export (the task's total wall time).
+
+    Raises:
+      RunError: as ``load_run`` for a directory that is not a readable run.
+    """
+    load_run(directory)  # refuses anything that is not a complete, current run
+    path = Path(directory) / RUN_FILE
+    meta = json.loads(path.read_text())
+    meta["metadata"] = {**meta.get("metadata", {}), **fields}
+    atomic_write_json(path, meta)
 
 
 def check_seen_parts(parts: tuple[str, ...] | list[str]) -> tuple[str, ...]:

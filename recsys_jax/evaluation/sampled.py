@@ -20,7 +20,14 @@ import scipy.sparse as sp
 
 from recsys_jax.evaluation.interactions import row_counts
 from recsys_jax.evaluation.metrics import PAD
-from recsys_jax.evaluation.sources import RankedLists, ScoreSource
+from recsys_jax.evaluation.sources import (
+    Embeddings,
+    RankedLists,
+    ScoreSource,
+    first_nan_items,
+    raise_on_nan,
+    warn_if_float64_lossy,
+)
 from recsys_jax.progress import track
 
 DEFAULT_NUM_NEGATIVES = 99
@@ -121,12 +128,34 @@ def rank_candidates(candidates: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return np.where(np.take_along_axis(valid, order, axis=1), ranked, PAD)
 
 
+def _candidate_scores(source: ScoreSource, users: np.ndarray, candidates: np.ndarray,
+                      first: bool) -> np.ndarray:
+    """float32 scores of ``candidates`` for ``users``; raises on a NaN in a scored row."""
+    if isinstance(source, Embeddings):
+        if first:
+            for what, m in (("user embeddings", source.users), ("item embeddings", source.items)):
+                warn_if_float64_lossy(m, what)
+        # Embeddings are checked finite; a NaN can only come from the products.
+        scores = source.candidate_scores(users, candidates)
+        nan_at = first_nan_items(np.where(candidates >= 0, scores, 0.0))
+        raise_on_nan(users, np.where(nan_at >= 0, np.take_along_axis(
+            candidates, np.maximum(nan_at, 0)[:, None], axis=1)[:, 0], -1))
+        return scores
+    rows = source.rows(users)  # full rows: a NaN outside the candidates is a model bug too
+    if first:
+        warn_if_float64_lossy(rows, type(source).__name__)
+    rows = np.asarray(rows, dtype=np.float32)
+    raise_on_nan(users, first_nan_items(rows))
+    return np.take_along_axis(rows, np.where(candidates >= 0, candidates, 0), axis=1)
+
+
 def sampled_ranking(source: ScoreSource, sampled: SampledCandidates,
                     chunk_size: int = 1024) -> np.ndarray:
     """Ranked candidate lists ``[len(sampled.users), width]`` for the given score source.
 
     Users are scored ``chunk_size`` at a time, so a score function never builds more than a
-    chunk of full score rows.
+    chunk of full score rows. A NaN anywhere in a scored user's row (not only among the
+    candidates) raises, naming the user and item, as in full ranking.
     """
     if isinstance(source, RankedLists):
         raise ValueError("the sampled protocol needs scores; ranked lists only support full "
@@ -136,6 +165,7 @@ def sampled_ranking(source: ScoreSource, sampled: SampledCandidates,
     for start in track(starts, "sampled ranking", total=len(sampled.users), unit="users",
                        weight=lambda s: len(sampled.users[s:s + chunk_size])):
         part = slice(start, start + chunk_size)
-        scores = source.candidate_scores(sampled.users[part], sampled.candidates[part])
-        out[part] = rank_candidates(sampled.candidates[part], scores)
+        out[part] = rank_candidates(sampled.candidates[part],
+                                    _candidate_scores(source, sampled.users[part],
+                                                      sampled.candidates[part], start == 0))
     return out

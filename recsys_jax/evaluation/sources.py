@@ -8,12 +8,51 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 from collections.abc import Callable
 from typing import Any, Union
 
 import numpy as np
 
 SIMILARITIES = ("dot", "cosine")
+
+
+class Float64ScoresWarning(UserWarning):
+    """float64 scores were rounded to float32 for ranking; near-ties resolve by item id."""
+
+
+def warn_if_float64_lossy(scores: Any, what: str) -> None:
+    """Warns when float64 ``scores`` change on the cast to float32 (exact values stay quiet)."""
+    if getattr(scores, "dtype", None) != np.float64:
+        return
+    values = np.asarray(scores)
+    with np.errstate(over="ignore"):
+        rounded = values.astype(np.float32).astype(np.float64)
+    if not np.array_equal(rounded, values, equal_nan=True):
+        warnings.warn(
+            f"{what}: float64 values that float32 cannot represent exactly; ranking runs in "
+            "float32, so scores closer than float32 precision tie and the lower item id wins. "
+            "Export float32 scores (or rescale them) to silence this.",
+            Float64ScoresWarning, stacklevel=3)
+
+
+def first_nan_items(scores: np.ndarray) -> np.ndarray:
+    """Per row of ``scores``, the column of its first NaN, or -1 when the row has none."""
+    is_nan = np.isnan(scores)
+    return np.where(is_nan.any(axis=1), np.argmax(is_nan, axis=1), -1)
+
+
+def raise_on_nan(users: np.ndarray, nan_items: np.ndarray) -> None:
+    """Raises ``ValueError`` naming the users and items of ``nan_items`` ≥ 0 (one per user).
+
+    Item ids are row positions in a full score row, or the candidate ids in the sampled path.
+    """
+    bad = np.flatnonzero(np.asarray(nan_items) >= 0)
+    if len(bad):
+        pairs = ", ".join(f"user {int(users[r])} item {int(nan_items[r])}" for r in bad[:5])
+        raise ValueError(f"NaN scores for user(s) {np.asarray(users)[bad][:5].tolist()} "
+                         f"(first NaN: {pairs}); a NaN score is a model bug, excluded items "
+                         "included")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +131,10 @@ class ScoreMatrix:
     def __call__(self, users: np.ndarray) -> np.ndarray:
         return np.asarray(self.scores[np.asarray(users)], dtype=np.float32)
 
+    def rows(self, users: np.ndarray) -> np.ndarray:
+        """The users' score rows in the matrix's own dtype (before the float32 cast)."""
+        return np.asarray(self.scores[np.asarray(users)])
+
     def candidate_scores(self, users: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         safe = np.where(candidates >= 0, candidates, 0)
         return np.asarray(self.scores[np.asarray(users)[:, None], safe], dtype=np.float32)
@@ -108,6 +151,10 @@ class ScoreFunction:
     num_items: int
 
     def __call__(self, users: np.ndarray) -> Any:
+        return self.fn(np.asarray(users))
+
+    def rows(self, users: np.ndarray) -> Any:
+        """The users' score rows as the function returns them."""
         return self.fn(np.asarray(users))
 
     def candidate_scores(self, users: np.ndarray, candidates: np.ndarray) -> np.ndarray:

@@ -49,6 +49,7 @@ from absl import logging
 from flax import nnx
 
 from recsys_jax import fileio
+from recsys_jax.evaluation.runs import RUN_FILE, update_run_metadata
 from recsys_jax.models.contract import SelfFitting, require
 from recsys_jax.models.registry import save_model
 from recsys_jax.tasks.base import RunResult, Task, TaskData, monitor_mode
@@ -75,6 +76,9 @@ __all__ = ["ConfigError", "DivergenceError", "RunResult", "WorkdirError", "Workd
 RUN_FORMAT = 3
 RUN_FORMAT_FILE = "run_format.json"
 MODEL_DIR = "model"
+# Timings copied into the exported run's metadata once the whole call has been timed.
+RUN_TIMINGS = ("total_wall_time_s", "compile_time_s", "train_time_s", "median_epoch_time_s",
+               "fit_time_s")
 # Files whose presence without ``run_format.json`` marks a workdir of an older layout.
 _RUN_FILES = ("config.json", "metrics.jsonl", "checkpoints", "test_metrics.json")
 # Why a workdir of an older layout version cannot be continued.
@@ -298,6 +302,8 @@ def _run(config: ml_collections.ConfigDict, task: Task, workdir: Path | None,
         summary.update(task.export(config, data, model, workdir, summary))
     sections = task.report_sections(config, data, model, summary, workdir)
     summary["total_wall_time_s"] = time.perf_counter() - start
+    if workdir is not None and (workdir / "run" / RUN_FILE).is_file():
+        update_run_metadata(workdir / "run", {k: summary[k] for k in RUN_TIMINGS if k in summary})
     if workdir is not None:
         fileio.atomic_write_json(workdir / "test_metrics.json", summary)
         if result is not None and result.history:

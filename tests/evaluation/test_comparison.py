@@ -143,3 +143,99 @@ def test_rating_comparison():
     rmse_row = table.query("model == 'user_item_bias' and metric == 'rmse'")
     assert rmse_row["mean"].item() == pytest.approx(bias.aggregates["rmse"])
     assert rmse_row["ci_low"].item() < rmse_row["mean"].item() < rmse_row["ci_high"].item()
+
+
+def _scores_run(tmp_path, name, seen, seed=0, save=True):
+    scores = np.random.default_rng(seed).standard_normal((60, 80)).astype(np.float32)
+    if not save:
+        return runs.in_memory_run(name, split_fingerprint=FINGERPRINT, seen_parts=seen,
+                                  scores=scores)
+    runs.save_run(tmp_path / name, name=name, model="mf", dataset="toy", seen_parts=seen,
+                  split_fingerprint=FINGERPRINT, scores=scores)
+    return runs.load_run(tmp_path / name)
+
+
+def test_a_run_is_refused_on_a_part_its_users_have_seen(tmp_path):
+    target = target_from_arrays(*_target()[1], 60, 80, part="val")
+    leaky = _scores_run(tmp_path, "two_tower", ("train", "val"))
+    with pytest.raises(run_comparison.InformationError,
+                       match=r"(?s)on the val part.*two_tower .*train\+val"):
+        run_comparison.compare_ranking([leaky], target, FINGERPRINT, [5], bootstrap=FAST)
+    # Test is a later part: the same run is fine there.
+    target_test, _ = _target()
+    result = run_comparison.compare_ranking([leaky], target_test, FINGERPRINT, [5],
+                                            bootstrap=FAST)
+    assert set(result.table["seen_parts"]) == {"train+val"}
+
+
+def _popularity_mean(target, seen_matrix, metric="ndcg@5"):
+    from recsys_jax.evaluation.evaluate import evaluate_ranking
+    source = baselines.popularity_source(baselines.item_popularity(seen_matrix), 60)
+    return evaluate_ranking(source, target, [5]).values[metric].mean()
+
+
+def test_unequal_information_is_refused_unless_allowed_and_then_shown(tmp_path):
+    target, parts = _target()
+    a = _scores_run(tmp_path, "mf", ("train",))
+    b = _scores_run(tmp_path, "tt", ("train", "val"), seed=1)
+    with pytest.raises(run_comparison.InformationError,
+                       match=r"(?s)different parts.*mf: train.*tt: train\+val.*allow_unequal"):
+        run_comparison.compare_ranking([a, b], target, FINGERPRINT, [5], bootstrap=FAST)
+    result = run_comparison.compare_ranking([a, b], target, FINGERPRINT, [5], bootstrap=FAST,
+                                            allow_unequal_information=True)
+    seen = result.table.drop_duplicates("model").set_index("model")["seen_parts"]
+    assert seen.to_dict() == {"popularity": "train+val", "random": "train+val", "mf": "train",
+                              "tt": "train+val"}
+    md = comparison_table.to_markdown(result.table)
+    assert "**Unequal information**" in md and "popularity, random, tt: train+val; mf: train)" in md
+    # Popularity was fitted on the union of what the runs saw: counts from train + val.
+    train_val = target_from_arrays(
+        tuple(np.r_[p, v] for p, v in zip(parts[0], parts[1])), ([], [], []), parts[2],
+        60, 80).train
+    got = result.table.query("model == 'popularity' and metric == 'ndcg@5'")["mean"].item()
+    assert got == pytest.approx(_popularity_mean(target, train_val))
+    assert got != pytest.approx(_popularity_mean(target, target.train))
+
+
+def test_baselines_see_what_the_runs_saw(tmp_path):
+    target, _ = _target()
+    only_train = run_comparison.compare_ranking(
+        [_scores_run(tmp_path, "mf", ("train",))], target, FINGERPRINT, [5], bootstrap=FAST)
+    assert only_train.baseline_seen_parts == ("train",)
+    got = only_train.table.query("model == 'popularity' and metric == 'ndcg@5'")["mean"].item()
+    assert got == pytest.approx(_popularity_mean(target, target.train))
+    assert "Every model's users have seen: train." in comparison_table.to_markdown(
+        only_train.table)
+    with pytest.raises(run_comparison.InformationError, match="val"):
+        run_comparison.compare_ranking([], target_from_arrays(*_target()[1], 60, 80, part="val"),
+                                       FINGERPRINT, [5], baseline_seen_parts=["train", "val"])
+
+
+def test_outside_scores_equal_to_a_saved_run_give_identical_rows(tmp_path):
+    target, _ = _target()
+    saved = _scores_run(tmp_path, "mine", ("train",))
+    outside = runs.in_memory_run("mine", split_fingerprint=FINGERPRINT, seen_parts=["train"],
+                                 scores=np.asarray(saved.arrays["scores"]), path="mine.npy")
+    a = run_comparison.compare_ranking([saved], target, FINGERPRINT, [5, 10], bootstrap=FAST)
+    b = run_comparison.compare_ranking([outside], target, FINGERPRINT, [5, 10], bootstrap=FAST)
+    pd.testing.assert_frame_equal(a.table, b.table)
+
+
+def test_outside_run_is_checked_like_a_saved_one():
+    with pytest.raises(runs.RunError, match="2-D"):
+        runs.in_memory_run("x", split_fingerprint=FINGERPRINT, seen_parts=["train"],
+                           scores=np.zeros(5))
+    with pytest.raises(runs.RunError, match="seen_parts"):
+        runs.in_memory_run("x", split_fingerprint=FINGERPRINT, seen_parts=["val"],
+                           scores=np.zeros((2, 2)))
+
+
+def test_reference_is_a_shown_name_and_unknown_names_are_listed(tmp_path):
+    target, _ = _target()
+    run = _scores_run(tmp_path, "mine", ("train",))
+    result = run_comparison.compare_ranking([run], target, FINGERPRINT, [5], bootstrap=FAST,
+                                            reference="mine")
+    assert (result.table["baseline"] == "mine").all()
+    assert result.table["model"].iloc[0] == "mine"
+    with pytest.raises(runs.RunError, match=r"'nope'.*\['popularity', 'random', 'mine'\]"):
+        run_comparison.compare_ranking([run], target, FINGERPRINT, [5], reference="nope")

@@ -33,6 +33,34 @@ def test_val_target_excludes_train_only():
         target_from_arrays(TRAIN, VAL, TEST, 3, 6, part="train")
 
 
+@pytest.mark.parametrize("part, leak", [("test", ([1], [4])), ("test", ([0], [3])),
+                                        ("val", ([0], [2]))])
+def test_a_held_out_pair_also_in_an_excluded_part_is_refused(part, leak):
+    # Leak into train (test and val) or into val (test): the held-out item would be masked.
+    train = tuple(list(a) + b for a, b in zip(TRAIN[:2], leak))
+    val = VAL[:2]
+    if part == "test" and leak == ([0], [3]):
+        train, val = TRAIN[:2], ([0, 0], [2, 3])
+    with pytest.raises(ValueError, match=rf"1 \(user, item\) pair\(s\) of the {part} part.*"
+                       rf"user {leak[0][0]}, item {leak[1][0]}"):
+        target_from_arrays(train, val, TEST[:2], 3, 6, part=part)
+
+
+def test_a_pair_in_test_and_train_is_fine_when_evaluating_val():
+    # Only the part evaluated must be disjoint from what it excludes.
+    t = target_from_arrays((TRAIN[0] + [1], TRAIN[1] + [4]), VAL[:2], TEST[:2], 3, 6, part="val")
+    assert t.users.tolist() == [0]
+
+
+def test_seen_matrices_for_baselines():
+    t = target_from_arrays(TRAIN, VAL, TEST, 3, 6)
+    assert (t.seen(("train",)) != t.train).nnz == 0
+    both = t.seen(("train", "val")).toarray()
+    assert both[0].tolist() == [5.0, 4.0, 2.0, 0, 0, 0] and both.sum() == 5 + 4 + 3 + 1 + 2
+    with pytest.raises(ValueError, match="evaluating"):
+        target_from_arrays(TRAIN, VAL, TEST, 3, 6, part="val").seen(("train", "val"))
+
+
 def test_target_from_split_frames():
     def frame(p):
         return pd.DataFrame({"user_id": p[0], "item_id": p[1], "rating": p[2]})

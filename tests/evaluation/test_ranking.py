@@ -1,5 +1,7 @@
 """Full ranking: tie-breaking, masking, chunking, and agreement between input kinds."""
 
+import warnings
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -8,7 +10,13 @@ from hypothesis import strategies as st
 
 from recsys_jax.evaluation.interactions import interaction_matrix
 from recsys_jax.evaluation.ranking import RankingStats, default_chunk_size, full_ranking
-from recsys_jax.evaluation.sources import Embeddings, RankedLists, ScoreFunction, ScoreMatrix
+from recsys_jax.evaluation.sources import (
+    Embeddings,
+    Float64ScoresWarning,
+    RankedLists,
+    ScoreFunction,
+    ScoreMatrix,
+)
 
 
 def _reference_top_k(scores, exclude, k):
@@ -142,6 +150,46 @@ def test_nan_scores_raise():
         full_ranking(ScoreMatrix(scores), np.arange(3), 2)
     with pytest.raises(ValueError, match="NaN"):
         full_ranking(Embeddings(np.full((1, 2), np.nan), np.ones((3, 2))), [0], 2)
+
+
+@pytest.mark.parametrize("wrap", [ScoreMatrix, lambda s: ScoreFunction(lambda u: s[u], 20)])
+def test_nan_on_an_excluded_item_raises_naming_user_and_item(wrap):
+    # Item 7 is excluded for user 1: masking would hide its NaN, a model bug all the same.
+    scores = np.zeros((3, 20), np.float32)
+    scores[1, 7] = np.nan
+    exclude = interaction_matrix([1, 1], [7, 3], 3, 20)
+    with pytest.raises(ValueError, match=r"user\(s\) \[1\].*user 1 item 7"):
+        full_ranking(wrap(scores), np.arange(3), 2, exclude=exclude, chunk_size=2)
+
+
+def test_nan_in_an_unranked_user_row_is_not_reported():
+    scores = np.zeros((3, 20), np.float32)
+    scores[2, 0] = np.nan  # user 2 is not ranked
+    assert full_ranking(ScoreMatrix(scores), np.arange(2), 2).items.tolist() == [[0, 1]] * 2
+
+
+def test_float64_scores_warn_only_when_float32_changes_them():
+    rng = np.random.default_rng(0)
+    lossy = rng.normal(size=(4, 30))  # float64 with bits float32 cannot hold
+    with pytest.warns(Float64ScoresWarning, match="lower item id"):
+        full_ranking(ScoreMatrix(lossy), np.arange(4), 3)
+    with pytest.warns(Float64ScoresWarning):
+        full_ranking(ScoreFunction(lambda u: lossy[u], 30), np.arange(4), 3)
+    with pytest.warns(Float64ScoresWarning, match="user embeddings"):
+        full_ranking(Embeddings(lossy, np.ones((5, 30), np.float32)), np.arange(4), 3)
+    exact = np.round(lossy * 8) / 8  # multiples of 1/8: exact in float32
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Float64ScoresWarning)
+        full_ranking(ScoreMatrix(exact), np.arange(4), 3)
+        full_ranking(ScoreMatrix(lossy.astype(np.float32)), np.arange(4), 3)
+
+
+def test_float64_near_tie_resolves_by_item_id():
+    # 1 + 1e-12 and 1 are distinct in float64 but tie in float32: the lower id comes first.
+    scores = np.array([[1.0, 1.0 + 1e-12]])
+    with pytest.warns(Float64ScoresWarning):
+        top = full_ranking(ScoreMatrix(scores), [0], 2)
+    assert top.items.tolist() == [[0, 1]]
 
 
 def test_ranked_lists_drop_excluded_items_and_move_the_rest_up():

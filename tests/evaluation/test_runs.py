@@ -93,3 +93,14 @@ def test_a_version_1_run_is_refused_with_what_changed(tmp_path):
     meta_path.write_text(json.dumps({**meta, "version": 1}))
     with pytest.raises(runs.RunError, match="seen_parts"):
         runs.load_run(tmp_path / "r")
+
+
+def test_update_run_metadata_merges_and_keeps_the_run_readable(tmp_path):
+    _save(tmp_path / "r", scores=np.zeros((2, 3)), metadata={"config": {"lr": 0.1}})
+    runs.update_run_metadata(tmp_path / "r", {"total_wall_time_s": 12.5, "compile_time_s": 1.0})
+    run = runs.load_run(tmp_path / "r")
+    assert run.metadata == {"config": {"lr": 0.1}, "total_wall_time_s": 12.5,
+                            "compile_time_s": 1.0}
+    assert run.seen_parts == ("train",) and run.kind == "scores"
+    with pytest.raises(runs.RunError, match="not a run"):
+        runs.update_run_metadata(tmp_path / "missing", {"x": 1})

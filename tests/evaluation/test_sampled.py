@@ -11,7 +11,13 @@ from recsys_jax.evaluation.sampled import (
     sampled_candidates,
     sampled_ranking,
 )
-from recsys_jax.evaluation.sources import Embeddings, RankedLists, ScoreMatrix
+from recsys_jax.evaluation.sources import (
+    Embeddings,
+    Float64ScoresWarning,
+    RankedLists,
+    ScoreFunction,
+    ScoreMatrix,
+)
 
 
 def _data(seed=0, num_users=40, num_items=300):
@@ -74,6 +80,22 @@ def test_ranking_breaks_ties_by_lower_item_id_and_drops_neg_inf():
     assert rank_candidates(cands, scores).tolist() == [[7, 1, 3, 9, -1], [4, 0, 2, 5, -1]]
     with pytest.raises(ValueError, match="NaN"):
         rank_candidates(cands, np.where(cands == 3, np.nan, scores))
+
+
+@pytest.mark.parametrize("wrap", [ScoreMatrix, lambda s: ScoreFunction(lambda u: s[u], 6)])
+def test_sampled_nan_outside_the_candidates_raises_naming_user_and_item(wrap):
+    # User 0 trained on item 1, so item 1 is never a candidate; its NaN is still a model bug.
+    target = target_from_arrays(([0], [1]), ([], []), ([0], [2]), 1, 6)
+    scores = np.array([[0.1, np.nan, 0.5, 0.7, 0.2, 0.3]])
+    with pytest.raises(ValueError, match=r"user 0 item 1"):
+        evaluate_ranking(wrap(scores), target, [1], protocol="sampled", num_negatives=2)
+
+
+def test_sampled_float64_scores_warn():
+    target = target_from_arrays(([0], [1]), ([], []), ([0], [2]), 1, 6)
+    scores = np.random.default_rng(0).normal(size=(1, 6))
+    with pytest.warns(Float64ScoresWarning):
+        evaluate_ranking(ScoreMatrix(scores), target, [1], protocol="sampled", num_negatives=2)
 
 
 def test_sampled_protocol_is_labelled_and_matches_hand_ranking():

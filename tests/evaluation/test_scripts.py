@@ -54,3 +54,40 @@ def test_compare_script_with_a_run_and_a_run_on_another_split(tmp_path):
     assert "refusing to compare runs made on a different split" in refused.stderr
     assert "stale" in refused.stderr and not (tmp_path / "refused").exists()
 
+
+
+@pytest.mark.slow
+def test_compare_script_outside_scores_labels_reference_and_information(tmp_path):
+    encoded, mapping = ids.encode_dataset(synthetic.generate_synthetic(*SIZE, seed=0))
+    split = splits.make_split(encoded.interactions, "leave_one_out")
+    split_dir = tmp_path / "split"
+    split.save(split_dir)
+    scores = np.random.default_rng(0).standard_normal(
+        (mapping.num_users, mapping.num_items)).astype(np.float32)
+    runs.save_run(tmp_path / "saved", name="internal_name", model="mf", dataset="synthetic",
+                  seen_parts=("train", "val"), split_fingerprint=split.fingerprint(),
+                  scores=scores)
+    np.save(tmp_path / "outside.npy", scores)
+    common = ["--dataset=synthetic", f"--synthetic_size={','.join(map(str, SIZE))}",
+              f"--split_dir={split_dir}", "--k=5,10", "--n_resamples=100",
+              "--rating_baselines="]
+
+    out = tmp_path / "out"
+    done = _run("compare.py", *common, f"--runs=mine={tmp_path / 'saved'}",
+                f"--scores=theirs={tmp_path / 'outside.npy'}", "--outside_seen_parts=train,val",
+                "--reference=mine", f"--output_dir={out}")
+    assert done.returncode == 0, done.stderr
+    table = pd.read_csv(out / "comparison_full.csv")
+    assert (table["baseline"] == "mine").all()
+    rows = table.set_index(["model", "metric"])[["n_users", "mean", "ci_low", "ci_high"]]
+    pd.testing.assert_frame_equal(rows.loc["mine"], rows.loc["theirs"])
+    assert (table["seen_parts"] == "train+val").all()
+
+    unknown = _run("compare.py", *common, f"--runs=mine={tmp_path / 'saved'}",
+                   "--reference=internal", f"--output_dir={tmp_path / 'x'}")
+    assert unknown.returncode != 0 and "['popularity', 'random', 'mine']" in unknown.stderr
+
+    leak = _run("compare.py", *common, f"--runs={tmp_path / 'saved'}", "--part=val",
+                f"--output_dir={tmp_path / 'y'}")
+    assert leak.returncode != 0 and "on the val part" in leak.stderr
+    assert "internal_name" in leak.stderr and not (tmp_path / "y").exists()
