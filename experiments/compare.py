@@ -122,6 +122,10 @@ _SEED = flags.DEFINE_integer("seed", 0, "Split seed.")
 _VAL_FRACTION = flags.DEFINE_float("val_fraction", 0.1, "Validation share.")
 _TEST_FRACTION = flags.DEFINE_float("test_fraction", 0.1, "Test share.")
 _HOLDOUT_K = flags.DEFINE_integer("holdout_k", None, "user_temporal: hold out the last k.")
+_TIE_ORDER = flags.DEFINE_enum("tie_order", "random", list(splits.TIE_ORDERS),
+                               "Order within equal timestamps (per-user protocols).")
+_MIN_USER = flags.DEFINE_integer("min_user_interactions", 0, "k-core: events per user (0: off).")
+_MIN_ITEM = flags.DEFINE_integer("min_item_interactions", 0, "k-core: events per item (0: off).")
 _PART = flags.DEFINE_enum("part", "test", list(evaluate.PARTS), "Part to evaluate on.")
 _K = flags.DEFINE_list("k", ["10", "50", "100"], "Cut-offs K.")
 _PROTOCOL = flags.DEFINE_enum("protocol", "full", ["full", "sampled"],
@@ -165,7 +169,10 @@ def main(argv: list[str]) -> None:
     else:
         split = splits.make_split(encoded.interactions, _SPLIT.value, seed=_SEED.value,
                                   val_fraction=_VAL_FRACTION.value,
-                                  test_fraction=_TEST_FRACTION.value, holdout_k=_HOLDOUT_K.value)
+                                  test_fraction=_TEST_FRACTION.value, holdout_k=_HOLDOUT_K.value,
+                                  tie_order=_TIE_ORDER.value,
+                                  min_user_interactions=_MIN_USER.value,
+                                  min_item_interactions=_MIN_ITEM.value)
     target = evaluate.target_from_split(split, mapping.num_users, mapping.num_items, _PART.value)
     vectors = {"genres": beyond_accuracy.genre_matrix(encoded.items["genres"],
                                                       encoded.genre_names)}
