@@ -15,17 +15,32 @@ stopping on the task's validation monitor and writes nothing; the trial with the
 validation value is refitted in <output_dir>/best (a normal run directory) and tested there.
 Writes <output_dir>/sweep.json and sweep.md: every trial's overrides, validation value and wall
 time, the budget used, and the chosen config's test metrics. For equal budgets across models,
-run the command once per config with the same --budget (and --seed).
+run the command once per config with the same --budget (and --seed), or, for models of one
+config, give --models=gmf,mlp,neumf: one sweep per model.name under <output_dir>/<model>, and
+<output_dir>/budget_table.{md,json} with one row per model.
 """
 
 from __future__ import annotations
 
+import os
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from recsys_jax import fileio
 from recsys_jax.console import quiet_startup
 from recsys_jax.tasks.runner import ConfigError, DivergenceError, WorkdirError
-from recsys_jax.tasks.sweep import SEARCHES, SweepError, Trial, format_sweep, load_space, run_sweep
+from recsys_jax.tasks.sweep import (
+    SEARCHES,
+    SweepError,
+    SweepResult,
+    Trial,
+    check_sweep,
+    format_budget_table,
+    format_sweep,
+    load_space,
+    run_sweep,
+)
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (the base "
                                           "of every trial).", lock_config=True)
@@ -41,6 +56,8 @@ _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where sweep.json, sweep.m
                                   "split/ and the refitted best/ run go.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace a sweep already in --output_dir "
                                "(its best/ run is moved aside, never deleted).")
+_MODELS = flags.DEFINE_list("models", [], "Sweep each of these model.name values with the same "
+                           "space and budget, into <output_dir>/<model>.")
 flags.mark_flags_as_required(["config", "space", "output_dir"])
 
 
@@ -55,13 +72,40 @@ def main(argv: list[str]) -> None:
     quiet_startup()
     logging.set_verbosity(logging.WARNING)  # One line per trial, not per epoch.
     try:
-        result = run_sweep(_CONFIG.value, load_space(_SPACE.value), search=_SEARCH.value,
-                           budget=_BUDGET.value, seed=_SEED.value,
-                           output_dir=_OUTPUT_DIR.value, overwrite=_OVERWRITE.value,
-                           on_trial=_print_trial)
+        space = load_space(_SPACE.value)
+        if not _MODELS.value:
+            print("\n" + format_sweep(_sweep(_CONFIG.value, space, _OUTPUT_DIR.value)))
+            return
+        configs = {name: _with_model(name) for name in _MODELS.value}
+        for name, config in configs.items():  # Every model's plan checked before any work.
+            check_sweep(config, space, search=_SEARCH.value, budget=_BUDGET.value,
+                        seed=_SEED.value, output_dir=os.path.join(_OUTPUT_DIR.value, name),
+                        overwrite=_OVERWRITE.value)
+        results = {}
+        for name, config in configs.items():
+            results[name] = _sweep(config, space, os.path.join(_OUTPUT_DIR.value, name))
+            print(f"\n## {name}\n\n" + format_sweep(results[name]), flush=True)
     except (SweepError, ConfigError, WorkdirError, DivergenceError) as e:
         raise SystemExit(f"sweep.py: {type(e).__name__}: {e}") from e
-    print("\n" + format_sweep(result))
+    table = format_budget_table(results)
+    fileio.atomic_write_json(os.path.join(_OUTPUT_DIR.value, "budget_table.json"),
+                             {name: r.to_dict() for name, r in results.items()})
+    fileio.atomic_write_text(os.path.join(_OUTPUT_DIR.value, "budget_table.md"),
+                             "# Equal-budget sweeps\n\n" + table + "\n")
+    print("\n" + table)
+
+
+def _with_model(name: str):
+    config = _CONFIG.value.copy_and_resolve_references()
+    with config.unlocked():
+        config.model.name = name
+    return config
+
+
+def _sweep(config, space: dict, output_dir: str) -> SweepResult:
+    return run_sweep(config, space, search=_SEARCH.value, budget=_BUDGET.value,
+                     seed=_SEED.value, output_dir=output_dir, overwrite=_OVERWRITE.value,
+                     on_trial=_print_trial)
 
 
 if __name__ == "__main__":

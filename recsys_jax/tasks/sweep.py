@@ -407,6 +407,24 @@ def check_output_dir(output_dir: Path, overwrite: bool) -> None:
                          f"{BEST_DIR}.replaced-<timestamp>)")
 
 
+def check_sweep(base: ml_collections.ConfigDict, space: Mapping[str, Any], *, search: str,
+                budget: int | None, seed: int, output_dir: str | Path,
+                overwrite: bool = False) -> list[Overrides]:
+    """Every check of ``run_sweep`` that needs no data, without writing anything: the base
+    config, the plan, each trial's config, the output directory. Returns the plan.
+
+    Raises:
+      SweepError, ConfigError: as ``run_sweep``.
+    """
+    task = get_task(base)
+    check_config(base, task.name)
+    plan = plan_trials(space, search, budget, seed)
+    for overrides in plan:
+        check_config(trial_config(base, overrides), task.name, data_given=True)
+    check_output_dir(Path(output_dir), overwrite)
+    return plan
+
+
 def run_sweep(base: ml_collections.ConfigDict, space: Mapping[str, Any], *, search: str,
               budget: int | None, seed: int, output_dir: str | Path, overwrite: bool = False,
               on_trial: Callable[[Trial], None] | None = None) -> SweepResult:
@@ -424,11 +442,8 @@ def run_sweep(base: ml_collections.ConfigDict, space: Mapping[str, Any], *, sear
     """
     output_dir = Path(output_dir)
     task = get_task(base)
-    check_config(base, task.name)
-    plan = plan_trials(space, search, budget, seed)
-    for overrides in plan:
-        check_config(trial_config(base, overrides), task.name, data_given=True)
-    check_output_dir(output_dir, overwrite)
+    plan = check_sweep(base, space, search=search, budget=budget, seed=seed,
+                       output_dir=output_dir, overwrite=overwrite)
     monitor = task.monitor(base)
     mode = monitor_mode(monitor)
 
@@ -499,3 +514,21 @@ def _cell(value: Any) -> str:
     if value is None:
         return "-"
     return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def format_budget_table(results: Mapping[str, SweepResult]) -> str:
+    """One row per swept model (``--models``): the budget each used, its chosen overrides and
+    validation value, and the refit's test metrics (columns: every metric any model has)."""
+    metrics = list(dict.fromkeys(k for r in results.values() for k in r.refit["test"]))
+    lines = ["| model | search | trials | trial s | chosen overrides | validation | "
+             + " | ".join(metrics) + " |", "|" + "---|" * (6 + len(metrics))]
+    for name, r in results.items():
+        cells = [_number(r.refit["test"].get(m)) for m in metrics]
+        lines.append(f"| {name} | {r.search} | {len(r.trials)} | {r.trial_seconds:.1f} | "
+                     f"`{json.dumps(r.chosen.overrides)}` | {r.monitor} {r.chosen.value:.4f} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"

@@ -230,3 +230,41 @@ def test_sweep_script_end_to_end(tmp_path):
     # The same command again is refused with a message saying how to proceed.
     again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert again.returncode != 0 and "--overwrite" in again.stderr
+
+
+def test_budget_table_has_one_row_per_model_and_every_metric():
+    def result(model, value, test):
+        trials = _trials([value, value + 0.1])
+        return sweep.SweepResult(
+            task="implicit", model=model, monitor="val_ndcg@10", mode="max", search="random",
+            seed=0, budget=2, space={"x": [0, 1]}, trials=trials, chosen=trials[1],
+            refit={"workdir": "w", "val": value, "seconds": 1.0, "test": test},
+            trial_seconds=2.0, prepare_seconds=0.1)
+
+    table = sweep.format_budget_table({"gmf": result("gmf", 0.3, {"test_hr@10 (full)": 0.25}),
+                                       "mlp": result("mlp", 0.2, {"test_mrr (full)": 0.125})})
+    header, _, gmf, mlp = table.splitlines()
+    assert header.endswith("| test_hr@10 (full) | test_mrr (full) |")
+    assert gmf.startswith("| gmf | random | 2 | 2.0 | `{\"x\": 1}` | val_ndcg@10 0.4000 |")
+    assert gmf.endswith("| 0.2500 | - |") and mlp.endswith("| - | 0.1250 |")
+
+
+@pytest.mark.slow
+def test_sweep_script_gives_each_model_the_same_budget(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "experiments" / "sweep.py"),
+         f"--config={REPO / 'configs' / 'ncf_tiny.py'}", "--models=gmf,mlp",
+         '--space={"optimizer.lr": [0.001, 0.01, 0.03]}', "--search=random", "--budget=2",
+         f"--output_dir={tmp_path / 'out'}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = json.loads((tmp_path / "out" / "budget_table.json").read_text())
+    assert list(table) == ["gmf", "mlp"]
+    for name, result in table.items():
+        assert result["model"] == name and result["budget"]["trials"] == 2
+        # Same space, budget and seed: the same trials for every model.
+        assert [t["overrides"] for t in result["trials"]] == [
+            t["overrides"] for t in table["gmf"]["trials"]]
+        saved = json.loads((tmp_path / "out" / name / "best" / "config.json").read_text())
+        assert saved["model"]["name"] == name
+    assert "| gmf | random | 2 |" in (tmp_path / "out" / "budget_table.md").read_text()
