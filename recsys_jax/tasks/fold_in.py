@@ -190,3 +190,14 @@ def fold_in_for_test(config: ml_collections.ConfigDict, model: Any, train: Mappi
     facts = fold_in(model, loss_for(columns), columns, users, optimizer=config.optimizer,
                     batch_size=t.batch_size, epochs=fold_in_epochs(config), seed=t.seed)
     return {"test_user_inputs": inputs, "fold_in": facts}
+
+
+def describe(summary: Mapping[str, Any]) -> str:
+    """One Markdown line for ``report.md``: what the test users were scored from."""
+    facts = summary.get("fold_in")
+    if isinstance(facts, dict):
+        return (f"- test users scored from train + val: user side of {facts['users']:,} users "
+                f"refitted on {facts['rows']:,} train + val rows for {facts['epochs']} epoch(s), "
+                "items frozen (fold-in)")
+    why = f" ({facts})" if facts else ""
+    return f"- test users scored from train only{why}"

@@ -46,7 +46,7 @@ from recsys_jax.models.contract import PairScorer, RankingEmbedder
 from recsys_jax.models.registry import load_model, read_model_info
 from recsys_jax.tasks.base import Task, TaskData, monitor_parts
 from recsys_jax.tasks.data import load_split
-from recsys_jax.tasks.fold_in import fold_in_for_test, seen_parts
+from recsys_jax.tasks.fold_in import describe, fold_in_for_test, seen_parts
 from recsys_jax.tasks.implicit_losses import IMPLICIT_LOSSES
 from recsys_jax.tasks.negatives import build_positive_set
 from recsys_jax.training.losses import LossFn
@@ -264,7 +264,7 @@ class ImplicitTask(Task):
                if summary["pretrained"] else ""),
             f"- loss: {t.get('loss', 'bce')}, {t.num_negatives} negatives per positive "
             "resampled every step on the device (never a training positive); batch "
-            f"{t.batch_size} positives"]))
+            f"{t.batch_size} positives", describe(summary)]))
         sections.append(data.report_section)
         return sections
 

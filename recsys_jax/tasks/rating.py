@@ -48,7 +48,7 @@ from recsys_jax.models.contract import (
 )
 from recsys_jax.tasks.base import Task, TaskData
 from recsys_jax.tasks.data import load_split
-from recsys_jax.tasks.fold_in import fold_in_for_test, seen_parts
+from recsys_jax.tasks.fold_in import describe, fold_in_for_test, seen_parts
 from recsys_jax.tasks.rating_baselines import compare_with_rating_baselines
 from recsys_jax.training.loop import FitResult
 from recsys_jax.training.losses import Batch, LossFn, batch_weight, weighted_mean
@@ -242,6 +242,7 @@ class RatingTask(Task):
         if summary.get("best_val") is not None:
             lines.append(f"| best val RMSE | {summary['best_val']:.4f} (epoch "
                          f"{summary['best_epoch']}) |")
+        lines += ["", describe(summary)]
         cold = summary.get("test_cold_start")
         if cold:
             lines += ["", f"Test rows served by the bias fallback (user or item unseen in "

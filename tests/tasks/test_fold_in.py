@@ -15,6 +15,7 @@ from recsys_jax.evaluation.runs import load_run
 from recsys_jax.evaluation.validators import RatingEvaluator
 from recsys_jax.models.contract import FoldIn
 from recsys_jax.models.registry import build_model
+from recsys_jax.tasks.config_checks import ConfigError, check_config
 from recsys_jax.tasks.fold_in import fold_in, fold_in_rows, update_mask
 from recsys_jax.tasks.implicit import ImplicitTask, load_implicit_data
 from recsys_jax.tasks.implicit_losses import make_bce_loss
@@ -157,6 +158,8 @@ def test_rating_train_inputs_reproduce_the_run_without_fold_in_and_record_seen_p
     assert folded.summary["fold_in"]["users"] == len(np.unique(data.val["user"]))
     assert folded.summary["test_rmse"] != run.summary["test_rmse"]
     assert load_run(tmp_path / "default" / "run").seen_parts == ("train", "val")
+    assert "scored from train only" in (tmp_path / "train" / "report.md").read_text()
+    assert "scored from train + val" in (tmp_path / "default" / "report.md").read_text()
 
 
 def test_implicit_train_inputs_reproduce_the_run_without_fold_in_and_record_seen_parts(
@@ -177,3 +180,12 @@ def test_implicit_train_inputs_reproduce_the_run_without_fold_in_and_record_seen
     assert folded.summary["test_user_inputs"] == "train+val"
     assert load_run(tmp_path / "default" / "run").seen_parts == ("train", "val")
     assert folded.summary["test"] != run.summary["test"]
+
+
+def test_config_check_names_a_bad_test_user_inputs_value():
+    config = tiny_config("mf_tiny", **{"evaluation.test_user_inputs": "val",
+                                       "evaluation.fold_in_epochs": 0})
+    with pytest.raises(ConfigError) as raised:
+        check_config(config, "rating")
+    assert "evaluation.test_user_inputs = 'val'" in str(raised.value)
+    assert "evaluation.fold_in_epochs = 0" in str(raised.value)
