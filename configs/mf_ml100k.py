@@ -49,6 +49,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.training.data_on_device = "auto"  # auto | always | never
     config.training.eval_chunk_size = 65536
 
+    # Test users' inputs: "train+val" refits each user's vector and bias on their train + val
+    # ratings, items frozen, before the test (fold-in; docs/models/mf.md); "train" does not.
+    config.evaluation = ml_collections.ConfigDict()
+    config.evaluation.test_user_inputs = "train+val"  # train+val | train
+    config.evaluation.fold_in_epochs = 1      # Epochs of the fold-in refit (not tuned).
+
     config.data = ml_collections.ConfigDict()
     config.data.dataset = "ml-100k"   # A MovieLens name, or "synthetic".
     config.data.data_dir = config_dict.placeholder(str)   # Extracted files, if already local.

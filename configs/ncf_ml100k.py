@@ -72,6 +72,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.evaluation.sampled_ks = (10,)      # sampled protocol
     config.evaluation.num_negatives = 99      # sampled protocol: N
     config.evaluation.sample_seed = 0
+    # Test users' inputs: "train+val" refits the user side on train + val positives, items
+    # frozen, before the test (fold-in; docs/models/ncf.md); "train" does not.
+    config.evaluation.test_user_inputs = "train+val"  # train+val | train
+    config.evaluation.fold_in_epochs = 1      # Epochs of the fold-in refit (not tuned).
 
     config.implicit = ml_collections.ConfigDict()
     config.implicit.min_rating = config_dict.placeholder(float)  # None: every rating counts.

@@ -27,6 +27,9 @@ protocol            members                                                asked
                     ``encode_users``, ``set_user_inputs``
 ``SelfFitting``     ``fit(train, config)`` -> facts: trained without the   ``train_and_
                     gradient loop (closed form, alternating solves)        evaluate``
+``FoldIn``          ``begin_fold_in(users)``, ``user_side_rows(users)``    rating and implicit
+                    -> the user-side parameter rows of ``users``           tasks' test
+                                                                           (``tasks.fold_in``)
 ==================  =====================================================  =================
 
 Every model also has a registry builder (``models.registry``) and is saved and loaded through
@@ -144,6 +147,23 @@ class SelfFitting(Protocol):
     def fit(self, train: Mapping[str, np.ndarray], config: Any) -> Mapping[str, Any]:
         """Fits in place on the task's training columns; returns JSON-able facts (e.g. the
         seconds spent) that the run records."""
+        ...
+
+
+@runtime_checkable
+class FoldIn(Protocol):
+    """Models whose user side can be refitted with the item side frozen (``tasks.fold_in``)."""
+
+    def begin_fold_in(self, users: np.ndarray) -> None:
+        """Makes the user-side rows of ``users`` trainable before a fold-in (e.g. marks users
+        unseen in training as seen, starting them from what the model served them with)."""
+        ...
+
+    def user_side_rows(self, users: np.ndarray) -> dict[str, np.ndarray]:
+        """The parameters fold-in may change, by path in ``nnx.state(model, nnx.Param)``
+        (``"/"``-joined, e.g. ``"gmf/user_embedding"``), each with a boolean mask over its
+        first axis that is True exactly on the rows of ``users``; every other parameter (and
+        every other row) stays bit-identical."""
         ...
 
 

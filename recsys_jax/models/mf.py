@@ -140,6 +140,33 @@ class MatrixFactorization(nnx.Module):
         seen[self.num_users + np.asarray(items)] = True
         self.seen[...] = jnp.asarray(seen)
 
+    def _user_row_mask(self, users: np.ndarray) -> np.ndarray:
+        mask = np.zeros(self.num_users + self.num_items, np.bool_)
+        mask[np.asarray(users)] = True
+        return mask
+
+    def begin_fold_in(self, users: np.ndarray) -> None:
+        """Marks ``users`` as seen (``contract.FoldIn``). A user unseen in training starts
+        from what the fallback served it with (zero row and bias, or the seen users' means),
+        so fold-in refits from the prediction the model made before."""
+        new = self._user_row_mask(users) & ~np.asarray(self.seen[...])
+        if not new.any():
+            return
+        if self.unseen_user == "mean":
+            row, bias = self._seen_means(0)
+        else:
+            row, bias = jnp.zeros((self.dim,), jnp.float32), jnp.zeros((), jnp.float32)
+        fresh = jnp.asarray(new)
+        self.embedding[...] = jnp.where(fresh[:, None], row, self.embedding[...])
+        self.bias[...] = jnp.where(fresh, bias, self.bias[...])
+        self.seen[...] = self.seen[...] | fresh
+
+    def user_side_rows(self, users: np.ndarray) -> dict[str, np.ndarray]:
+        """The rows of ``users`` in the shared tables (``contract.FoldIn``): their embedding
+        rows and biases; the item rows, μ and the seen mask are not parameters fold-in moves."""
+        mask = self._user_row_mask(users)
+        return {"embedding": mask, "bias": mask}
+
     def _rows(self, users: jax.Array, items: jax.Array) -> jax.Array:
         """Row indices ``(2,) + users.shape``: the users' rows, then the items'."""
         users = jnp.asarray(users)

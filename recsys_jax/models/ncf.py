@@ -92,7 +92,30 @@ class MLPTower(nnx.Module):
         return x
 
 
-class _ScoredByTowers(nnx.Module):
+def _user_rows(num_users: int, users: np.ndarray) -> np.ndarray:
+    mask = np.zeros(num_users, np.bool_)
+    mask[np.asarray(users)] = True
+    return mask
+
+
+class _FoldsInUsers:
+    """``contract.FoldIn`` for models whose user side is whole tables, one row per user
+    (``USER_SIDE`` names them by state path); every model here has trained rows for every
+    user id, so ``begin_fold_in`` has nothing to do."""
+
+    USER_SIDE: tuple[str, ...] = ()
+    num_users: int
+
+    def begin_fold_in(self, users: np.ndarray) -> None:
+        del users
+
+    def user_side_rows(self, users: np.ndarray) -> dict[str, np.ndarray]:
+        """The rows of ``users`` in each user-side table (embeddings, user biases)."""
+        mask = _user_rows(self.num_users, users)
+        return {path: mask for path in self.USER_SIDE}
+
+
+class _ScoredByTowers(_FoldsInUsers, nnx.Module):
     """Shared id bookkeeping and the logit of a linear output layer over features."""
 
     num_users: int
@@ -111,6 +134,8 @@ class _ScoredByTowers(nnx.Module):
 class GMF(_ScoredByTowers):
     """Generalised matrix factorisation: a learnt weighting of p_u ⊙ q_i."""
 
+    USER_SIDE = ("tower/user_embedding",)
+
     def __init__(self, num_users: int, num_items: int, dim: int = 8, *, rngs: nnx.Rngs,
                  init_std: float = 0.01):
         self.num_users, self.num_items = num_users, num_items
@@ -123,6 +148,8 @@ class GMF(_ScoredByTowers):
 
 class MLP(_ScoredByTowers):
     """A ReLU tower over the concatenated user and item embeddings."""
+
+    USER_SIDE = ("tower/user_embedding",)
 
     def __init__(self, num_users: int, num_items: int,
                  layers: Sequence[int] = DEFAULT_MLP_LAYERS, *, rngs: nnx.Rngs,
@@ -137,6 +164,8 @@ class MLP(_ScoredByTowers):
 
 class NeuMF(_ScoredByTowers):
     """GMF and MLP towers with separate embeddings, fused by one output layer."""
+
+    USER_SIDE = ("gmf/user_embedding", "mlp/user_embedding")
 
     def __init__(self, num_users: int, num_items: int, gmf_dim: int = 8,
                  mlp_layers: Sequence[int] = DEFAULT_MLP_LAYERS, *, rngs: nnx.Rngs,
@@ -176,13 +205,15 @@ def load_pretrained(neumf: NeuMF, gmf: GMF, mlp: MLP, alpha: float = 0.5) -> Non
     neumf.output.bias[...] = alpha * gmf.output.bias[...] + (1.0 - alpha) * mlp.output.bias[...]
 
 
-class DotMF(nnx.Module):
+class DotMF(_FoldsInUsers, nnx.Module):
     """Dot-product MF with biases for implicit feedback: logit = μ + b_u + b_i + p_u·q_i.
 
     Unlike the explicit-rating ``MatrixFactorization`` there is no seen-mask fallback: under
     the implicit protocols every evaluated user has training interactions, and an item nobody
     interacted with only ever receives negative gradients, which is the right signal.
     """
+
+    USER_SIDE = ("user_embedding", "user_bias")
 
     def __init__(self, num_users: int, num_items: int, dim: int = 64, *, rngs: nnx.Rngs,
                  init_std: float = 0.01):

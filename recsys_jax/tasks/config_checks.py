@@ -26,6 +26,7 @@ from recsys_jax.evaluation.results import FULL_PROTOCOL
 from recsys_jax.models.registry import MODELS
 from recsys_jax.retrieval.index import KINDS as INDEX_KINDS
 from recsys_jax.tasks.base import monitor_mode, monitor_parts
+from recsys_jax.tasks.fold_in import TEST_USER_INPUTS
 from recsys_jax.tasks.implicit_losses import IMPLICIT_LOSSES
 from recsys_jax.tasks.negatives import KINDS as POSITIVE_SET_KINDS
 from recsys_jax.tasks.rating import RATING_LOSSES
@@ -141,12 +142,20 @@ DATA: dict[str, Check] = {
     "split.min_item_interactions": integer(0),
 }
 
+# Test-time user inputs of the tasks that fold in (tasks.fold_in).
+FOLD_IN: dict[str, Check] = {
+    "evaluation.test_user_inputs": one_of(TEST_USER_INPUTS),
+    "evaluation.fold_in_epochs": integer(1),
+}
+
 TASK_KEYS: dict[str, dict[str, Check]] = {
     "rating": {
         "training.loss": one_of(tuple(RATING_LOSSES)),
         "training.l2_reg": real(0),
+        **FOLD_IN,
     },
     "implicit": {
+        **FOLD_IN,
         "training.loss": one_of(tuple(IMPLICIT_LOSSES)),
         "training.num_negatives": integer(1),
         "training.val_protocol": one_of((FULL_PROTOCOL, "sampled")),

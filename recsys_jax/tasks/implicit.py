@@ -6,8 +6,9 @@ the NCF protocol). Model: any ``contract.PairScorer`` (the score is a logit). Lo
 (``training.loss``): ``bce`` (pointwise: binary cross-entropy on each positive and
 ``num_negatives`` sampled negatives) or ``bpr`` (pairwise: −log σ(s⁺ − s⁻)); negatives are
 resampled on the device every step, never a training positive (``tasks.negatives``).
-Validation: a full-ranking metric (``training.monitor``, default ``val_ndcg@10``). Test, under
-both protocols of the suite:
+Validation: a full-ranking metric (``training.monitor``, default ``val_ndcg@10``). Test, by
+default after the validation positives are folded in (``tasks.fold_in``;
+``evaluation.test_user_inputs``), under both protocols of the suite:
 
 * ``full``: every item minus the user's train and validation items, HR/NDCG/Recall/... @{10,100};
 * ``sampled-99``: the held-out item among 99 sampled unseen items, HR/NDCG@10 (the NCF paper's
@@ -45,6 +46,7 @@ from recsys_jax.models.contract import PairScorer, RankingEmbedder
 from recsys_jax.models.registry import load_model, read_model_info
 from recsys_jax.tasks.base import Task, TaskData, monitor_parts
 from recsys_jax.tasks.data import load_split
+from recsys_jax.tasks.fold_in import describe, fold_in_for_test, seen_parts
 from recsys_jax.tasks.implicit_losses import IMPLICIT_LOSSES
 from recsys_jax.tasks.negatives import build_positive_set
 from recsys_jax.training.losses import LossFn
@@ -180,9 +182,18 @@ class ImplicitTask(Task):
         if name not in IMPLICIT_LOSSES:
             raise ValueError(f"training.loss must be one of {sorted(IMPLICIT_LOSSES)} for the "
                              f"implicit task, got {name!r}")
-        positives = build_positive_set(data.train["user"], data.train["item"], data.num_users,
-                                       data.num_items, kind=t.get("positive_set", "auto"))
-        return IMPLICIT_LOSSES[name](positives, t.num_negatives)
+        return self._loss_avoiding(config, data, (data.train,))
+
+    @staticmethod
+    def _loss_avoiding(config: ml_collections.ConfigDict, data: ImplicitData,
+                       parts: tuple[Columns, ...]) -> LossFn:
+        """The configured loss whose negatives are never a positive of ``parts``."""
+        t = config.training
+        users = np.concatenate([p["user"] for p in parts])
+        items = np.concatenate([p["item"] for p in parts])
+        positives = build_positive_set(users, items, data.num_users, data.num_items,
+                                       kind=t.get("positive_set", "auto"))
+        return IMPLICIT_LOSSES[t.get("loss", "bce")](positives, t.num_negatives)
 
     def validator(self, config: ml_collections.ConfigDict, data: ImplicitData
                   ) -> RankingValidator:
@@ -209,9 +220,15 @@ class ImplicitTask(Task):
 
     def evaluate(self, config: ml_collections.ConfigDict, data: ImplicitData,
                  model: nnx.Module) -> dict[str, Any]:
+        """Test metrics after folding in the validation positives (``tasks.fold_in``; in
+        place, negatives never a train or val positive) unless
+        ``evaluation.test_user_inputs="train"``."""
+        inputs = fold_in_for_test(
+            config, model, data.train, data.val,
+            lambda columns: self._loss_avoiding(config, data, (data.train, data.val)))
         results = self.test_results(config, data, model)
         pretrained = config.model.get("pretrained")
-        return {"test": {label: r.summary() for label, r in results.items()},
+        return {"test": {label: r.summary() for label, r in results.items()}, **inputs,
                 "pretrained": bool(pretrained and pretrained.get("gmf_workdir")),
                 "num_val": len(data.val["user"]), "num_test": len(data.test["user"])}
 
@@ -219,6 +236,7 @@ class ImplicitTask(Task):
                workdir: Path, summary: Mapping[str, Any]) -> dict[str, Any]:
         save_ranking_run(model, workdir / "run", name=config.get("run_name") or workdir.name,
                          model_name=config.model.name, data=data,
+                         seen_parts=seen_parts(summary["test_user_inputs"]),
                          metadata={"config": config.to_dict(), "test": summary["test"]})
         return {}
 
@@ -246,7 +264,7 @@ class ImplicitTask(Task):
                if summary["pretrained"] else ""),
             f"- loss: {t.get('loss', 'bce')}, {t.num_negatives} negatives per positive "
             "resampled every step on the device (never a training positive); batch "
-            f"{t.batch_size} positives"]))
+            f"{t.batch_size} positives", describe(summary)]))
         sections.append(data.report_section)
         return sections
 
@@ -259,11 +277,12 @@ class ImplicitTask(Task):
 
 def save_ranking_run(model: nnx.Module, directory: str | Path, *, name: str,
                      model_name: str, data: ImplicitData,
+                     seen_parts: tuple[str, ...] = ("train",),
                      metadata: Mapping[str, Any] | None = None) -> Path | None:
     """Writes the model as a run: a ``RankingEmbedder``'s embeddings, else a dense score
-    matrix (``None`` and a warning when that exceeds ``MAX_SAVED_SCORES``)."""
-    common = dict(name=name, model=model_name, dataset=data.dataset,
-                  seen_parts=("train",),  # User vectors fitted on the training part only.
+    matrix (``None`` and a warning when that exceeds ``MAX_SAVED_SCORES``). ``seen_parts``:
+    the parts the user side was fitted on (``("train", "val")`` after fold-in)."""
+    common = dict(name=name, model=model_name, dataset=data.dataset, seen_parts=seen_parts,
                   split_fingerprint=data.split_fingerprint, split_protocol=data.split_protocol,
                   metadata=dict(metadata or {}))
     if isinstance(model, RankingEmbedder):

@@ -4,8 +4,9 @@ Data: the configured data set, encoded and split (``tasks.data``); columns ``use
 ``rating``. Model: any ``contract.PairScorer`` whose score is the predicted rating (``mf`` by
 default); ``training.l2_reg > 0`` also needs ``contract.RowRegularized``. Loss: per-example MSE
 or Huber (``training.loss``) plus the optional row L2. Validation: RMSE on the validation part,
-clipped to the rating scale (monitor ``val_rmse``). Test: RMSE and MAE; for models with
-``contract.SeenMasks`` also how many test rows fell back to biases.
+clipped to the rating scale (monitor ``val_rmse``). Test: RMSE and MAE, by default after the
+validation events are folded in (``tasks.fold_in``; ``evaluation.test_user_inputs``); for
+models with ``contract.SeenMasks`` also how many test rows fell back to biases.
 
 After training, on the in-memory model: the suite's rating baselines on the same test rows
 (user-level bootstrap CIs, paired tests) and, with ``analysis.enabled``, t-SNE of the item
@@ -47,6 +48,7 @@ from recsys_jax.models.contract import (
 )
 from recsys_jax.tasks.base import Task, TaskData
 from recsys_jax.tasks.data import load_split
+from recsys_jax.tasks.fold_in import describe, fold_in_for_test, seen_parts
 from recsys_jax.tasks.rating_baselines import compare_with_rating_baselines
 from recsys_jax.training.loop import FitResult
 from recsys_jax.training.losses import Batch, LossFn, batch_weight, weighted_mean
@@ -193,9 +195,14 @@ class RatingTask(Task):
 
     def evaluate(self, config: ml_collections.ConfigDict, data: RatingData,
                  model: nnx.Module) -> dict[str, Any]:
+        """Test RMSE/MAE after folding in the validation events (``tasks.fold_in``; in place,
+        so the saved model and exports are the folded-in model) unless
+        ``evaluation.test_user_inputs="train"``."""
+        inputs = fold_in_for_test(config, model, data.train, data.val,
+                                  lambda columns: self.loss(config, data))
         test = RatingEvaluator(data.test, data.rating_scale, prefix="test",
                                chunk_size=config.training.get("eval_chunk_size", 65536))(model)
-        facts: dict[str, Any] = {**test, "num_val": len(data.val["rating"]),
+        facts: dict[str, Any] = {**test, **inputs, "num_val": len(data.val["rating"]),
                                  "num_test": len(data.test["rating"]),
                                  "rating_scale": list(data.rating_scale)}
         if isinstance(model, SeenMasks):
@@ -212,7 +219,8 @@ class RatingTask(Task):
         if isinstance(model, RankingEmbedder):
             users, items = model.ranking_embeddings()
             save_run(workdir / "run", name=config.get("run_name") or workdir.name,
-                     model=config.model.name, dataset=data.dataset, seen_parts=("train",),
+                     model=config.model.name, dataset=data.dataset,
+                     seen_parts=seen_parts(summary["test_user_inputs"]),
                      split_fingerprint=data.split_fingerprint,
                      split_protocol=data.split_protocol, user_embeddings=users,
                      item_embeddings=items, similarity="dot",
@@ -234,6 +242,7 @@ class RatingTask(Task):
         if summary.get("best_val") is not None:
             lines.append(f"| best val RMSE | {summary['best_val']:.4f} (epoch "
                          f"{summary['best_epoch']}) |")
+        lines += ["", describe(summary)]
         cold = summary.get("test_cold_start")
         if cold:
             lines += ["", f"Test rows served by the bias fallback (user or item unseen in "

@@ -35,6 +35,7 @@ def test_run_writes_the_workdir_and_serves_unseen_ids_by_bias(tmp_path):
     # User 0 and item 0 never occur in training: they must get the bias fallback.
     keep = (train["user"] != 0) & (train["item"] != 0)
     train = {k: v[keep] for k, v in train.items()}
+    val = {k: v[val["user"] != 0] for k, v in val.items()}  # Else fold-in would see user 0.
     test["user"][:3] = 0
     data = RatingData.from_arrays(
         {name: (p["user"], p["item"], p["rating"])
