@@ -18,7 +18,8 @@ from typing import Any
 import ml_collections
 
 from recsys_jax.evaluation.validators import RatingEvaluator
-from recsys_jax.tasks.rating import MONITOR, RatingData, train_rating_model
+from recsys_jax.tasks.fold_in import fold_in_for_test
+from recsys_jax.tasks.rating import MONITOR, RatingData, make_rating_loss, train_rating_model
 
 Overrides = dict[str, Any]
 
@@ -49,9 +50,12 @@ def score_config(config: ml_collections.ConfigDict, data: RatingData, *,
     Nothing is written (``workdir=None``): runs leave nothing behind and cannot resume each
     other.
 
+    The test part is scored as the rating task scores it: after folding in the validation
+    events (``evaluation.test_user_inputs``, ``tasks.fold_in``); validation never sees them.
+
     Returns:
       ``val_rmse``, ``val_mae``, ``best_epoch``, ``epochs_trained``, ``seconds``, and
-      ``test_rmse``, ``test_mae`` when ``with_test``.
+      ``test_rmse``, ``test_mae``, ``test_user_inputs`` when ``with_test``.
     """
     t0 = time.perf_counter()
     model, result = train_rating_model(config, data, None)
@@ -59,6 +63,10 @@ def score_config(config: ml_collections.ConfigDict, data: RatingData, *,
     scores: dict[str, Any] = dict(RatingEvaluator(data.val, data.rating_scale, prefix="val",
                                                   chunk_size=chunk)(model))
     if with_test:
+        facts = fold_in_for_test(config, model, data.train, data.val,
+                                 lambda columns: make_rating_loss(config.training.loss,
+                                                                  config.training.l2_reg))
+        scores["test_user_inputs"] = facts["test_user_inputs"]
         scores.update(RatingEvaluator(data.test, data.rating_scale, prefix="test",
                                       chunk_size=chunk)(model))
     scores.update(best_epoch=result.best_epoch, epochs_trained=result.last_epoch,
