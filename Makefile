@@ -6,8 +6,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
-# Test extras: CI exercises the real text encoder and the PyTorch baseline.
-TEST_EXTRAS := dev,text,baseline
+# Test extras: CI exercises the real text encoder, the PyTorch baseline and parquet exports.
+TEST_EXTRAS := dev,text,baseline,parquet
 PYTEST_ARGS ?=
 
 .PHONY: demo test clean-venv
