@@ -15,14 +15,14 @@ PYTEST_ARGS ?=
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "recsys_jax needs Python 3.11+, found " + sys.version.split()[0])'
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet --quiet --upgrade pip
 
 $(VENV)/.stamp-core: setup.cfg pyproject.toml | $(PY)
-	$(PIP) install --quiet -e .
+	$(PIP) install --quiet --quiet -e .
 	@touch $@
 
 $(VENV)/.stamp-test: setup.cfg pyproject.toml constraints-test.txt | $(PY)
-	$(PIP) install --quiet -c constraints-test.txt -e '.[$(TEST_EXTRAS)]'
+	$(PIP) install --quiet --quiet -c constraints-test.txt -e '.[$(TEST_EXTRAS)]'
 	@touch $@
 
 DEMO_WORKDIR := workdirs/demo_mf_ml100k
