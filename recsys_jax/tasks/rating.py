@@ -250,7 +250,8 @@ class RatingTask(Task):
         name = config.get("run_name") or (workdir.name if workdir else config.model.name)
         table = compare_with_rating_baselines(
             data, self.test_predictions(model, data),
-            None if workdir is None else workdir / "comparison", model_name=name)
+            None if workdir is None else workdir / "comparison", model_name=name,
+            seen_parts=seen_parts(summary.get("test_user_inputs", "train")))
         sections = ["\n".join(lines), data.report_section,
                     "## Against the rating baselines\n\n" + table]
         analysis = config.get("analysis")

@@ -2,7 +2,9 @@
 
 ``compare_with_rating_baselines`` scores the model's test predictions and the suite's rating
 baselines (global/user/item mean, regularised user+item bias) with the suite's clipped
-RMSE/MAE, and writes the comparison (user-level bootstrap CIs, paired tests).
+RMSE/MAE, and writes the comparison (user-level bootstrap CIs, paired tests). The baselines are
+fitted on the parts the model's test users were scored from (train, or train + val after a
+fold-in), so both sides of every Δ had the same information.
 """
 
 from __future__ import annotations
@@ -27,14 +29,21 @@ REFERENCE = "user_item_bias"
 
 def compare_with_rating_baselines(data: Any, test_predictions: np.ndarray,
                                   output_dir: str | os.PathLike | None, *, model_name: str,
+                                  seen_parts: tuple[str, ...] = ("train",),
                                   reference: str = REFERENCE,
                                   bootstrap: BootstrapSettings = BootstrapSettings()) -> str:
     """Test RMSE/MAE of the model and every rating baseline, Δ against ``reference``.
 
-    ``data`` is a ``tasks.rating.RatingData``. Writes ``rating_comparison_full.{md,csv,json,
-    png}`` and per-user values into ``output_dir`` (unless None); returns the Markdown table.
+    ``data`` is a ``tasks.rating.RatingData``; ``seen_parts`` the parts the model's test
+    predictions were made from (``("train",)`` or ``("train", "val")``): the baselines are
+    fitted on the same rows. Writes ``rating_comparison_full.{md,csv,json,png}`` and per-user
+    values into ``output_dir`` (unless None); returns the Markdown table.
     """
-    test, train = data.test, data.train
+    if seen_parts not in (("train",), ("train", "val")):
+        raise ValueError(f"seen_parts must be ('train',) or ('train', 'val'), got {seen_parts}")
+    test = data.test
+    train = {column: np.concatenate([getattr(data, part)[column] for part in seen_parts])
+             for column in ("user", "item", "rating")}
     evaluations = []
     for kind in baselines_lib.RATING_BASELINES:
         baseline = baselines_lib.fit_rating_baseline(
@@ -45,7 +54,8 @@ def compare_with_rating_baselines(data: Any, test_predictions: np.ndarray,
     evaluations.append(ModelEvaluation(model_name, rating_metrics(
         test["user"], test_predictions, test["rating"], data.rating_scale)))
     table = rating_comparison_table(evaluations, reference, bootstrap=bootstrap)
-    title = f"Test rating error: {model_name} vs baselines"
+    title = (f"Test rating error: {model_name} vs baselines (all fitted on "
+             f"{' + '.join(seen_parts)})")
     if output_dir is not None:
         write_comparison(output_dir, table, evaluations, title=title, stem="rating_comparison")
     return to_markdown(table, title)

@@ -16,9 +16,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import ml_collections
+import numpy as np
 
 from recsys_jax.evaluation import baselines as baselines_lib
 from recsys_jax.evaluation.rating_metrics import rating_metrics
+from recsys_jax.tasks.fold_in import seen_parts, test_user_inputs
 from recsys_jax.tasks.rating import RatingData, load_rating_data
 from recsys_jax.tasks.rating_search import score_config
 
@@ -70,9 +72,13 @@ class ProtocolResults:
                 "cold_start_mean": {f: self.cold_start_mean(f) for f in COLD_START_FIELDS}}
 
 
-def baseline_scores(data: RatingData) -> dict[str, dict[str, float]]:
-    """Test RMSE/MAE of each suite baseline fitted on ``data.train``."""
-    train, test = data.train, data.test
+def baseline_scores(data: RatingData, seen_parts: tuple[str, ...] = ("train",)
+                    ) -> dict[str, dict[str, float]]:
+    """Test RMSE/MAE of each suite baseline fitted on the ``seen_parts`` of ``data`` (the
+    parts the models' test users were scored from)."""
+    test = data.test
+    train = {column: np.concatenate([getattr(data, part)[column] for part in seen_parts])
+             for column in ("user", "item", "rating")}
     scores = {}
     for kind in BASELINES:
         baseline = baselines_lib.fit_rating_baseline(
@@ -104,13 +110,17 @@ def run_protocol(protocol: str, models: Mapping[str, ConfigFactory], seeds: Sequ
     shared = {name: (c.data.to_dict(), c.split.to_dict()) for name, c in configs.items()}
     if len({repr(v) for v in shared.values()}) > 1:
         raise ValueError(f"models differ in their data or split blocks: {shared}")
+    inputs = {name: test_user_inputs(c) for name, c in configs.items()}
+    if len(set(inputs.values())) > 1:
+        raise ValueError(f"models score test users from different parts: {inputs}")
+    baseline_parts = seen_parts(next(iter(inputs.values())))
     results = ProtocolResults(protocol, list(seeds), [], [])
     for seed in seeds:
         prepared = load_rating_data(seeded(next(iter(configs.values())), seed))
         report = prepared.split_report
         results.cold_start.append({f: float(getattr(report, f)) for f in COLD_START_FIELDS})
         records = [{"method": kind, **scores}
-                   for kind, scores in baseline_scores(prepared).items()]
+                   for kind, scores in baseline_scores(prepared, baseline_parts).items()]
         for name, config in configs.items():
             scores = score_config(seeded(config, seed), prepared, with_test=True)
             records.append({"method": name, "test_rmse": scores["test_rmse"],

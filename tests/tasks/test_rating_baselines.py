@@ -1,5 +1,6 @@
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from recsys_jax.evaluation.comparison_table import BootstrapSettings
@@ -41,3 +42,25 @@ def test_comparison_with_rating_baselines(tmp_path):
     for kind in ("global_mean", "user_mean", "item_mean", "user_item_bias"):
         assert f"| {kind} |" in markdown
     assert any(p.suffix == ".csv" for p in tmp_path.iterdir())
+
+
+def test_baselines_are_fitted_on_the_parts_the_model_saw(tmp_path):
+    # Train ratings all 1, val all 5: the global mean is 1 on train, 3 on train + val, so a
+    # test rating of 3 is off by 2 or by 0 (known answers, by hand).
+    def part(n, rating, offset):
+        users = np.arange(n) % NUM_USERS
+        return users, (users + offset) % NUM_ITEMS, np.full(n, rating, np.float32)
+    data = RatingData.from_arrays({"train": part(50, 1.0, 0), "val": part(50, 5.0, 1),
+                                   "test": part(10, 3.0, 2)},
+                                  num_users=NUM_USERS, num_items=NUM_ITEMS, rating_scale=(1, 5))
+    settings = BootstrapSettings(n_resamples=20)
+    predictions = np.full(10, 3.0, np.float32)
+    train_only = compare_with_rating_baselines(data, predictions, None, model_name="m",
+                                               bootstrap=settings)
+    folded = compare_with_rating_baselines(data, predictions, None, model_name="m",
+                                           seen_parts=("train", "val"), bootstrap=settings)
+    assert "| rmse | global_mean | 2.0000" in train_only and "fitted on train)" in train_only
+    assert "| rmse | global_mean | 0.0000" in folded and "fitted on train + val)" in folded
+    with pytest.raises(ValueError, match="seen_parts"):
+        compare_with_rating_baselines(data, predictions, None, model_name="m",
+                                      seen_parts=("val",))

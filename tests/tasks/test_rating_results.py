@@ -37,10 +37,12 @@ def test_random_protocol_varies_split_and_model_with_the_seed():
     assert results.methods() == list(BASELINES) + ["small", "wide"]
     assert len(results.runs) == 2 * (len(BASELINES) + 2)
     assert len(results.cold_start) == 2
-    # Each seed's baselines are those of that seed's split, scored by the suite.
+    # Each seed's baselines are those of that seed's split, scored by the suite, and fitted on
+    # train + val: the models score test users after folding in their validation events.
     data = load_rating_data(seeded(_config("random"), 1))
+    seen = {c: np.concatenate([data.train[c], data.val[c]]) for c in ("user", "item", "rating")}
     bias = baselines_lib.fit_rating_baseline(
-        "user_item_bias", data.train["user"], data.train["item"], data.train["rating"],
+        "user_item_bias", seen["user"], seen["item"], seen["rating"],
         data.num_users, data.num_items)
     expected = rating_metrics(data.test["user"], bias.predict(data.test["user"],
                                                              data.test["item"]),
@@ -63,7 +65,7 @@ def test_temporal_protocol_keeps_the_split_and_reports_cold_start():
     prepared = load_rating_data(_config("global_temporal"))
     assert results.cold_start_mean("test_unseen_user_share") == pytest.approx(
         prepared.split_report.test_unseen_user_share)
-    assert baseline_scores(prepared)["item_mean"]["test_rmse"] == pytest.approx(
+    assert baseline_scores(prepared, ("train", "val"))["item_mean"]["test_rmse"] == pytest.approx(
         results.values("item_mean", "test_rmse")[0])
     table = format_markdown([results], labels={"small": "MF"},
                             goals={"global_temporal": 0.01}, goal_method="small")
