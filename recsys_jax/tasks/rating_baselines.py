@@ -25,6 +25,30 @@ from recsys_jax.evaluation.comparison_table import (
 from recsys_jax.evaluation.rating_metrics import rating_metrics
 
 REFERENCE = "user_item_bias"
+SEEN_PARTS = (("train",), ("train", "val"))
+
+
+def baseline_evaluations(data: Any, seen_parts: tuple[str, ...] = ("train",)
+                         ) -> list[ModelEvaluation]:
+    """Test rating metrics of every suite rating baseline, each fitted on the rows of
+    ``seen_parts`` of ``data`` (a ``tasks.rating.RatingData``).
+
+    Raises:
+      ValueError: for ``seen_parts`` other than train, or train + val.
+    """
+    if seen_parts not in SEEN_PARTS:
+        raise ValueError(f"seen_parts must be one of {SEEN_PARTS}, got {seen_parts}")
+    seen = {column: np.concatenate([getattr(data, part)[column] for part in seen_parts])
+            for column in ("user", "item", "rating")}
+    test = data.test
+    evaluations = []
+    for kind in baselines_lib.RATING_BASELINES:
+        baseline = baselines_lib.fit_rating_baseline(
+            kind, seen["user"], seen["item"], seen["rating"], data.num_users, data.num_items)
+        evaluations.append(ModelEvaluation(kind, rating_metrics(
+            test["user"], baseline.predict(test["user"], test["item"]), test["rating"],
+            data.rating_scale)))
+    return evaluations
 
 
 def compare_with_rating_baselines(data: Any, test_predictions: np.ndarray,
@@ -39,18 +63,8 @@ def compare_with_rating_baselines(data: Any, test_predictions: np.ndarray,
     fitted on the same rows. Writes ``rating_comparison_full.{md,csv,json,png}`` and per-user
     values into ``output_dir`` (unless None); returns the Markdown table.
     """
-    if seen_parts not in (("train",), ("train", "val")):
-        raise ValueError(f"seen_parts must be ('train',) or ('train', 'val'), got {seen_parts}")
     test = data.test
-    train = {column: np.concatenate([getattr(data, part)[column] for part in seen_parts])
-             for column in ("user", "item", "rating")}
-    evaluations = []
-    for kind in baselines_lib.RATING_BASELINES:
-        baseline = baselines_lib.fit_rating_baseline(
-            kind, train["user"], train["item"], train["rating"], data.num_users, data.num_items)
-        evaluations.append(ModelEvaluation(kind, rating_metrics(
-            test["user"], baseline.predict(test["user"], test["item"]), test["rating"],
-            data.rating_scale)))
+    evaluations = baseline_evaluations(data, seen_parts)
     evaluations.append(ModelEvaluation(model_name, rating_metrics(
         test["user"], test_predictions, test["rating"], data.rating_scale)))
     table = rating_comparison_table(evaluations, reference, bootstrap=bootstrap)

@@ -16,12 +16,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import ml_collections
-import numpy as np
 
 from recsys_jax.evaluation import baselines as baselines_lib
-from recsys_jax.evaluation.rating_metrics import rating_metrics
 from recsys_jax.tasks.fold_in import seen_parts, test_user_inputs
 from recsys_jax.tasks.rating import RatingData, load_rating_data
+from recsys_jax.tasks.rating_baselines import baseline_evaluations
 from recsys_jax.tasks.rating_search import score_config
 
 # Model name -> config for a protocol (e.g. the tuned config's ``get_config``).
@@ -76,17 +75,9 @@ def baseline_scores(data: RatingData, seen_parts: tuple[str, ...] = ("train",)
                     ) -> dict[str, dict[str, float]]:
     """Test RMSE/MAE of each suite baseline fitted on the ``seen_parts`` of ``data`` (the
     parts the models' test users were scored from)."""
-    test = data.test
-    train = {column: np.concatenate([getattr(data, part)[column] for part in seen_parts])
-             for column in ("user", "item", "rating")}
-    scores = {}
-    for kind in BASELINES:
-        baseline = baselines_lib.fit_rating_baseline(
-            kind, train["user"], train["item"], train["rating"], data.num_users, data.num_items)
-        metrics = rating_metrics(test["user"], baseline.predict(test["user"], test["item"]),
-                                 test["rating"], data.rating_scale).aggregates
-        scores[kind] = {"test_rmse": metrics["rmse"], "test_mae": metrics["mae"]}
-    return scores
+    return {e.name: {"test_rmse": e.metrics.aggregates["rmse"],
+                     "test_mae": e.metrics.aggregates["mae"]}
+            for e in baseline_evaluations(data, seen_parts)}
 
 
 def seeded(config: ml_collections.ConfigDict, seed: int) -> ml_collections.ConfigDict:
