@@ -28,6 +28,7 @@ from recsys_jax.tasks.workdir_lock import WorkdirLock, WorkdirLocked, lock_path
 from recsys_jax.training.checkpoints import CheckpointStore
 from recsys_jax.training.loop import DivergenceError, read_metrics
 from recsys_jax.training.steps import steps_per_epoch
+from tests.tasks.train_script import run_train
 from tests.training.poison import poisoned_in_steps
 
 REPO = Path(__file__).resolve().parents[2]
@@ -267,11 +268,7 @@ def test_nan_loss_mid_training_stops_with_a_clear_error(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_train_script_reports_a_refusal_without_a_traceback(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "experiments" / "train.py"),
-         f"--config={REPO / 'configs' / 'mf_tiny.py'}", f"--workdir={tmp_path / 'run'}",
-         "--config.optimizer.lr=-1"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300, env=_ENV)
+    proc = run_train("mf_tiny", tmp_path / "run", "--config.optimizer.lr=-1")
     assert proc.returncode == 1
     assert "ConfigError" in proc.stderr and "optimizer.lr = -1.0" in proc.stderr
     assert "Traceback" not in proc.stderr

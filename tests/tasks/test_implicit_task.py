@@ -2,8 +2,6 @@
 
 import importlib.util
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import jax
@@ -19,6 +17,7 @@ from recsys_jax.models.ncf import GMF, MLP, DotMF, NeuMF
 from recsys_jax.models.registry import flat_state, load_flat_state, load_model, save_model
 from recsys_jax.tasks.implicit import ImplicitTask, implicit_interactions, load_implicit_data
 from recsys_jax.tasks.runner import train_and_evaluate
+from tests.tasks.train_script import run_train
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -131,11 +130,8 @@ def test_neumf_starts_from_the_pretrained_runs(tmp_path):
 @pytest.mark.slow
 def test_train_ncf_end_to_end(tmp_path):
     workdir = tmp_path / "neumf"
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "experiments" / "train.py"),
-         f"--config={REPO / 'configs' / 'ncf_tiny.py'}", f"--workdir={workdir}",
-         "--config.model.name=neumf", "--config.split.name=user_temporal"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    proc = run_train("ncf_tiny", workdir, "--config.model.name=neumf",
+                     "--config.split.name=user_temporal")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "test (full)" in proc.stdout and "test (sampled-20)" in proc.stdout
     metrics = json.loads((workdir / "test_metrics.json").read_text())

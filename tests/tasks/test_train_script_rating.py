@@ -1,28 +1,20 @@
 """experiments/train.py (rating task) end to end on configs/mf_tiny.py (synthetic data, no network)."""  # noqa: E501
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from recsys_jax.data.splits import Split
 from recsys_jax.fileio import load_npy
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.tasks.train_script import run_train
 
 
 @pytest.mark.slow
 def test_train_mf_end_to_end_with_overrides(tmp_path):
     workdir = tmp_path / "run"
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "experiments" / "train.py"),
-         f"--config={REPO / 'configs' / 'mf_tiny.py'}", f"--workdir={workdir}",
-         "--config.model.dim=6", "--config.split.name=user_temporal",
-         "--config.training.epochs=2"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    proc = run_train("mf_tiny", workdir, "--config.model.dim=6",
+                     "--config.split.name=user_temporal", "--config.training.epochs=2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "test RMSE" in proc.stdout and "user_item_bias" in proc.stdout
     assert "epoch 2/2" in proc.stderr  # One log line per epoch.

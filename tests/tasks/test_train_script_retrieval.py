@@ -1,9 +1,6 @@
 """experiments/train.py (retrieval task) end to end on configs/two_tower_tiny.py (no network)."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,18 +8,14 @@ import pytest
 from recsys_jax.evaluation.runs import load_run
 from recsys_jax.fileio import load_npy
 from recsys_jax.retrieval import index as index_lib
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.tasks.train_script import run_train
 
 
 @pytest.mark.slow
 def test_train_two_tower_end_to_end(tmp_path):
     workdir = tmp_path / "tt"
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "experiments" / "train.py"),
-         f"--config={REPO / 'configs' / 'two_tower_tiny.py'}", f"--workdir={workdir}",
-         "--config.loss.num_random_negatives=16", "--config.index.kind=hnsw"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    proc = run_train("two_tower_tiny", workdir, "--config.loss.num_random_negatives=16",
+                     "--config.index.kind=hnsw")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "test HR@100" in proc.stdout and "p99" in proc.stdout
     metrics = json.loads((workdir / "test_metrics.json").read_text())
