@@ -18,7 +18,7 @@ from recsys_jax.evaluation.comparison_table import (
 from recsys_jax.evaluation.evaluate import EvaluationTarget, evaluate_ranking
 from recsys_jax.evaluation.ranking import RankingStats
 from recsys_jax.evaluation.rating_metrics import rating_metrics
-from recsys_jax.evaluation.runs import Run, RunError
+from recsys_jax.evaluation.runs import Run, RunError, in_split_order
 from recsys_jax.evaluation.sampled import DEFAULT_NUM_NEGATIVES, sampled_candidates
 
 REFERENCE_BASELINE = "popularity"
@@ -86,7 +86,7 @@ def check_information(runs: Sequence[Run], part: str,
             "--allow_unequal_information (allow_unequal=True) to compare anyway; the table "
             "then says what each model saw.")
     union = {p for parts in kinds for p in parts} or {"train"}
-    return tuple(p for p in ("train", "val", "test") if p in union)
+    return in_split_order(union)
 
 
 def check_reference(reference: str, names: Sequence[str]) -> None:
@@ -134,7 +134,7 @@ def compare_ranking(runs: Sequence[Run], target: EvaluationTarget, split_fingerp
     check_runs(runs, split_fingerprint, target.num_users, target.num_items)
     fitted_on = check_information(runs, target.part, allow_unequal_information)
     if baseline_seen_parts is not None:
-        fitted_on = tuple(p for p in ("train", "val", "test") if p in baseline_seen_parts)
+        fitted_on = in_split_order(baseline_seen_parts)
     try:
         seen_matrix = target.seen(fitted_on)
     except ValueError as e:

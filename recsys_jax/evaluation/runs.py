@@ -28,11 +28,13 @@ import dataclasses
 import datetime
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from recsys_jax.data import splits
 from recsys_jax.evaluation.results import FULL_PROTOCOL
 from recsys_jax.evaluation.sources import (
     SIMILARITIES,
@@ -47,7 +49,7 @@ RUN_FILE = "run.json"
 RUN_FORMAT = "recsys_jax.Run"
 # Version 2 added ``seen_parts``; a version-1 run does not say what its users have seen.
 RUN_VERSION = 2
-SPLIT_PARTS = ("train", "val", "test")
+SPLIT_PARTS = splits.PARTS
 KINDS = ("embeddings", "ranked", "scores")
 _ARRAYS = {"embeddings": ("user_embeddings", "item_embeddings"),
            "ranked": ("ranked", "ranked_users"), "scores": ("scores",)}
@@ -279,6 +281,12 @@ def check_seen_parts(parts: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     if unknown or len(set(parts)) != len(parts) or "train" not in parts:
         raise RunError(f"seen_parts must be distinct parts of {SPLIT_PARTS} including 'train', "
                        f"got {list(parts)}")
+    return in_split_order(parts)
+
+
+def in_split_order(parts: Iterable[str]) -> tuple[str, ...]:
+    """The split parts among ``parts``, in the split's order (train, val, test)."""
+    parts = set(parts)
     return tuple(p for p in SPLIT_PARTS if p in parts)
 
 
