@@ -64,7 +64,7 @@ def fold_in_epochs(config: ml_collections.ConfigDict) -> int:
 
 def seen_parts(inputs: str) -> tuple[str, ...]:
     """The run's ``seen_parts`` for a ``test_user_inputs`` value (``"train+val"`` →
-    ``("train", "val")``)."""
+    ``("train", "val")``); also the retrieval task's ``features.test_user_events``."""
     return tuple(inputs.split("+"))
 
 

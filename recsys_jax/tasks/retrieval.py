@@ -57,6 +57,7 @@ from recsys_jax.retrieval.latency import LatencyStats, measure_latency, measure_
 from recsys_jax.retrieval.retriever import Retriever
 from recsys_jax.tasks.base import Task, TaskData, monitor_parts
 from recsys_jax.tasks.data import load_split
+from recsys_jax.tasks.fold_in import seen_parts
 from recsys_jax.tasks.retrieval_losses import make_retrieval_loss, sampling_log_q
 from recsys_jax.training.loop import FitResult
 from recsys_jax.training.losses import LossFn
@@ -230,7 +231,7 @@ class RetrievalTask(Task):
         save_run(workdir / "run", name=config.get("run_name") or workdir.name,
                  model=config.model.name, dataset=data.dataset,
                  # Test users are encoded from these parts' events (features.test_user_events).
-                 seen_parts=tuple(summary["test_user_inputs"].split("+")),
+                 seen_parts=seen_parts(summary["test_user_inputs"]),
                  split_fingerprint=data.split_fingerprint, split_protocol=data.split_protocol,
                  user_embeddings=users, item_embeddings=items, similarity="dot",
                  metadata={"config": config.to_dict(), "best_epoch": summary.get("best_epoch"),
