@@ -13,18 +13,18 @@ figure falls outside its range.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 from absl import app, flags, logging
 
 from recsys_jax import fileio
+from recsys_jax.config_files import load_config_file
 from recsys_jax.console import quiet_startup
 from recsys_jax.tasks.rating_search import apply_overrides
 from recsys_jax.tasks.runner import train_and_evaluate
+from recsys_jax.tasks.seed_runs import metric_value
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,23 +32,6 @@ _SUITE = flags.DEFINE_string("suite", "ml100k", "Name of experiments/expected/<s
 _ONLY = flags.DEFINE_list("only", [], "Run only these names of the suite.")
 _WORKDIR_ROOT = flags.DEFINE_string("workdir_root", "workdirs/reproduce",
                                     "Parent of the runs' workdirs (each must be new).")
-
-
-def load_config(path: Path):
-    """``get_config()`` of a config file."""
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
-
-
-def metric_value(summary: dict[str, Any], path: str) -> float:
-    """A summary value by a dotted path whose parts may contain ``@`` and ``-``
-    (``test.sampled-99.hr@10``)."""
-    value: Any = summary
-    for part in path.split("."):
-        value = value[part]
-    return float(value)
 
 
 def main(argv: list[str]) -> None:
@@ -61,7 +44,7 @@ def main(argv: list[str]) -> None:
     for spec in suite["runs"]:
         if _ONLY.value and spec["name"] not in _ONLY.value:
             continue
-        config = apply_overrides(load_config(REPO / spec["config"]), spec["overrides"])
+        config = apply_overrides(load_config_file(REPO / spec["config"]), spec["overrides"])
         t0 = time.perf_counter()
         run = train_and_evaluate(config, root / spec["name"])
         value = metric_value(run.summary, spec["metric"])

@@ -20,10 +20,25 @@ def sibling_config(config_file: str | os.PathLike, name: str,
 
     Typical use inside a variant: ``config = sibling_config(__file__, "mf_ml100k")``.
     """
-    path = Path(config_file).with_name(f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"_config_{name}", path)
-    if spec is None or spec.loader is None:
+    return load_config_file(Path(config_file).with_name(f"{name}.py"), *args)
+
+
+def load_config_file(spec: str | os.PathLike, *args: Any) -> ml_collections.ConfigDict:
+    """``get_config(...)`` of a config file, as ``--config=`` names it.
+
+    ``spec`` is a path, optionally followed by ``:<argument>`` (``configs/mf_ml100k_tuned.py:
+    global_temporal``), which is passed to ``get_config`` as its first argument.
+
+    Raises:
+      FileNotFoundError: when the file does not exist.
+    """
+    path, sep, argument = str(spec).partition(".py:")
+    path = Path(path + ".py") if sep else Path(path)
+    if sep:
+        args = (argument, *args)
+    if not path.is_file():
         raise FileNotFoundError(f"no config file {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module_spec = importlib.util.spec_from_file_location(f"_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
     return module.get_config(*args)
