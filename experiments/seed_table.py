@@ -44,8 +44,8 @@ def main(argv: list[str]) -> None:
     planned = seed_runs.plan_runs(suite, seeds, root, config_dir=REPO)
 
     def report(run, summary, reused):
-        values = ", ".join(f"{label} {seed_runs.metric_value(summary, path):.4f}"
-                           for label, path in suite["metrics"].items())
+        values = ", ".join(f"{label} {value:.4f}" for label, spec in suite["metrics"].items()
+                           if (value := seed_runs.row_metric(summary, spec)) is not None)
         print(f"[{run.split}] {run.row} seed {run.seed}: {values}"
               f"{' (finished before)' if reused else ''}", flush=True)
 
@@ -63,8 +63,8 @@ def main(argv: list[str]) -> None:
         "command": command, "suite": suite, "seeds": seeds,
         "runs": [{"split": run.split, "row": run.row, "seed": run.seed,
                   "workdir": str(run.workdir),
-                  "metrics": {label: seed_runs.metric_value(summary, path)
-                              for label, path in {**suite["metrics"],
+                  "metrics": {label: seed_runs.row_metric(summary, spec)
+                              for label, spec in {**suite["metrics"],
                                                   "wall s": "total_wall_time_s"}.items()}}
                  for run, summary in results]})
     fileio.atomic_write_text(root / "seed_table.md", text)

@@ -7,7 +7,10 @@ A *suite* (a JSON file, see ``experiments/suites/``) names the table's rows and 
                ``overrides`` are optional), trained in this order (a row may load an
                earlier row's workdir, as pretrained NeuMF loads GMF and MLP)
   splits       split protocols (``split.name``); one table per split
-  metrics      ``{"column label": "dotted.summary.path", ...}`` read from ``test_metrics.json``
+  metrics      ``{"column label": "dotted.summary.path", ...}`` read from ``test_metrics.json``;
+               a list of paths takes the first one a run's summary holds (tasks name their
+               metrics differently: ``test.full.hr@10``, ``test_hr@10``), and a row whose
+               summary holds none of them shows "—"
   seed_fields  config fields set to the seed (default ``["training.seed"]``: the model's init
                and shuffling; the split and its tie order stay those of ``split.seed``, so every
                seed is tested on the same events and per-user tests stay paired)
@@ -185,40 +188,81 @@ class Cell:
         return statistics.stdev(self.values) if len(self.values) > 1 else 0.0
 
 
+MetricSpec = str | Sequence[str]
+
+
+def _paths(spec: MetricSpec) -> list[str]:
+    return [spec] if isinstance(spec, str) else list(spec)
+
+
+def row_metric(summary: Mapping[str, Any], spec: MetricSpec) -> float | None:
+    """The first of ``spec``'s paths that ``summary`` holds, or ``None`` when it holds none."""
+    for path in _paths(spec):
+        try:
+            return metric_value(summary, path)
+        except KeyError:
+            continue
+    return None
+
+
 def aggregate(results: Sequence[tuple[PlannedRun, Mapping[str, Any]]],
-              metrics: Mapping[str, str]) -> dict[str, dict[str, dict[str, Cell]]]:
-    """``{split: {row: {label: Cell}}}`` in the order the runs were planned; the label
-    ``"wall s"`` holds each run's ``total_wall_time_s``."""
-    collected: dict[str, dict[str, dict[str, list[float]]]] = {}
+              metrics: Mapping[str, MetricSpec]) -> dict[str, dict[str, dict[str, Cell | None]]]:
+    """``{split: {row: {label: Cell or None}}}`` in the order the runs were planned; the label
+    ``"wall s"`` holds each run's ``total_wall_time_s``. A row's cell is ``None`` when its
+    summaries hold none of the metric's paths.
+
+    Raises:
+      KeyError: when no run at all holds a metric (a misspelt path), or a row holds it for
+        some seeds only.
+    """
+    collected: dict[str, dict[str, dict[str, list[float | None]]]] = {}
+    specs = {**metrics, "wall s": "total_wall_time_s"}
     for run, summary in results:
         row = collected.setdefault(run.split, {}).setdefault(run.row, {})
-        for label, path in {**metrics, "wall s": "total_wall_time_s"}.items():
-            row.setdefault(label, []).append(metric_value(summary, path))
-    return {split: {name: {label: Cell(tuple(v)) for label, v in row.items()}
-                    for name, row in rows.items()}
-            for split, rows in collected.items()}
+        for label, spec in specs.items():
+            row.setdefault(label, []).append(row_metric(summary, spec))
+    for label, spec in specs.items():
+        found = [v for rows in collected.values() for row in rows.values() for v in row[label]]
+        if all(v is None for v in found):
+            raise KeyError(f"no run's summary has metric {label!r} ({_paths(spec)})")
+    table: dict[str, dict[str, dict[str, Cell | None]]] = {}
+    for split, rows in collected.items():
+        for name, row in rows.items():
+            cells = table.setdefault(split, {}).setdefault(name, {})
+            for label, values in row.items():
+                if all(v is None for v in values):
+                    cells[label] = None
+                elif any(v is None for v in values):
+                    raise KeyError(f"{split}/{name}: metric {label!r} missing for some seeds")
+                else:
+                    cells[label] = Cell(tuple(values))
+    return table
 
 
-def _lower_is_better(label: str, path: str) -> bool:
-    leaf = path.rsplit(".", 1)[-1]
-    return any(name in leaf for name in LOWER_IS_BETTER) or label == "wall s"
+def _lower_is_better(label: str, spec: MetricSpec) -> bool:
+    leaves = [path.rsplit(".", 1)[-1] for path in _paths(spec)]
+    return any(name in leaf for leaf in leaves for name in LOWER_IS_BETTER)
 
 
-def format_table(rows: Mapping[str, Mapping[str, Cell]], metrics: Mapping[str, str],
-                 labels: Mapping[str, str] | None = None, digits: int = 4) -> str:
-    """A markdown table: one line per row, ``mean ± std`` per metric (the best mean in bold),
-    then the median wall time of a run."""
+def format_table(rows: Mapping[str, Mapping[str, Cell | None]],
+                 metrics: Mapping[str, MetricSpec], labels: Mapping[str, str] | None = None,
+                 digits: int = 4) -> str:
+    """A markdown table: one line per row, ``mean ± std`` per metric (the best mean in bold,
+    "—" where a row has no value), then the median wall time of a run."""
     labels = labels or {}
     header = ["model", *metrics, "wall s (median)"]
     best = {}
-    for label, path in metrics.items():
-        means = [cells[label].mean for cells in rows.values()]
-        best[label] = (min if _lower_is_better(label, path) else max)(means)
+    for label, spec in metrics.items():
+        means = [cells[label].mean for cells in rows.values() if cells[label] is not None]
+        best[label] = (min if _lower_is_better(label, spec) else max)(means) if means else None
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, cells in rows.items():
         out = [labels.get(name, name)]
         for label in metrics:
             cell = cells[label]
+            if cell is None:
+                out.append("—")
+                continue
             text = f"{cell.mean:.{digits}f} ± {cell.std:.{digits}f}"
             out.append(f"**{text}**" if math.isclose(cell.mean, best[label]) else text)
         out.append(f"{statistics.median(cells['wall s'].values):.0f}")

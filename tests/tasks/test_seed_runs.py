@@ -90,6 +90,26 @@ def test_cells_and_table_known_answers():
     assert lines[3] == "| model B | **0.2500 ± 0.0000** | **1.0000 ± 0.1414** | 2 |"
 
 
+def test_a_metric_may_name_several_paths_and_be_missing_for_some_rows():
+    run = lambda row, seed: PlannedRun("loo", row, seed, Path("."), None)  # noqa: E731
+    results = [(run("mf", 0), {"test": {"full": {"hr@10": 0.2}}, "total_wall_time_s": 3}),
+               (run("mf", 1), {"test": {"full": {"hr@10": 0.4}}, "total_wall_time_s": 5}),
+               (run("tt", 0), {"test_hr@10": 0.5, "total_wall_time_s": 9})]
+    metrics = {"HR@10": ["test.full.hr@10", "test_hr@10"], "sampled": "test.sampled-99.hr@10"}
+    with pytest.raises(KeyError, match="no run's summary has metric 'sampled'"):
+        seed_runs.aggregate(results, metrics)
+    results[0][1]["test"]["sampled-99"] = {"hr@10": 0.6}
+    with pytest.raises(KeyError, match="loo/mf: metric 'sampled' missing for some seeds"):
+        seed_runs.aggregate(results, metrics)
+    results[1][1]["test"]["sampled-99"] = {"hr@10": 0.7}
+    table = seed_runs.aggregate(results, metrics)["loo"]
+    assert table["mf"]["HR@10"].values == (0.2, 0.4) and table["tt"]["HR@10"].values == (0.5,)
+    assert table["tt"]["sampled"] is None
+    lines = seed_runs.format_table(table, metrics).splitlines()
+    assert lines[2] == "| mf | 0.3000 ± 0.1414 | **0.6500 ± 0.0707** | 4 |"
+    assert lines[3] == "| tt | **0.5000 ± 0.0000** | — | 9 |"
+
+
 def test_metric_value_names_a_missing_path():
     summary = {"test": {"sampled-99": {"hr@10": 0.5}}}
     assert seed_runs.metric_value(summary, "test.sampled-99.hr@10") == 0.5
