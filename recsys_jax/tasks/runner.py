@@ -214,7 +214,8 @@ def training_facts(result: FitResult | None, monitor: str, num_rows: int) -> dic
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str | os.PathLike | None, *,
-                       data: TaskData | None = None, overwrite: bool = False) -> RunResult:
+                       data: TaskData | None = None, overwrite: bool = False,
+                       test: bool = True) -> RunResult:
     """Runs the task ``config.task`` end to end; see the module docstring.
 
     Args:
@@ -226,6 +227,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         ``task.prepare`` loads it from the config.
       overwrite: first move a run already in ``workdir`` aside to
         ``<workdir>.replaced-<timestamp>`` and start afresh (nothing is deleted).
+      test: evaluate the test part (with fold-in, exports and report sections). ``False``
+        stops after training and validation (sweep trials, which must not see test anyway);
+        it writes nothing, so it needs ``workdir=None``.
 
     Raises:
       ConfigError: for config values that cannot give a meaningful run (before any work).
@@ -237,8 +241,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     start = time.perf_counter()
     task = get_task(config)
     check_config(config, task.name, data_given=data is not None)
+    if not test and workdir is not None:
+        raise ValueError("test=False leaves a run without test metrics: pass workdir=None")
     if workdir is None:
-        return _run(config, task, None, data, start)
+        return _run(config, task, None, data, start, test=test)
     workdir, lock = open_workdir(workdir, task.name, overwrite=overwrite,
                                  process_index=jax.process_index())
     try:
@@ -267,7 +273,7 @@ def _prepare(config: ml_collections.ConfigDict, task: Task, workdir: Path | None
 
 
 def _run(config: ml_collections.ConfigDict, task: Task, workdir: Path | None,
-         data: TaskData | None, start: float) -> RunResult:
+         data: TaskData | None, start: float, test: bool = True) -> RunResult:
     data = _prepare(config, task, workdir, data)
     model = task.build_model(config, data)
     require(model, task.model_protocol, f"the {task.name} task")
@@ -286,7 +292,7 @@ def _run(config: ml_collections.ConfigDict, task: Task, workdir: Path | None,
     monitor = task.monitor(config)
     summary: dict[str, Any] = {
         "task": task.name, "model": config.model.name,
-        **task.evaluate(config, data, model),
+        **(task.evaluate(config, data, model) if test else {}),
         **training_facts(result, monitor, len(data.train["user"])), **facts,
         "num_train": len(data.train["user"]),
         "num_users": data.num_users, "num_items": data.num_items,
@@ -300,7 +306,7 @@ def _run(config: ml_collections.ConfigDict, task: Task, workdir: Path | None,
                    metadata={"task": task.name, "dataset": data.dataset,
                              "split_fingerprint": data.split_fingerprint})
         summary.update(task.export(config, data, model, workdir, summary))
-    sections = task.report_sections(config, data, model, summary, workdir)
+    sections = task.report_sections(config, data, model, summary, workdir) if test else []
     summary["total_wall_time_s"] = time.perf_counter() - start
     if workdir is not None and (workdir / "run" / RUN_FILE).is_file():
         update_run_metadata(workdir / "run", {k: summary[k] for k in RUN_TIMINGS if k in summary})

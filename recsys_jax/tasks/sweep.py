@@ -5,9 +5,9 @@ into the sweep's directory), trains one trial per planned set of config override
 ``runner.train_and_evaluate(config, None, data=...)`` (early stopping on the task's validation
 monitor), picks the trial with the best validation value (``monitor_mode``: min for error
 metrics, max otherwise; ties go to the earlier trial), refits the chosen config with its own
-workdir ``<output_dir>/best`` and tests it there. Trials keep only validation facts: the test
-metrics ``train_and_evaluate`` computes for each trial are dropped unread, so test can never
-steer the choice.
+workdir ``<output_dir>/best`` and tests it there. Trials never touch test: they run
+``train_and_evaluate(..., test=False)``, which stops after training and validation (no fold-in,
+no test scoring, no index), so test can never steer the choice and costs nothing per trial.
 
 A search space maps dotted config fields to values (docs/evaluation.md, "Tuning with equal
 budgets"):
@@ -302,7 +302,7 @@ def run_trial(index: int, base: ml_collections.ConfigDict, overrides: Overrides,
     facts; a diverging trial is recorded with value NaN instead of stopping the sweep."""
     t0 = time.perf_counter()
     try:
-        run = train_and_evaluate(trial_config(base, overrides), None, data=data)
+        run = train_and_evaluate(trial_config(base, overrides), None, data=data, test=False)
     except DivergenceError:
         return Trial(index, dict(overrides), math.nan, time.perf_counter() - t0,
                      status="diverged")

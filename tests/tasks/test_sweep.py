@@ -14,6 +14,7 @@ import pytest
 from recsys_jax.config_files import sibling_config
 from recsys_jax.tasks import sweep
 from recsys_jax.tasks.rating import RatingTask
+from recsys_jax.tasks.runner import train_and_evaluate
 from recsys_jax.tasks.sweep import SweepError, Trial
 
 REPO = Path(__file__).resolve().parents[2]
@@ -163,12 +164,12 @@ def test_sweep_selects_on_validation_whatever_test_says(tmp_path, monkeypatch):
     assert result.chosen.index == int(np.argmin(values))
     assert result.chosen.index != int(np.argmin([10.0 - v for v in values]))
     assert result.mode == "min" and result.monitor == "val_rmse"
-    # Each trial's validation value is the monitor at its best epoch, and the refit (same
-    # seed, same data) reproduces the chosen one; its test metric is the refit's own.
-    assert calls[:3] == pytest.approx(values, rel=1e-5)
+    # Trials never evaluate test; only the refit does. The refit (same seed, same data)
+    # reproduces the chosen trial's validation value; its test metric is the refit's own.
+    assert len(calls) == 1
+    assert calls[0] == pytest.approx(result.chosen.value, rel=1e-5)
     assert result.refit["val"] == pytest.approx(result.chosen.value, rel=1e-5)
-    assert result.refit["test"]["test_rmse"] == pytest.approx(10.0 - calls[-1])
-    assert len(calls) == 4  # Three trials and one refit.
+    assert result.refit["test"]["test_rmse"] == pytest.approx(10.0 - calls[0])
 
     saved = json.loads((tmp_path / "s" / "sweep.json").read_text())
     assert saved["status"] == "done" and saved["chosen"]["index"] == result.chosen.index
@@ -268,3 +269,13 @@ def test_sweep_script_gives_each_model_the_same_budget(tmp_path):
         saved = json.loads((tmp_path / "out" / name / "best" / "config.json").read_text())
         assert saved["model"]["name"] == name
     assert "| gmf | random | 2 |" in (tmp_path / "out" / "budget_table.md").read_text()
+
+
+def test_a_run_without_test_writes_nothing_and_has_no_test_metrics(tmp_path):
+    config = _tiny("mf_tiny")
+    config.training.epochs = 1
+    run = train_and_evaluate(config, None, test=False)
+    assert run.summary["best_val"] > 0 and not any(k.startswith("test") for k in run.summary)
+    with pytest.raises(ValueError, match="pass workdir=None"):
+        train_and_evaluate(config, tmp_path / "run", test=False)
+    assert not (tmp_path / "run").exists()
