@@ -14,14 +14,14 @@ download=False)``. Every load runs in a fresh interpreter (``benchmarks.movielen
 so each pays the imports and the SHA-256 checks a new session pays; the files are in the page
 cache (just written), as after a download.
 
-Timed, each ``--repetitions`` times (median reported):
+Timed, each ``--repetitions`` times (median reported; ``--variants`` picks some):
 
-* **first load**: an empty columnar cache, so ``ratings.csv`` is parsed and the cache written;
-* **cached load**: the ratings read back from the columnar cache;
-* **no binary cache**: ``binary_cache=False``, the CSV parsed on every load;
-* **pyarrow.csv parse** (when pyarrow is installed): ``ratings.csv`` alone parsed by
-  ``pyarrow.csv`` into the same typed frame, for the choice of parser (the library uses pandas'
-  C engine).
+* ``first_load``: an empty columnar cache, so ``ratings.csv`` is parsed and the cache written;
+* ``cached_load``: the ratings read back from the columnar cache;
+* ``no_binary_cache``: ``binary_cache=False``, the CSV parsed on every load;
+* ``pandas_parse`` and ``pyarrow_parse`` (when pyarrow is installed): ``ratings.csv`` alone
+  parsed into the same typed frame by the library's parser (pandas' C engine) and by
+  ``pyarrow.csv`` (multi-threaded), for the choice of parser.
 
 Every load must give the same data set as the generator drew (a digest of interactions,
 catalogue and genre names; for pyarrow, of the interactions): a mismatch stops the benchmark.
@@ -50,6 +50,20 @@ from recsys_jax.data.movielens_synthetic import (
     write_movielens_csv,
 )
 
+VARIANTS = {  # variant -> (worker mode, binary_cache, empty the columnar cache first)
+    "first_load": ("load", True, True),
+    "cached_load": ("load", True, False),
+    "no_binary_cache": ("load", False, False),
+    "pandas_parse": ("pandas", False, False),
+    "pyarrow_parse": ("pyarrow", False, False),
+}
+LABELS = {"first_load": "first load (parse + write the binary cache)",
+          "cached_load": "cached load (binary cache)",
+          "no_binary_cache": "`binary_cache=False` (parse every time)",
+          "pandas_parse": "pandas C engine parse of ratings.csv alone (the library's parser)",
+          "pyarrow_parse": "`pyarrow.csv` parse of ratings.csv alone (comparison)"}
+
+
 _NUM_USERS = flags.DEFINE_integer("num_users", ML20M_SHAPE["num_users"], "Users.")
 _NUM_ITEMS = flags.DEFINE_integer("num_items", ML20M_SHAPE["num_items"], "Movies.")
 _NUM_RATINGS = flags.DEFINE_integer("num_ratings", ML20M_SHAPE["num_interactions"], "Ratings.")
@@ -58,23 +72,13 @@ _NAME = flags.DEFINE_enum("name", "ml-20m", ["ml-20m", "ml-25m", "ml-latest-smal
                           "their published rating counts; use ml-latest-small for other sizes).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the generated data set.")
 _REPETITIONS = flags.DEFINE_integer("repetitions", 3, "Loads per variant (median reported).")
-_PYARROW = flags.DEFINE_bool("pyarrow", True, "Also time pyarrow.csv's parse, when installed.")
+_VARIANTS = flags.DEFINE_list("variants", list(VARIANTS), "Variants to time (cached_load "
+                               "needs first_load before it); pyarrow_parse is skipped when "
+                               "pyarrow is not installed.")
 _WORK_DIR = flags.DEFINE_string("work_dir", None, "Where the temporary data cache is made "
                                 "(default: the system's temporary folder). Needs ~2 GB free "
                                 "at ML-20M's size.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "workdirs/movielens_csv", "Output directory.")
-
-VARIANTS = {  # variant -> (worker mode, binary_cache, empty the columnar cache first)
-    "first_load": ("load", True, True),
-    "cached_load": ("load", True, False),
-    "no_binary_cache": ("load", False, False),
-    "pyarrow_parse": ("pyarrow", False, False),
-}
-LABELS = {"first_load": "first load (parse + write the binary cache)",
-          "cached_load": "cached load (binary cache)",
-          "no_binary_cache": "`binary_cache=False` (parse every time)",
-          "pyarrow_parse": "`pyarrow.csv` parse of ratings.csv alone (comparison)"}
-
 
 def _pyarrow_installed() -> bool:
     return "pyarrow" in harness.package_versions(("pyarrow",))
@@ -125,7 +129,7 @@ def run_variant(variant: str, cache: Path, name: str, repetitions: int,
     return {"load_s": statistics.median(r["load_s"] for r in runs),
             "import_s": statistics.median(r["import_s"] for r in runs),
             "process_s": statistics.median(r["process_s"] for r in runs),
-            "peak_rss_mib": statistics.median(r["peak_rss_mib"] for r in runs),
+            "peak_rss_mib": harness.median([r["peak_rss_mib"] for r in runs]),
             "load_s_all": [r["load_s"] for r in runs], "runs": runs}
 
 
@@ -143,7 +147,7 @@ def format_markdown(result: Mapping[str, Any]) -> str:
     for variant, r in result["variants"].items():
         each = ", ".join(f"{s:.2f}" for s in r["load_s_all"])
         lines.append(f"| {LABELS[variant]} | {r['load_s']:.2f} | {r['import_s']:.2f} | "
-                     f"{r['process_s']:.2f} | {r['peak_rss_mib']:,.0f} | {each} |")
+                     f"{r['process_s']:.2f} | {harness.fmt_mib(r['peak_rss_mib'])} | {each} |")
     lines += ["", f"Generating the files took {data['generate_s']:.1f} s and writing them "
               f"{data['write_s']:.1f} s. Every load gave the generated data set."]
     return "\n".join(lines) + "\n"
@@ -155,8 +159,13 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if min(_NUM_USERS.value, _NUM_ITEMS.value, _REPETITIONS.value) < 1:
         raise app.UsageError("--num_users, --num_items and --repetitions must be positive")
-    variants = [v for v in VARIANTS
-                if v != "pyarrow_parse" or (_PYARROW.value and _pyarrow_installed())]
+    unknown = sorted(set(_VARIANTS.value) - set(VARIANTS))
+    if unknown:
+        raise app.UsageError(f"unknown --variants {unknown}; choose from {list(VARIANTS)}")
+    if "cached_load" in _VARIANTS.value and "first_load" not in _VARIANTS.value:
+        raise app.UsageError("--variants: cached_load needs first_load (which fills the cache)")
+    variants = [v for v in VARIANTS if v in _VARIANTS.value
+                and (v != "pyarrow_parse" or _pyarrow_installed())]
     with tempfile.TemporaryDirectory(prefix="movielens_csv.", dir=_WORK_DIR.value) as tmp:
         cache, work = Path(tmp) / "cache", Path(tmp) / "workers"
         data = generate(cache, _NAME.value, _SEED.value)
