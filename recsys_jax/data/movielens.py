@@ -16,6 +16,11 @@
 A download is unpacked into a temporary folder, parsed and validated there, and only then given
 its manifest and renamed into the cache, so bad data never enters the cache.
 
+The CSV sets (ML-20M, ML-25M, ML-latest-small) keep their parsed ratings in a binary columnar
+cache (:mod:`recsys_jax.data.columnar_cache`, ``<cache_dir>/columnar/<name>/``): one ``.npy``
+per column, keyed by the SHA-256 of ``ratings.csv`` and ``movies.csv``, so a later load of the
+same files skips the 20M-line parse; changed files or a corrupt entry mean a fresh parse.
+
 The ``read_*`` functions parse one directory in one format and are usable on their own. Every
 problem with the files raises :class:`~recsys_jax.data.errors.DataError` naming the file, the
 line where there is one, and what is wrong. Large rating files are parsed by pandas with
@@ -42,9 +47,10 @@ import numpy as np
 import pandas as pd
 
 # download is imported under another name: load_movielens has a parameter called ``download``.
-from recsys_jax.data import cache_manifest
+from recsys_jax.data import cache_manifest, columnar_cache
 from recsys_jax.data import download as download_module
 from recsys_jax.data.cache_manifest import FileRecord
+from recsys_jax.data.columnar_cache import ColumnarCache
 from recsys_jax.data.dataset import Dataset
 from recsys_jax.data.download import DownloadError
 from recsys_jax.data.errors import ChecksumError, DataError
@@ -100,6 +106,10 @@ CSV_GENRES = (
     "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
     "War", "Western", "IMAX")
 CSV_NO_GENRES = "(no genres listed)"
+CSV_RATING_SCALE = (0.5, 5.0)
+# Names the ratings.csv parser in the columnar cache's keys: change it whenever what the parser
+# returns for the same bytes changes, so entries parsed by the old code are not reused.
+CSV_RATINGS_PARSER = "movielens.read_movielens_csv ratings v1"
 
 # From the ML-1M README ("Occupation is chosen from the following choices").
 ML1M_OCCUPATIONS = {
@@ -145,7 +155,8 @@ class _Layout:
 
 def load_movielens(name: str, data_dir: str | os.PathLike | None = None,
                    cache_dir: str | os.PathLike | None = None,
-                   download: bool = True, verify: bool = False) -> Dataset:
+                   download: bool = True, verify: bool = False,
+                   binary_cache: bool = True) -> Dataset:
     """Loads a MovieLens data set from ``data_dir``, else from the verified cache, else from
     the internet.
 
@@ -164,6 +175,11 @@ def load_movielens(name: str, data_dir: str | os.PathLike | None = None,
       verify: re-hash the cached files on this load even if this process already verified
         them (also turned on by ``RECSYS_JAX_VERIFY_CACHE=1``). Sizes are always checked, and
         SHA-256s on the first load in each process.
+      binary_cache: for the CSV sets (ml-20m, ml-25m, ml-latest-small), keep the parsed
+        ratings as ``.npy`` columns in ``<cache_dir>/columnar/<name>/`` (also for a
+        ``data_dir`` copy) and read them from there while ``ratings.csv`` and ``movies.csv``
+        are unchanged (see :mod:`recsys_jax.data.columnar_cache`). False parses the CSV every
+        time and writes nothing there.
 
     Returns:
       The validated :class:`Dataset`; its ``source`` says where it came from, and its
@@ -181,12 +197,14 @@ def load_movielens(name: str, data_dir: str | os.PathLike | None = None,
     """
     if name not in MOVIELENS_NAMES:
         raise ValueError(f"unknown MovieLens data set {name!r}; choose from {MOVIELENS_NAMES}")
-    layouts = _layouts(name)
+    cache = download_module.data_cache_dir(cache_dir)
+    rehash = cache_manifest.verify_requested(verify)
+    columnar = (ColumnarCache(cache / columnar_cache.CACHE_SUBDIR, rehash) if binary_cache
+                else None)
+    layouts = _layouts(name, columnar)
     if data_dir is not None:
         return _load_data_dir(name, Path(data_dir).expanduser(), layouts)
 
-    cache = download_module.data_cache_dir(cache_dir)
-    rehash = cache_manifest.verify_requested(verify)
     candidates = [cache / name] + ([cache / RECBOLE_CACHE_NAME] if name == "ml-100k" else [])
     refused: list[Path] = []
     problems: list[str] = []
@@ -203,10 +221,11 @@ def load_movielens(name: str, data_dir: str | os.PathLike | None = None,
                             f"download=False. {_remedy(refused[0])}", path=refused[0])
         raise FileNotFoundError(f"{name} is not in the cache {cache} and download=False; pass "
                                 "download=True or data_dir=<folder with the extracted files>")
-    return _download(name, cache, refused, problems)
+    return _download(name, cache, refused, problems, columnar)
 
 
-def _layouts(name: str) -> list[_Layout]:
+def _layouts(name: str, columnar: ColumnarCache | None = None) -> list[_Layout]:
+    """The forms of ``name`` on disk; the CSV sets' reader uses ``columnar`` when given."""
     if name == "ml-100k":
         return [_Layout(("u.data", "u.item"), ("u.genre", "u.user"), read_ml100k),
                 _Layout(RECBOLE_FILES[:2], RECBOLE_FILES[2:], read_recbole_ml100k,
@@ -214,7 +233,7 @@ def _layouts(name: str) -> list[_Layout]:
     if name == "ml-1m":
         return [_Layout(("ratings.dat", "movies.dat"), ("users.dat",), read_ml1m)]
     return [_Layout(("ratings.csv", "movies.csv"), (),
-                    lambda directory: read_movielens_csv(directory, name))]
+                    lambda directory: read_movielens_csv(directory, name, columnar))]
 
 
 def _describe(layouts: Sequence[_Layout]) -> str:
@@ -332,11 +351,12 @@ def _cache_source(directory: Path) -> str:
     return f"cache {directory}" + (f", from {manifest.origin}" if manifest else "")
 
 
-def _download(name: str, cache: Path, refused: list[Path], problems: list[str]) -> Dataset:
+def _download(name: str, cache: Path, refused: list[Path], problems: list[str],
+              columnar: ColumnarCache | None = None) -> Dataset:
     """Fetches ``name`` by each route in turn; a fetched copy replaces the refused ones."""
     cache_manifest.writable_dir(cache)
     routes: list[tuple[str, Callable[[], tuple[Dataset, Path]]]] = [
-        ("GroupLens", lambda: _fetch_grouplens(name, cache))]
+        ("GroupLens", lambda: _fetch_grouplens(name, cache, columnar))]
     if name == "ml-100k":
         routes.append(("PyPI", lambda: _fetch_recbole_ml100k(cache)))
     failures = []
@@ -388,11 +408,13 @@ def _admit(name: str, root: Path, layout: _Layout, origin: str, checksum: str, t
     return dataset
 
 
-def _fetch_grouplens(name: str, cache: Path) -> tuple[Dataset, Path]:
-    """Downloads, verifies, parses and caches ``<name>.zip`` into ``cache/<name>``."""
+def _fetch_grouplens(name: str, cache: Path, columnar: ColumnarCache | None = None
+                     ) -> tuple[Dataset, Path]:
+    """Downloads, verifies, parses and caches ``<name>.zip`` into ``cache/<name>`` (and, for
+    the CSV sets, its parsed ratings into ``columnar``)."""
     url = f"{GROUPLENS_URL}/{name}.zip"
     expected, digest_source = _expected_md5(name, url)
-    layout = _layouts(name)[0]
+    layout = _layouts(name, columnar)[0]
     target = cache / name
     with tempfile.TemporaryDirectory(prefix=f".{name}.", suffix=".download", dir=cache) as tmp:
         archive = download_module.download_verified(url, Path(tmp) / f"{name}.zip", expected,
@@ -517,10 +539,17 @@ def read_ml1m(directory: str | os.PathLike) -> Dataset:
                    source=str(directory), **optional.report()).validate()
 
 
-def read_movielens_csv(directory: str | os.PathLike, name: str) -> Dataset:
+def read_movielens_csv(directory: str | os.PathLike, name: str,
+                       columnar: ColumnarCache | None = None) -> Dataset:
     """Reads the CSV-format sets (ML-20M, ML-25M, ML-latest-small): ``ratings.csv`` and
     ``movies.csv``. There is no user table. Genres beyond the README's list are appended to
     ``genre_names`` in sorted order.
+
+    ``movies.csv`` is parsed every time (a real CSV parser: quoted titles with commas and
+    doubled quotes). ``ratings.csv`` is parsed by pandas' C engine with explicit dtypes, and
+    re-scanned line by line only to report a problem. With ``columnar``, the parsed ratings are
+    taken from (or stored in) its entry ``name`` while both files are unchanged; the result is
+    the same either way.
 
     Raises:
       DataError: naming the file and line of the first problem.
@@ -529,12 +558,33 @@ def read_movielens_csv(directory: str | os.PathLike, name: str) -> Dataset:
     items = _read_csv_movies(directory / "movies.csv")
     ratings_file = _RatingsFile(directory / "ratings.csv", sep=",",
                                header=("userId", "movieId", "rating", "timestamp"))
-    interactions = ratings_file.read((0.5, 5.0))
-    _check_references(ratings_file, interactions, items, None)
+
+    def parse() -> pd.DataFrame:
+        interactions = ratings_file.read(CSV_RATING_SCALE)
+        _check_references(ratings_file, interactions, items, None)
+        return interactions
+
+    interactions = (parse() if columnar is None else
+                    _cached_csv_ratings(columnar, name, directory, ratings_file, parse))
     seen = {genre for genres in items["genres"] for genre in genres}
     genre_names = CSV_GENRES + tuple(sorted(seen - set(CSV_GENRES)))
-    return Dataset(name, interactions, items, None, genre_names, (0.5, 5.0),
+    return Dataset(name, interactions, items, None, genre_names, CSV_RATING_SCALE,
                    source=str(directory)).validate()
+
+
+def _cached_csv_ratings(columnar: ColumnarCache, name: str, directory: Path,
+                        ratings_file: _RatingsFile, parse: Callable[[], pd.DataFrame]
+                        ) -> pd.DataFrame:
+    """The parsed ratings from the columnar cache, keyed by both files (the reference check
+    depends on the catalogue); parsed and stored when the entry is missing, stale or corrupt."""
+    try:
+        key = columnar_cache.source_key(
+            [ratings_file.path, directory / "movies.csv"], CSV_RATINGS_PARSER, columnar.rehash)
+    except OSError:  # Unreadable: the parser says what is wrong, naming the file.
+        return parse()
+    return columnar_cache.cached_frame(
+        columnar, name, key, tuple(zip(_RATING_COLUMNS, _RATING_DTYPES)), parse,
+        origin=str(ratings_file.path))
 
 
 def title_year(title: str) -> int | None:
@@ -552,6 +602,8 @@ def title_year(title: str) -> int | None:
 # --------------------------------------------------------------------------------------------
 
 _RATING_COLUMNS = ("user_id", "item_id", "rating", "timestamp")
+_RATING_DTYPES = (np.dtype(np.int64), np.dtype(np.int64), np.dtype(np.float32),
+                  np.dtype(np.int64))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -625,7 +677,7 @@ class _RatingsFile:
             source = io.BytesIO(self.path.read_bytes().replace(sep.encode(self.encoding), b"\t"))
             sep = "\t"
         n_fields = columns.n_fields
-        dtypes = dict(zip(columns.positions, (np.int64, np.int64, np.float32, np.int64)))
+        dtypes = dict(zip(columns.positions, _RATING_DTYPES))
         # One column more than expected: it stays empty unless a line has an extra field.
         dtypes[n_fields] = np.float32
         result = pd.read_csv(
@@ -958,6 +1010,7 @@ def _read_csv_movies(path: Path) -> pd.DataFrame:
         raise DataError("is not valid UTF-8 text", path=path,
                         line=data.count(b"\n", 0, err.start) + 1) from err
     ids, lines, titles, genres = [], [], [], []
+    genres_of: dict[str, tuple[str, ...]] = {}  # Genre fields repeat: order each one once.
     positions = None
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
@@ -981,9 +1034,11 @@ def _read_csv_movies(path: Path) -> pd.DataFrame:
             ids.append(_parse_id(mid, "movie id", path, number))
             lines.append(number)
             titles.append(title.strip())
-            names = [] if genre_field.strip() == CSV_NO_GENRES else [
-                g for g in genre_field.strip().split("|") if g]
-            genres.append(_ordered_genres(names, CSV_GENRES))
+            if genre_field not in genres_of:
+                names = [] if genre_field.strip() == CSV_NO_GENRES else [
+                    g for g in genre_field.strip().split("|") if g]
+                genres_of[genre_field] = _ordered_genres(names, CSV_GENRES)
+            genres.append(genres_of[genre_field])
     except csv.Error as err:
         raise DataError(f"malformed CSV: {err}", path=path, line=reader.line_num) from err
     if positions is None:

@@ -1,5 +1,5 @@
 """Bad input to the data layer's caches and downloads: each case gets a clear error naming the
-file (or is repaired by fetching again), and nothing corrupt is left in the cache.
+file (or is repaired by fetching or parsing again), and nothing corrupt is left in the cache.
 
 Everything is written by the tests: GroupLens is a folder served by file:// URLs and pip hands
 over a wheel built here; nothing touches the network.
@@ -15,9 +15,10 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from recsys_jax.data import cache_manifest, download, movielens, text_embeddings
+from recsys_jax.data import cache_manifest, columnar_cache, download, movielens, text_embeddings
 from recsys_jax.data.cache_manifest import MANIFEST_FILE, CacheDirError
 from recsys_jax.data.download import DownloadError
 from recsys_jax.data.errors import ChecksumError, DataError
@@ -26,6 +27,8 @@ from tests.data import movielens_files
 from tests.data.movielens_files import (
     cache_copy,
     publish_zip,
+    write_csv_set,
+    write_generated_csv_set,
     write_ml1m,
     write_ml100k,
     write_recbole_ml100k,
@@ -447,6 +450,153 @@ def test_oversized_id_in_ml1m_is_a_data_error(tmp_path):
     (directory / "ratings.dat").write_text(f"1::1::5::978300760\n{HUGE}::2::3::978302109\n")
     with pytest.raises(DataError, match=r"ratings\.dat, line 2: user id .* 64 bits"):
         movielens.read_ml1m(directory)
+
+
+# --- the CSV sets' binary columnar cache ---------------------------------------------------------
+
+COLUMNAR_LOGGER = "recsys_jax.data.columnar_cache"
+
+
+@pytest.fixture
+def columnar(tmp_path, no_network):
+    """A generated ml-20m copy in the cache, loaded once so its columns are cached. Returns
+    (cache, the columnar entry, the data set the files hold)."""
+    cache = tmp_path / "cache"
+    dataset = write_generated_csv_set(cache / "ml-20m", num_ratings=2_000)
+    cache_copy(cache / "ml-20m")
+    load_movielens("ml-20m", cache_dir=cache)
+    return cache, cache / "columnar" / "ml-20m", dataset
+
+
+def reparsed(cache: Path, expected, caplog, **kwargs) -> str:
+    """Loads ml-20m (the entry was damaged), checks the CSV was parsed again and the entry
+    rebuilt; returns the warnings logged about the entry."""
+    with caplog.at_level(logging.WARNING, logger=COLUMNAR_LOGGER):
+        dataset = load_movielens("ml-20m", cache_dir=cache, download=False, **kwargs)
+    pd.testing.assert_frame_equal(dataset.interactions, expected.interactions)
+    entry = cache / "columnar" / "ml-20m"
+    assert columnar_cache.read_entry(entry, _entry_key(entry), _COLUMNS, rehash=True) is not None
+    assert sorted(p.name for p in entry.parent.iterdir()) == ["ml-20m"]  # no temp folders
+    return " ".join(r.getMessage() for r in caplog.records
+                    if r.name == COLUMNAR_LOGGER and r.levelno >= logging.WARNING)
+
+
+_COLUMNS = tuple(zip(("user_id", "item_id", "rating", "timestamp"),
+                     map(np.dtype, (np.int64, np.int64, np.float32, np.int64))))
+
+
+def _entry_key(entry: Path) -> str:
+    return cache_manifest.read_manifest(entry).checksum.removeprefix("sources-sha256:")
+
+
+def _replace_column(entry: Path, column: str, array: np.ndarray) -> None:
+    """Writes another array for ``column`` and re-records the manifest, so sizes and SHA-256s
+    match: only the content checks can refuse it."""
+    with open(entry / f"{column}.npy", "wb") as out:
+        np.save(out, array, allow_pickle=True)
+    manifest = cache_manifest.read_manifest(entry)
+    cache_manifest.write_manifest(entry, manifest.origin, manifest.checksum)
+
+
+def test_column_changed_in_place_is_caught_by_its_sha256(columnar, caplog):
+    cache, entry, expected = columnar
+    path = entry / "rating.npy"
+    data = bytearray(path.read_bytes())
+    data[-4:] = np.float32(4.5 if expected.interactions["rating"].iloc[-1] != 4.5 else 3.0
+                           ).tobytes()  # The last rating, same size.
+    path.write_bytes(bytes(data))
+    warning = reparsed(cache, expected, caplog)
+    assert f"{path}: has SHA-256" in warning and "Parsing" in warning
+
+
+def test_truncated_column_is_refused(columnar, caplog):
+    cache, entry, expected = columnar
+    path = entry / "user_id.npy"
+    path.write_bytes(path.read_bytes()[:-8])
+    assert f"{path}: has" in reparsed(cache, expected, caplog) and "truncated" in caplog.text
+
+
+def test_deleted_column_is_refused(columnar, caplog):
+    cache, entry, expected = columnar
+    (entry / "timestamp.npy").unlink()
+    assert f"{entry / 'timestamp.npy'}: is missing" in reparsed(cache, expected, caplog)
+
+
+def test_unreadable_columnar_manifest_is_refused(columnar, caplog):
+    cache, entry, expected = columnar
+    (entry / MANIFEST_FILE).write_text("{not json")
+    assert "unreadable cache manifest" in reparsed(cache, expected, caplog)
+
+
+@pytest.mark.parametrize("column, array, phrase", [
+    ("rating", np.array([{"x": 1}] * 2000, dtype=object), "cannot be loaded without pickles"),
+    ("rating", np.full(2000, 3.5, np.float64), "expected a 1-D float32 column"),
+    ("item_id", np.ones((1000, 2), np.int64), "expected a 1-D int64 column"),
+    ("user_id", np.ones(1999, np.int64), "columns have different lengths"),
+], ids=["pickled-objects", "float64", "two-dimensional", "short"])
+def test_consistent_but_wrong_column_is_refused(columnar, caplog, column, array, phrase):
+    cache, entry, expected = columnar
+    _replace_column(entry, column, array)
+    assert phrase in reparsed(cache, expected, caplog)
+
+
+def test_verify_rehashes_columns_this_process_already_verified(columnar, caplog):
+    cache, entry, expected = columnar
+    load_movielens("ml-20m", cache_dir=cache, download=False)  # Hashed and remembered.
+    path = entry / "rating.npy"
+    info = path.stat()
+    data = bytearray(path.read_bytes())
+    data[-4:] = np.float32(0.5).tobytes() if data[-4:] != np.float32(0.5).tobytes() else \
+        np.float32(5.0).tobytes()
+    with open(path, "r+b") as f:  # Same inode, same size, then the old mtime restored.
+        f.write(bytes(data))
+    os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns))
+    assert f"{path}: has SHA-256" in reparsed(cache, expected, caplog, verify=True)
+
+
+def test_changed_ratings_file_makes_the_columns_stale(tmp_path, caplog, no_network):
+    mine = tmp_path / "mine"
+    write_generated_csv_set(mine, num_ratings=2_000)
+    cache = tmp_path / "cache"
+    load_movielens("ml-20m", data_dir=mine, cache_dir=cache)
+    ratings = mine / "ratings.csv"
+    text = ratings.read_text()
+    last = text.rstrip("\n").rsplit("\n", 1)[1].split(",")
+    new = "0.5" if last[2] != "0.5" else "5.0"
+    ratings.write_text(text[: text.rstrip("\n").rfind("\n") + 1]
+                       + ",".join([*last[:2], new, last[3]]) + "\n")  # Same size.
+    with caplog.at_level(logging.INFO, logger=COLUMNAR_LOGGER):
+        dataset = load_movielens("ml-20m", data_dir=mine, cache_dir=cache)
+    assert dataset.interactions["rating"].iloc[-1] == float(new)
+    assert "parsed from other source files" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING
+                and r.name == COLUMNAR_LOGGER]  # Stale is not corrupt: no warning.
+
+
+def test_catalogue_losing_a_rated_movie_is_an_error_not_a_stale_hit(tmp_path, no_network):
+    mine = tmp_path / "mine"
+    dataset = write_generated_csv_set(mine, num_ratings=2_000)
+    cache = tmp_path / "cache"
+    load_movielens("ml-20m", data_dir=mine, cache_dir=cache)
+    movie = int(dataset.interactions["item_id"].iloc[0])
+    movies = mine / "movies.csv"
+    movies.write_text("".join(line for line in movies.read_text().splitlines(keepends=True)
+                              if not line.startswith(f"{movie},")))
+    with pytest.raises(DataError) as info:
+        load_movielens("ml-20m", data_dir=mine, cache_dir=cache)
+    assert info.value.path == str(mine / "ratings.csv") and info.value.line == 2
+    assert f"item {movie} is not in the catalogue" in str(info.value)
+
+
+def test_unwritable_columnar_cache_still_loads_a_data_dir_copy(tmp_path, caplog, no_network):
+    mine = write_csv_set(tmp_path / "mine")
+    blocker = tmp_path / "cache"
+    blocker.write_text("not a folder")
+    with caplog.at_level(logging.WARNING, logger=COLUMNAR_LOGGER):
+        dataset = load_movielens("ml-25m", data_dir=mine, cache_dir=blocker)
+    assert len(dataset.interactions) == 5
+    assert "Could not store the parsed columns" in caplog.text
+    assert "RECSYS_JAX_DATA" in caplog.text and blocker.read_text() == "not a folder"
 
 
 # --- title-embedding cache -----------------------------------------------------------------------

@@ -11,7 +11,7 @@ import shutil
 import zipfile
 from pathlib import Path
 
-from recsys_jax.data import cache_manifest, download, movielens
+from recsys_jax.data import cache_manifest, download, movielens, movielens_synthetic
 from recsys_jax.data.movielens import ML100K_GENRES
 
 # --- small data sets in each format ---------------------------------------------------------
@@ -92,6 +92,16 @@ def write_csv_set(directory: Path) -> Path:
         "30,Babylon 5,(no genres listed)\n"
         "40,Avatar (2009),Action|IMAX|Sci-Fi\n", encoding="utf-8")
     return directory
+
+
+def write_generated_csv_set(directory: Path, num_ratings: int = 3_000, seed: int = 0):
+    """A generated copy in the ML-20M format: ids beyond 32 bits, half stars, runs of equal
+    timestamps, titles with commas and quotes. Returns the Dataset it holds."""
+    dataset = movielens_synthetic.generate_movielens_csv_dataset(
+        num_ratings // 20, num_ratings // 10, num_ratings, seed=seed,
+        first_user_id=3_000_000_000, max_movie_id=2 ** 40)
+    movielens_synthetic.write_movielens_csv(dataset, directory)
+    return dataset
 
 
 def zip_directory(directory: Path, archive: Path, prefix: str) -> bytes:

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pandas as pd
@@ -32,6 +35,7 @@ from tests.data.movielens_files import (
     cache_copy,
     publish_zip,
     write_csv_set,
+    write_generated_csv_set,
     write_ml1m,
     write_ml100k,
     write_recbole_ml100k,
@@ -284,7 +288,11 @@ def test_zip_download_is_verified_extracted_and_cached(tmp_path, grouplens, monk
     first = load_movielens(name, cache_dir=cache)
     url = f"{grouplens.as_uri()}/{name}.zip"
     assert first.source == f"{url}, MD5 verified, cached at {cache / name}"
-    assert sorted(p.name for p in cache.iterdir()) == [name]  # no zip or temp dirs left
+    # No zip or temp dirs left; the CSV set's parsed ratings are in the columnar cache.
+    csv_set = name == "ml-25m"
+    assert sorted(p.name for p in cache.iterdir()) == ["columnar"] * csv_set + [name]
+    if csv_set:
+        assert [p.name for p in (cache / "columnar").iterdir()] == [name]
     manifest = cache_manifest.read_manifest(cache / name)
     assert manifest.origin == url and manifest.checksum == f"md5:{digest}"
     assert manifest.files == {p.name: cache_manifest.FileRecord(
@@ -380,3 +388,99 @@ def test_interactions_keep_file_order_and_dtypes_for_large_files(tmp_path):
     np.testing.assert_array_equal(inter["user_id"].to_numpy(), users)
     np.testing.assert_array_equal(inter["rating"].to_numpy(), ratings.astype(np.float32))
     np.testing.assert_array_equal(inter["timestamp"].to_numpy(), stamps)
+
+
+# --- the CSV sets' binary columnar cache ----------------------------------------------------
+
+def _refuse_csv_parse(monkeypatch):
+    def refuse(self, scale):
+        raise AssertionError(f"{self.path} parsed again")
+
+    monkeypatch.setattr(movielens._RatingsFile, "read", refuse)
+
+
+@pytest.mark.parametrize("route", ["cache", "data_dir"])
+def test_binary_cache_gives_the_parsed_data_set(tmp_path, no_network, monkeypatch, route):
+    copy = tmp_path / "cache" / "ml-20m"
+    generated = write_generated_csv_set(copy)
+    careful = read_movielens_csv(copy, "ml-20m")  # the parser alone, no cache
+    cache_copy(copy)
+    where = ({"cache_dir": tmp_path / "cache"} if route == "cache" else
+             {"data_dir": copy, "cache_dir": tmp_path / "cache"})
+
+    first = load_movielens("ml-20m", **where)  # parses, stores the columns
+    entry = tmp_path / "cache" / "columnar" / "ml-20m"
+    assert sorted(p.name for p in entry.glob("*.npy")) == [
+        "item_id.npy", "rating.npy", "timestamp.npy", "user_id.npy"]
+    _refuse_csv_parse(monkeypatch)
+    second = load_movielens("ml-20m", **where)  # from the columns
+    for dataset in (first, second):
+        pd.testing.assert_frame_equal(dataset.interactions, careful.interactions)
+        pd.testing.assert_frame_equal(dataset.items, careful.items)
+        assert dataset.genre_names == careful.genre_names
+        assert dataset.source == first.source
+    pd.testing.assert_frame_equal(second.interactions, generated.interactions)
+    assert second.interactions["user_id"].min() == 3_000_000_000  # 64-bit ids survive
+    assert second.interactions.duplicated(["user_id", "timestamp"]).any()  # ties kept
+
+
+def test_binary_cache_off_parses_every_time_and_writes_nothing(tmp_path, no_network):
+    copy = cache_copy(tmp_path / "cache" / "ml-latest-small", write_csv_set)
+    for _ in range(2):
+        dataset = load_movielens("ml-latest-small", cache_dir=tmp_path / "cache",
+                                 binary_cache=False)
+    assert len(dataset.interactions) == 5
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [copy.name]
+
+
+def test_other_formats_have_no_binary_cache(tmp_path, no_network):
+    cache_copy(tmp_path / "cache" / "ml-1m", write_ml1m)
+    load_movielens("ml-1m", cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "cache" / "columnar").exists()
+
+
+CSV_RATING_ERRORS = [case for case in BAD_INPUTS if case[1] == "ratings.csv"] + [
+    ("csv", "ratings.csv", "userId,movieId,rating,timestamp\n1,1,4.0,1\n1,11,3.5\n", 3,
+     "expected 4 fields, found 3"),
+    ("csv", "ratings.csv", "userId,movieId,rating,timestamp\n1,1,4.0,1\n1,11,5.5,2\n", 3,
+     "rating 5.5 is outside the scale [0.5, 5]"),
+    ("csv", "ratings.csv", "userId,movieId,rating,timestamp\n1,1,4.0,1\n1,99,3.5,2\n", 3,
+     "item 99 is not in the catalogue"),
+    ("csv", "ratings.csv", "userId,movieId,rating,timestamp\n1,1,,1\n", 2,
+     "rating is missing"),
+]
+
+
+@pytest.mark.parametrize("fmt, filename, content, line, phrase", CSV_RATING_ERRORS,
+                         ids=[f"csv-{i}" for i in range(len(CSV_RATING_ERRORS))])
+def test_binary_cache_keeps_the_parsers_errors(tmp_path, fmt, filename, content, line, phrase):
+    directory = write_csv_set(tmp_path / "data")
+    path = directory / filename
+    path.write_text(content)
+    with pytest.raises(DataError) as info:
+        load_movielens("ml-25m", data_dir=directory, cache_dir=tmp_path / "cache")
+    error = info.value
+    assert (error.path, error.line) == (str(path), line), str(error)
+    assert phrase in str(error)
+    assert str(error).startswith(str(path) + (f", line {line}: " if line else ": "))
+    assert not (tmp_path / "cache" / "columnar" / "ml-25m").exists()  # nothing stored
+
+
+def test_csv_sets_and_their_binary_cache_need_no_pyarrow(tmp_path):
+    """pyarrow is an extra (``parquet``): the core install parses and caches without it."""
+    data, cache = write_csv_set(tmp_path / "data"), tmp_path / "cache"
+    script = textwrap.dedent(f"""
+        import logging, sys
+        sys.modules["pyarrow"] = None  # Every import of pyarrow now fails.
+        from recsys_jax.data.movielens import load_movielens
+        logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
+        for _ in range(2):
+            dataset = load_movielens("ml-25m", data_dir={str(data)!r}, cache_dir={str(cache)!r})
+        print(len(dataset.interactions), dataset.interactions["rating"].tolist())
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Stored the parsed columns" in done.stdout
+    assert "from the columnar cache" in done.stdout
+    assert done.stdout.strip().endswith("5 [4.0, 0.5, 4.5, 5.0, 3.5]")
