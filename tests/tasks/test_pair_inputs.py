@@ -8,13 +8,16 @@ import optax
 import pytest
 from flax import nnx
 
+from recsys_jax.config_files import sibling_config
 from recsys_jax.data import ids, splits, synthetic
 from recsys_jax.data.causal_events import build_causal_event_tables
 from recsys_jax.data.features import build_causal_user_inputs, build_two_tower_features
 from recsys_jax.models.two_tower import TwoTower
 from recsys_jax.tasks.pair_inputs import materialise_pair_inputs, pair_inputs_fn
+from recsys_jax.tasks.retrieval import prepare_retrieval_data, train_two_tower
 from recsys_jax.tasks.retrieval_losses import make_retrieval_loss, sampling_log_q
 from recsys_jax.training import steps
+from tests.benchmarks.scripts import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +92,21 @@ def test_a_step_on_pointers_equals_the_step_on_materialised_rows(encoded_split):
                                  nnx.to_flat_state(plain_params), strict=True):
         np.testing.assert_allclose(np.asarray(a[...]), np.asarray(b[...]), rtol=1e-5,
                                    atol=1e-6, err_msg=str(path))
+
+
+@pytest.mark.slow
+def test_the_retrieval_task_trains_the_same_with_its_pairs_streamed_from_the_host():
+    """The tables stay on the device while the pointers stream: the same epoch as on-device."""
+    config = sibling_config(ROOT / "configs" / "two_tower_tiny.py", "two_tower_tiny")
+    config.training.epochs = 1
+    data = prepare_retrieval_data(config)
+    assert set(data.train) == {"user", "item", "event"} and data.train_tables
+    histories = []
+    for mode in ("always", "never"):
+        config.training.data_on_device = mode
+        _, result = train_two_tower(config, data, None)
+        assert result.data_on_device == (mode == "always")
+        histories.append(result.history[0])
+    assert histories[1]["train_loss"] == pytest.approx(histories[0]["train_loss"], rel=1e-5)
+    assert histories[1]["val_recall@10"] == pytest.approx(histories[0]["val_recall@10"],
+                                                          abs=1e-6)
