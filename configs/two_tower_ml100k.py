@@ -34,6 +34,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.history_positions = True  # Learn a weight per history position (recency).
     config.model.user_id_dim = 0      # Learnt id embeddings fed to the towers (0: off).
     config.model.item_id_dim = 0
+    # Cap on the distinct items the item tower encodes per training step (0: the step's own
+    # bound, batch × (history_len + 1) + negatives, or the catalogue if smaller). A step that
+    # needs more than a lower cap stops training with an error; nothing is truncated.
+    config.model.max_step_items = 0
 
     config.features = ml_collections.ConfigDict()
     config.features.titles = True     # MiniLM title embeddings (needs the `text` extra).

@@ -28,9 +28,11 @@ from flax import nnx
 
 from benchmarks import harness
 from benchmarks.torch_baseline.two_tower_training import TwoTowerFitRecord
+from recsys_jax.data.causal_events import CausalEventTables
 from recsys_jax.data.features import TwoTowerFeatures
 from recsys_jax.data.splits import Split
 from recsys_jax.models.registry import build_model
+from recsys_jax.tasks.pair_inputs import materialise_pair_inputs
 from recsys_jax.tasks.retrieval import (
     RetrievalData,
     RetrievalTask,
@@ -40,7 +42,10 @@ from recsys_jax.tasks.retrieval import (
 
 __all__ = ["RetrievalData", "build_jax_two_tower", "fit_jax_two_tower", "initial_params",
            "load_retrieval_data", "monitor_name", "prepare_retrieval_data",
-           "save_retrieval_data"]
+           "save_retrieval_data", "torch_positives"]
+
+# The pair columns the JAX side trains on (``RetrievalData.train``).
+JAX_PAIR_COLUMNS = ("user", "item", "event")
 
 
 def monitor_name(config) -> str:
@@ -65,27 +70,46 @@ def initial_params(config: Any, features: TwoTowerFeatures, seed: int) -> dict[s
             for path, value in nnx.to_flat_state(nnx.state(model, nnx.Param))}
 
 
+def torch_positives(data: RetrievalData) -> dict[str, np.ndarray]:
+    """The training pairs as the PyTorch baseline takes them: ``data.train`` plus, with causal
+    inputs, each pair's materialised ``user_features`` / ``history_ids`` / ``history_mask``
+    (``CAUSAL_COLUMNS``), computed by the library's own step code from ``data.causal_events``
+    (the baseline keeps its materialised per-pair rows)."""
+    if data.causal_events is None:
+        return dict(data.train)
+    rows = materialise_pair_inputs(data.train["user"], data.train["event"], data.causal_events)
+    return {**data.train, **rows}
+
+
 def save_retrieval_data(data: RetrievalData, directory: Path) -> None:
     """What a JAX worker needs to rebuild ``data``: ``features.npz``, ``test_features.npz``,
-    ``split/`` and the positives (``positives.npz`` is written by the caller, with log q)."""
+    ``split/``, ``causal_events.npz`` (with causal inputs) and the positives
+    (``positives.npz`` is written by the caller, with log q)."""
     data.features.save(directory / "features.npz")
     data.test_features.save(directory / "test_features.npz")
     data.split.save(directory / "split")
+    if data.causal_events is not None:
+        data.causal_events.save(directory / "causal_events.npz")
 
 
 def load_retrieval_data(task: dict[str, Any]) -> RetrievalData:
-    """The ``RetrievalData`` of a worker task (paths from ``save_retrieval_data``). The
-    encoded data set itself is not reloaded (``encoded`` stays None): training and validation need
-    only the split, the positives and the features."""
+    """The ``RetrievalData`` of a worker task (paths from ``save_retrieval_data``; the causal
+    tables from ``causal_events.npz`` beside ``features.npz`` when present). The encoded data
+    set itself is not reloaded (``encoded`` stays None): training and validation need only the
+    split, the positives, the features and the causal tables."""
     with np.load(task["positives"]) as z:
-        positives = {name: z[name] for name in z.files if name != "log_q"}
+        positives = {name: z[name] for name in z.files if name in JAX_PAIR_COLUMNS}
     split = Split.load(task["split"])
     features = TwoTowerFeatures.load(task["features"])
+    tables_path = Path(task["features"]).parent / "causal_events.npz"
+    causal = CausalEventTables.load(tables_path) if tables_path.exists() else None
     return RetrievalData(train=positives, num_users=features.user.shape[0],
                          num_items=features.item.shape[0], dataset="", split=split,
                          split_protocol=split.protocol, split_fingerprint=split.fingerprint(),
                          report_section="", features=features,
-                         test_features=TwoTowerFeatures.load(task["test_features"]))
+                         test_features=TwoTowerFeatures.load(task["test_features"]),
+                         causal_events=causal,
+                         train_tables=causal.arrays() if causal is not None else {})
 
 
 def benchmark_config(config: Any, *, seed: int, epochs: int) -> ml_collections.ConfigDict:

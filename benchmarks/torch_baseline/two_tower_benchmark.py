@@ -188,6 +188,7 @@ def run_two_tower_benchmark(config: Any, *, variants: Sequence[str] = VARIANTS,
         monitor_name,
         prepare_retrieval_data,
         save_retrieval_data,
+        torch_positives,
     )
     from benchmarks.torch_baseline.two_tower_training import TwoTowerRecipe
     from recsys_jax.tasks.retrieval_losses import sampling_log_q
@@ -212,8 +213,9 @@ def run_two_tower_benchmark(config: Any, *, variants: Sequence[str] = VARIANTS,
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         tmp = Path(tmp)
         save_retrieval_data(data, tmp)
-        # The pairs with, under causal training, each pair's own user inputs.
-        np.savez(tmp / "positives.npz", **positives,
+        # The pairs with, under causal training, each pair's own user inputs (materialised
+        # for PyTorch; the JAX side reads the pointers and causal_events.npz).
+        np.savez(tmp / "positives.npz", **torch_positives(data),
                  log_q=sampling_log_q(positives["item"], data.num_items))
         for rep in range(repetitions):
             seed = int(config.training.seed) + rep

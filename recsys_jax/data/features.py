@@ -116,23 +116,34 @@ def user_history_features(users: np.ndarray, items: np.ndarray, ratings: np.ndar
         genre_names=genre_names)
 
 
+def history_feature_names(genre_names: Sequence[str]) -> tuple[str, ...]:
+    """The column names of ``user_history_features``, in order."""
+    return (("log_count", "rating_mean", "rating_std")
+            + tuple(f"share_{g}" for g in genre_names)
+            + tuple(f"mean_rating_{g}" for g in genre_names))
+
+
+def rating_statistics(count: np.ndarray, total: np.ndarray, squares: np.ndarray, *,
+                      global_mean: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean, std)`` of the ratings from per-row count, Σr and Σr² (float64); rows with no
+    event get ``global_mean`` and 0."""
+    has = count > 0
+    mean = np.where(has, total / np.maximum(count, 1), global_mean)
+    var = np.where(has, squares / np.maximum(count, 1) - mean * mean, 0.0)
+    return mean, np.sqrt(np.maximum(var, 0.0))
+
+
 def _history_statistics(count: np.ndarray, total: np.ndarray, squares: np.ndarray,
                         genre_count: np.ndarray, genre_total: np.ndarray, *,
                         global_mean: float, genre_names: Sequence[str]) -> FeatureMatrix:
     """The ``user_history_features`` columns from per-row sums (count, Σr, Σr², per-genre
     count and Σr); rows with no event get ``global_mean`` and zero shares."""
-    has = count > 0
-    mean = np.where(has, total / np.maximum(count, 1), global_mean)
-    var = np.where(has, squares / np.maximum(count, 1) - mean * mean, 0.0)
-    std = np.sqrt(np.maximum(var, 0.0))
+    mean, std = rating_statistics(count, total, squares, global_mean=global_mean)
     share = genre_count / np.maximum(count, 1)[:, None]
     genre_mean = np.where(genre_count > 0, genre_total / np.maximum(genre_count, 1),
                           mean[:, None])
     values = np.column_stack([np.log1p(count), mean, std, share, genre_mean])
-    names = (("log_count", "rating_mean", "rating_std")
-             + tuple(f"share_{g}" for g in genre_names)
-             + tuple(f"mean_rating_{g}" for g in genre_names))
-    return FeatureMatrix(values.astype(np.float32), names)
+    return FeatureMatrix(values.astype(np.float32), history_feature_names(genre_names))
 
 
 def activity_features(ids: np.ndarray, timestamps: np.ndarray, *, num_rows: int,
@@ -254,8 +265,8 @@ def user_histories(users: np.ndarray, items: np.ndarray, timestamps: np.ndarray,
     return ids, mask
 
 
-def _user_time_order(users: np.ndarray, items: np.ndarray,
-                     timestamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def user_time_order(users: np.ndarray, items: np.ndarray,
+                    timestamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Events sorted by (user, time, item id), and each sorted row's group-start position."""
     order = np.lexsort((items, np.asarray(timestamps, np.int64), users))
     sorted_users = users[order]
@@ -263,7 +274,7 @@ def _user_time_order(users: np.ndarray, items: np.ndarray,
     return order, first_of_user
 
 
-def _sums_before(values: np.ndarray, first_of_user: np.ndarray) -> np.ndarray:
+def sums_before(values: np.ndarray, first_of_user: np.ndarray) -> np.ndarray:
     """Per sorted row, the sum of ``values`` over the same user's earlier rows."""
     before_row = np.cumsum(values, axis=0) - values                # sum of all earlier rows
     return before_row - before_row[first_of_user]
@@ -285,13 +296,13 @@ def causal_user_features(users: np.ndarray, items: np.ndarray, ratings: np.ndarr
     users = np.asarray(users, np.int64)
     items = np.asarray(items, np.int64)
     ratings = np.asarray(ratings, np.float64)
-    order, first = _user_time_order(users, items, timestamps)
+    order, first = user_time_order(users, items, timestamps)
     r = ratings[order]
     genres = np.asarray(item_genres, np.float64)[items[order]]
     stats = _history_statistics(
         (np.arange(len(order)) - first).astype(np.float64),
-        _sums_before(r, first), _sums_before(r * r, first),
-        _sums_before(genres, first), _sums_before(genres * r[:, None], first),
+        sums_before(r, first), sums_before(r * r, first),
+        sums_before(genres, first), sums_before(genres * r[:, None], first),
         global_mean=float(ratings.mean()) if len(ratings) else 0.0, genre_names=genre_names)
     return _in_argument_order(stats, order)
 
@@ -301,18 +312,25 @@ def causal_activity_features(users: np.ndarray, items: np.ndarray,
     """For every event, the user's ``activity_features`` over their earlier events (first,
     mean and last day; the events' mean day where there is none)."""
     users = np.asarray(users, np.int64)
-    order, first = _user_time_order(users, np.asarray(items, np.int64), timestamps)
-    days = np.asarray(timestamps, np.float64)[order] / 86400.0
+    order, first = user_time_order(users, np.asarray(items, np.int64), timestamps)
+    return _in_argument_order(
+        sorted_causal_activity(np.asarray(timestamps, np.float64)[order], first), order)
+
+
+def sorted_causal_activity(sorted_timestamps: np.ndarray,
+                           first_of_user: np.ndarray) -> FeatureMatrix:
+    """``causal_activity_features`` of events already in ``user_time_order``."""
+    days = np.asarray(sorted_timestamps, np.float64) / 86400.0
     fill = float(days.mean()) if len(days) else 0.0
-    position = np.arange(len(order))
-    count = position - first
+    position = np.arange(len(days))
+    count = position - first_of_user
     has = count > 0
     values = np.column_stack([
-        np.where(has, days[first], fill),
-        np.where(has, _sums_before(days, first) / np.maximum(count, 1), fill),
+        np.where(has, days[first_of_user], fill),
+        np.where(has, sums_before(days, first_of_user) / np.maximum(count, 1), fill),
         np.where(has, days[np.maximum(position - 1, 0)], fill)])
-    return _in_argument_order(FeatureMatrix(values.astype(np.float32), (
-        "user_first_day", "user_mean_day", "user_last_day")), order)
+    return FeatureMatrix(values.astype(np.float32),
+                         ("user_first_day", "user_mean_day", "user_last_day"))
 
 
 def _in_argument_order(sorted_rows: FeatureMatrix, order: np.ndarray) -> FeatureMatrix:
@@ -335,7 +353,7 @@ def causal_histories(users: np.ndarray, items: np.ndarray, timestamps: np.ndarra
         raise ValueError(f"max_len must be positive, got {max_len}")
     users = np.asarray(users, np.int64)
     items = np.asarray(items, np.int64)
-    order, first = _user_time_order(users, items, timestamps)
+    order, first = user_time_order(users, items, timestamps)
     position = np.arange(len(order))
     back = position[:, None] - np.arange(1, max_len + 1)[None, :]  # [events, L], newest first
     valid = back >= first[:, None]
@@ -416,6 +434,10 @@ def build_causal_user_inputs(train: pd.DataFrame, features: TwoTowerFeatures, *,
                              ) -> CausalUserInputs:
     """``CausalUserInputs`` for every row of ``train``, with the columns, scaler and history
     length of ``features`` (built by ``build_two_tower_features`` with the same settings).
+
+    These are the rows materialised, events × (d_user + 2L) numbers: the reference the
+    retrieval task's training matches (tested), which itself computes each pair's row inside
+    the step from the O(events) tables of ``causal_events.build_causal_event_tables``.
 
     Raises:
       ValueError: when the columns come out differently from ``features.user_names``.

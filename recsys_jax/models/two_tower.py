@@ -11,9 +11,20 @@ checkpoints. Optional extras:
 
 * ``history``: the user tower also sees the mean of the item-tower embeddings of the user's most
   recent training items (Covington et al. style pooling); with ``history_positions`` a weighted
-  mean, with a learnt weight per position (newest first), so recency can count. Computing it runs
-  the item tower over the whole catalogue once per call, which is cheap for MovieLens-sized
-  catalogues only.
+  mean, with a learnt weight per position (newest first), so recency can count.
+* ``max_step_items``: a cap on the rows the item tower encodes per training step (see below).
+
+The item side of a training step (``encode_batch``) with the history tower: the batch's history
+ids and candidate ids are deduplicated with a *static* bound (``jnp.unique(size=...)``), the
+item tower runs on those rows only and the pooled histories and candidate vectors are gathered
+through the inverse indices: the same function as encoding the whole catalogue and gathering
+from it, at a cost independent of the catalogue. The bound is the number of ids the step
+gathers, B × (L + 1) + M for B rows, history length L and M random negatives, which no step can
+exceed; when the catalogue is no larger than that (ML-100K: 1,682 items against 22,528) the tower
+simply runs over the whole catalogue. ``max_step_items`` lowers the bound further (batches share
+items); a step that needs more distinct items than the cap stops training with an error naming
+both numbers, never truncates. Serving and export (``export_arrays``, ``user_embeddings``) still
+encode the whole catalogue, once per call.
 * ``user_id_dim`` / ``item_id_dim``: learnt id embeddings concatenated to the tower inputs (0: off).
 
 Encoding a *new* user means standardising their raw features with the saved ``Standardizer`` and
@@ -68,7 +79,7 @@ class TwoTower(nnx.Module):
                  temperature: float = 0.07, history_ids: np.ndarray | None = None,
                  history_mask: np.ndarray | None = None, user_id_dim: int = 0,
                  item_id_dim: int = 0, id_init_std: float = 0.01,
-                 history_positions: bool = False):
+                 history_positions: bool = False, max_step_items: int = 0):
         """Creates the towers.
 
         Args:
@@ -80,12 +91,18 @@ class TwoTower(nnx.Module):
           history_ids, history_mask: ``[num_users, L]`` for the history pooling (None: off).
           user_id_dim, item_id_dim: id-embedding sizes (0: no id embedding).
           id_init_std: standard deviation of the id-embedding initialiser.
+          history_positions: learn a pooling weight per history position.
+          max_step_items: the most distinct items a training step may encode (0: the step's
+            static bound, which cannot be exceeded; see the module docstring).
         """
+        if max_step_items < 0:
+            raise ValueError(f"max_step_items must be >= 0, got {max_step_items}")
         if not MIN_TEMPERATURE <= temperature <= MAX_TEMPERATURE:
             raise ValueError(f"temperature must lie in [{MIN_TEMPERATURE}, {MAX_TEMPERATURE}]")
         self.num_users, self.user_dim = map(int, np.shape(user_features))
         self.num_items, self.item_dim = map(int, np.shape(item_features))
         self.dim = dim
+        self.max_step_items = int(max_step_items)
         self.user_features = FeatureTable(jnp.asarray(user_features, jnp.float32))
         self.item_features = FeatureTable(jnp.asarray(item_features, jnp.float32))
         self.use_history = history_ids is not None and np.shape(history_ids)[1] > 0
@@ -182,21 +199,50 @@ class TwoTower(nnx.Module):
         """The batch's user vectors and ``item_ids``' vectors (``contract.RetrievalEncoder``).
 
         Users are encoded from per-row inputs when the batch carries them (``user_features``
-        and, with the history tower, ``history_ids``/``history_mask``: the causal training
-        inputs of ``data.features.CausalUserInputs``), else from the stored per-user rows.
-        With the history tower the catalogue's item embeddings are computed once for the
-        pooling anyway, so the candidates are gathered from that table instead of a second
-        tower pass.
+        and, with the history tower, ``history_ids``/``history_mask``: each training pair's
+        causal inputs), else from the stored per-user rows. With the history tower the item
+        tower runs once, on the rows ``step_item_table`` chooses for the histories and the
+        candidates together, and both sides gather from that table.
         """
-        table = self.item_embeddings(jnp.arange(self.num_items)) if self.use_history else None
+        users = batch["user"]
         if "user_features" in batch:
-            users = self.encode_users(batch["user_features"], user_ids=batch["user"],
-                                      history_ids=batch.get("history_ids"),
-                                      history_mask=batch.get("history_mask"), item_table=table)
+            features = batch["user_features"]
+            history_ids, history_mask = batch.get("history_ids"), batch.get("history_mask")
         else:
-            users = self.user_embeddings(batch["user"], table)
-        items = table[item_ids] if table is not None else self.item_embeddings(item_ids)
-        return users, items
+            features = self.user_features[...][users]
+            history_ids = self.history_ids[...][users] if self.use_history else None
+            history_mask = self.history_mask[...][users] if self.use_history else None
+        if not self.use_history:
+            return self.encode_users(features, user_ids=users), self.item_embeddings(item_ids)
+        if history_ids is None:  # Per-row features without histories: pools to zeros.
+            history_ids = jnp.zeros(features.shape[:-1] + (1,), jnp.int32)
+            history_mask = jnp.zeros(features.shape[:-1] + (1,), jnp.float32)
+        table, (local_history, local_items) = self.step_item_table(history_ids, item_ids)
+        user_vectors = self.encode_users(features, user_ids=users, history_ids=local_history,
+                                         history_mask=history_mask, item_table=table)
+        return user_vectors, table[local_items]
+
+    def step_item_table(self, *ids: jax.Array) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+        """Item-tower outputs for every id in ``ids``, computed once per distinct item.
+
+        Returns ``(table, local)``: ``table[local[k]]`` are the embeddings of ``ids[k]`` (same
+        shapes). ``table`` holds the distinct ids' rows (static size: the number of ids, or
+        ``max_step_items`` if smaller), or is the whole catalogue, indexed by item id, when that
+        is no larger. With a binding ``max_step_items``, a call that needs more distinct items
+        raises (under ``jit``: when the step runs).
+        """
+        flat = jnp.concatenate([jnp.ravel(i) for i in ids])
+        bound = min(flat.shape[0], self.num_items)   # No call can need more rows.
+        rows = min(bound, self.max_step_items) if self.max_step_items else bound
+        if rows == self.num_items:
+            return self.item_embeddings(jnp.arange(self.num_items)), ids
+        if rows < bound:
+            _refuse_too_many_items(flat, rows)
+        unique, inverse = jnp.unique(flat, size=rows, fill_value=0, return_inverse=True)
+        sizes = np.cumsum([i.size for i in ids])[:-1]
+        local = tuple(part.reshape(i.shape) for part, i in
+                      zip(jnp.split(jnp.ravel(inverse), sizes), ids, strict=True))
+        return self.item_embeddings(unique), local
 
     def set_user_inputs(self, features: Any) -> None:
         """Points the stored user inputs (features, histories) at ``features`` (a
@@ -234,6 +280,21 @@ class TwoTower(nnx.Module):
                                               chunk_size)}
 
 
+def _refuse_too_many_items(ids: jax.Array, cap: int) -> None:
+    """Raises (when the step runs) if ``ids`` hold more than ``cap`` distinct items."""
+    ordered = jnp.sort(ids)
+    distinct = 1 + jnp.sum(ordered[1:] != ordered[:-1])
+
+    def refuse(distinct):
+        raise ValueError(
+            f"this training step needs the item tower on {int(distinct):,} distinct items, but "
+            f"model.max_step_items = {cap:,}: raise it, or set it to 0 (a bound of "
+            f"{ids.shape[0]:,}, the ids of a step, which no step can exceed). Nothing was "
+            "truncated; the step was refused.")
+
+    jax.lax.cond(distinct > cap, lambda: jax.debug.callback(refuse, distinct), lambda: None)
+
+
 @functools.partial(jax.jit, static_argnums=(0, 2))
 def _embed_chunk(graphdef: nnx.GraphDef, state: nnx.State, side: str,
                  ids: jax.Array) -> jax.Array:
@@ -259,7 +320,7 @@ def build_two_tower(model_config: Mapping[str, Any], *, num_users: int, num_item
 
     Args:
       model_config: ``hidden_dim``, ``dim``, ``temperature``, ``history`` (bool),
-        ``user_id_dim``, ``item_id_dim``.
+        ``history_positions`` (bool), ``user_id_dim``, ``item_id_dim``, ``max_step_items``.
       num_users, num_items: id-space sizes (must match the feature rows).
       train: training columns (unused: the features already summarise them).
       rngs: initialiser streams.
@@ -283,4 +344,5 @@ def build_two_tower(model_config: Mapping[str, Any], *, num_users: int, num_item
         history_mask=features.history_mask if history else None,
         user_id_dim=int(model_config.get("user_id_dim", 0)),
         item_id_dim=int(model_config.get("item_id_dim", 0)),
-        history_positions=bool(model_config.get("history_positions", False)))
+        history_positions=bool(model_config.get("history_positions", False)),
+        max_step_items=int(model_config.get("max_step_items", 0) or 0))

@@ -70,6 +70,9 @@ class TaskData:
       split_protocol: the split's protocol.
       split_fingerprint: ``Split.fingerprint()``; runs are only compared on equal ones.
       report_section: Markdown on data set and split (with the leakage report).
+      train_tables: arrays every training step reads whole, which ``train``'s columns may
+        point into (``loop.fit``'s ``tables``; e.g. the retrieval task's per-event tables of
+        causal user inputs); none by default.
     """
 
     train: Columns
@@ -79,6 +82,7 @@ class TaskData:
     split_protocol: str
     split_fingerprint: str
     report_section: str
+    train_tables: Columns = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass

@@ -169,6 +169,7 @@ TASK_KEYS: dict[str, dict[str, Check]] = {
     },
     "retrieval": {
         "features.history_len": integer(0),
+        "model.max_step_items": integer(0),
         "features.train_user_inputs": one_of(("causal", "all_train")),
         "features.test_user_events": one_of(("train", "train+val")),
         "loss.num_random_negatives": integer(0),

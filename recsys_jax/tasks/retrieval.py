@@ -2,9 +2,11 @@
 
 Data: the configured data set, encoded and split; features built from the *training* part only
 (``data.features``; validation users are encoded from training-time features, so no held-out
-event reaches the model); with ``features.train_user_inputs="causal"`` each training pair also
-carries its user's inputs as of just before it (``data.features.CausalUserInputs``). Training
-positives: the training events rated at least ``training.min_rating``. Model: any
+event reaches the model); with ``features.train_user_inputs="causal"`` each training pair is
+described by its user's inputs as of just before it: the pair carries its position in the
+user-time ordered training events, and the step computes the inputs from the per-event tables
+of ``data.causal_events`` (``tasks.pair_inputs``). Training positives: the training events rated
+at least ``training.min_rating``. Model: any
 ``contract.RetrievalEncoder`` (``two_tower`` by default). Loss: in-batch softmax with logQ
 correction, accidental-hit removal and optional random negatives (``tasks.retrieval_losses``).
 Validation: a full-ranking metric of the suite (``training.monitor``, default
@@ -41,12 +43,9 @@ from flax import nnx
 from recsys_jax import fileio
 from recsys_jax.data import columns as columns_lib
 from recsys_jax.data import splits
+from recsys_jax.data.causal_events import CausalEventTables, build_causal_event_tables
 from recsys_jax.data.dataset import Dataset
-from recsys_jax.data.features import (
-    TwoTowerFeatures,
-    build_causal_user_inputs,
-    build_two_tower_features,
-)
+from recsys_jax.data.features import TwoTowerFeatures, build_two_tower_features
 from recsys_jax.evaluation.evaluate import EvaluationTarget, evaluate_ranking, target_from_split
 from recsys_jax.evaluation.runs import save_run
 from recsys_jax.evaluation.sources import Embeddings
@@ -58,6 +57,7 @@ from recsys_jax.retrieval.retriever import Retriever
 from recsys_jax.tasks.base import Task, TaskData, monitor_parts
 from recsys_jax.tasks.data import load_split
 from recsys_jax.tasks.fold_in import seen_parts
+from recsys_jax.tasks.pair_inputs import pair_inputs_fn
 from recsys_jax.tasks.retrieval_losses import make_retrieval_loss, sampling_log_q
 from recsys_jax.training.loop import FitResult
 from recsys_jax.training.losses import LossFn
@@ -78,16 +78,19 @@ class RetrievalData(TaskData):
         ``features.test_user_events == "train"``, else rebuilt from train + validation events
         with the scalers fitted on train (the validation items are known when scoring test:
         the suite excludes them from the candidates). Never from test events.
+      causal_events: with causal inputs, the per-event tables every pair's inputs are
+        computed from (``train_tables`` holds their arrays); None otherwise.
 
     ``train`` holds ``user``, ``item`` (int32): the training events whose rating is at least
-    ``training.min_rating``; with causal inputs also ``user_features`` and, with the history
-    tower, ``history_ids``/``history_mask`` (one row per pair).
+    ``training.min_rating``; with causal inputs also ``event`` (int32), each pair's position in
+    ``causal_events``.
     """
 
     encoded: Dataset | None = None
     split: splits.Split | None = None
     features: TwoTowerFeatures | None = None
     test_features: TwoTowerFeatures | None = None
+    causal_events: CausalEventTables | None = None
 
     def target(self, part: str) -> EvaluationTarget:
         """The evaluation target of ``"val"`` or ``"test"`` (train, + val on test, excluded)."""
@@ -139,17 +142,15 @@ def prepare_retrieval_data(config: ml_collections.ConfigDict,
     columns_lib.check_id_range(users, mapping.num_users, "user")
     columns_lib.check_id_range(items, mapping.num_items, "item")
     positives = {"user": users.astype(np.int32), "item": items.astype(np.int32)}
+    causal_events = None
     train_inputs = config.features.get("train_user_inputs", "all_train")
     if train_inputs == "causal":
-        inputs = build_causal_user_inputs(
+        causal_events, position = build_causal_event_tables(
             split.train, features, users=encoded.users, items=encoded.items,
             genre_names=encoded.genre_names, num_users=mapping.num_users,
             use_demographics=config.features.demographics,
-            activity=config.features.get("activity", False)).subset(keep)
-        positives["user_features"] = inputs.user
-        if history:
-            positives["history_ids"] = inputs.history_ids
-            positives["history_mask"] = inputs.history_mask
+            activity=config.features.get("activity", False))
+        positives["event"] = position[keep]
     elif train_inputs != "all_train":
         raise ValueError(f"features.train_user_inputs must be 'causal' or 'all_train', got "
                          f"{train_inputs!r}")
@@ -159,7 +160,9 @@ def prepare_retrieval_data(config: ml_collections.ConfigDict,
         train=positives, num_users=mapping.num_users, num_items=mapping.num_items,
         dataset=encoded.name, split_protocol=split.protocol,
         split_fingerprint=split.fingerprint(), report_section=loaded.section(),
-        encoded=encoded, split=split, features=features, test_features=test_features)
+        train_tables=causal_events.arrays() if causal_events is not None else {},
+        encoded=encoded, split=split, features=features, test_features=test_features,
+        causal_events=causal_events)
 
 
 def index_identity(config: ml_collections.ConfigDict, data: RetrievalData) -> dict[str, Any]:
@@ -203,7 +206,9 @@ class RetrievalTask(Task):
             item_log_q=(sampling_log_q(data.train["item"], data.num_items) if loss_cfg.logq
                         else None),
             remove_accidental_hits=loss_cfg.remove_accidental_hits,
-            num_random_negatives=loss_cfg.num_random_negatives)
+            num_random_negatives=loss_cfg.num_random_negatives,
+            pair_inputs=(pair_inputs_fn(data.causal_events) if data.causal_events is not None
+                         else None))
 
     def validator(self, config: ml_collections.ConfigDict, data: RetrievalData
                   ) -> RankingValidator:

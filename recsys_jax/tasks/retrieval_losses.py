@@ -16,10 +16,15 @@ logits s_ij = u_i·c_j / τ − o_j and loss ℓ_i = logsumexp_j s_ij − s_ii:
 * Padding rows (weight 0, see ``training.steps``) are neither rows nor candidates.
 
 ``in_batch_softmax_loss`` is the pure function; ``make_retrieval_loss`` wraps it into the
-``(model, batch, rng) -> (loss, aux)`` signature of the shared training loop.
+``(model, batch, rng) -> (loss, aux)`` signature of the shared training loop. Its ``pair_inputs``
+derives per-row user inputs inside the step (``tasks.pair_inputs.causal_pair_inputs``: each
+pair's causal inputs from the per-event tables the batch carries) before the model encodes the
+batch.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -81,7 +86,9 @@ def sampling_log_q(item_ids: np.ndarray, num_items: int) -> np.ndarray:
 
 def make_retrieval_loss(*, num_items: int, item_log_q: np.ndarray | None = None,
                         remove_accidental_hits: bool = True,
-                        num_random_negatives: int = 0) -> LossFn:
+                        num_random_negatives: int = 0,
+                        pair_inputs: Callable[[Batch], Mapping[str, jax.Array]] | None = None
+                        ) -> LossFn:
     """The two-tower loss on batches with ``user`` and ``item`` id columns (and optionally
     per-row user inputs, which the model's ``encode_batch`` reads).
 
@@ -91,6 +98,8 @@ def make_retrieval_loss(*, num_items: int, item_log_q: np.ndarray | None = None,
         None trains without it.
       remove_accidental_hits: mask false negatives (the row's own item elsewhere in C).
       num_random_negatives: M uniformly drawn extra candidates per batch (0: in-batch only).
+      pair_inputs: ``batch -> per-row user inputs`` added to the batch before encoding (e.g.
+        ``tasks.pair_inputs.causal_pair_inputs``); None: the batch is encoded as it comes.
 
     Returns:
       ``loss_fn(model, batch, rng) -> (loss, {"temperature": τ})`` for a
@@ -104,6 +113,8 @@ def make_retrieval_loss(*, num_items: int, item_log_q: np.ndarray | None = None,
     m = int(num_random_negatives)
 
     def loss_fn(model: nnx.Module, batch: Batch, rng: jax.Array):
+        if pair_inputs is not None:
+            batch = {**batch, **pair_inputs(batch)}
         weight = batch_weight(batch)
         items = batch["item"]
         negatives = (jax.random.randint(rng, (m,), 0, num_items, dtype=items.dtype)

@@ -37,7 +37,8 @@ IDENTITY_FORMAT = 1
 # between the invocations that share one workdir: labels, where the same files are read from,
 # logging, post-training analyses (recomputed by every invocation), the number of timed
 # queries, and how the same computation is laid out (data on the device or streamed, evaluation
-# chunks, the exact structure that tests negatives). Every other key is part of the identity.
+# chunks, the exact structure that tests negatives, the rows the item tower runs on per step).
+# Every other key is part of the identity.
 # A key ending in ".*" covers its whole block. Later: the device mesh.
 RESULT_NEUTRAL_KEYS = (
     "run_name",
@@ -51,6 +52,7 @@ RESULT_NEUTRAL_KEYS = (
     "training.data_on_device",
     "training.eval_chunk_size",
     "training.positive_set",
+    "model.max_step_items",
 )
 
 # Outputs of a started run; a workdir with any of them must have recorded its identity.

@@ -185,7 +185,8 @@ def fit_model(task: Task, config: ml_collections.ConfigDict, data: TaskData,
     monitor = task.monitor(config)
     return fit(model, optimizer, task.loss(config, data), data.train,
                task.validator(config, data), fit_config(config, monitor), workdir=workdir,
-               schedule=schedule, tensorboard=config.get("tensorboard", True))
+               schedule=schedule, tensorboard=config.get("tensorboard", True),
+               tables=data.train_tables)
 
 
 def training_facts(result: FitResult | None, monitor: str, num_rows: int) -> dict[str, Any]:

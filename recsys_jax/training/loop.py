@@ -185,9 +185,11 @@ class FitResult:
 
 
 def data_fits_on_device(columns: Mapping[str, np.ndarray], device: jax.Device | None = None,
-                        headroom: float = 3.0) -> bool:
-    """Whether ``headroom`` × the data (original, shuffled copy, batches) fits in half of the
-    device's free memory; devices that report no limit (CPU) are taken to fit."""
+                        headroom: float = 3.0,
+                        tables: Mapping[str, np.ndarray] | None = None) -> bool:
+    """Whether ``headroom`` × the data (original, shuffled copy, batches), plus the ``tables``
+    (on the device either way, never copied), fits in half of the device's free memory;
+    devices that report no limit (CPU) are taken to fit."""
     device = device or jax.devices()[0]
     try:
         stats = device.memory_stats()
@@ -196,7 +198,9 @@ def data_fits_on_device(columns: Mapping[str, np.ndarray], device: jax.Device | 
     if not stats or "bytes_limit" not in stats:
         return True
     free = stats["bytes_limit"] - stats.get("bytes_in_use", 0)
-    return headroom * sum(np.asarray(c).nbytes for c in columns.values()) <= 0.5 * free
+    table_bytes = sum(np.asarray(t).nbytes for t in (tables or {}).values())
+    return (headroom * sum(np.asarray(c).nbytes for c in columns.values()) + table_bytes
+            <= 0.5 * free)
 
 
 def _format_epoch(record: Mapping[str, Any], num_epochs: int, monitor: str) -> str:
@@ -210,8 +214,11 @@ def _format_epoch(record: Mapping[str, Any], num_epochs: int, monitor: str) -> s
 
 def _epoch_runner(graphdef: nnx.GraphDef, loss_fn: LossFn, train: Mapping[str, np.ndarray],
                   config: FitConfig, state: nnx.State, key: jax.Array,
-                  on_device: bool) -> tuple[Callable, float]:
+                  on_device: bool, tables: Mapping[str, np.ndarray]
+                  ) -> tuple[Callable, float]:
     """``(run(state, epoch) -> (state, per-step metrics on host), compile seconds)``."""
+    # On the device in both modes: each step reads them whole.
+    device_tables = jax.device_put(dict(tables)) if tables else None
     if not on_device:
         run_chunk = steps_lib.make_train_steps(graphdef, loss_fn)
 
@@ -219,7 +226,7 @@ def _epoch_runner(graphdef: nnx.GraphDef, loss_fn: LossFn, train: Mapping[str, n
             step_metrics = []
             for chunk in steps_lib.host_epoch_chunks(train, key, epoch, config.batch_size,
                                                       config.chunk_steps):
-                state, chunk_metrics = run_chunk(state, chunk, key)
+                state, chunk_metrics = run_chunk(state, chunk, key, device_tables)
                 step_metrics.append(chunk_metrics)
             return state, jax.device_get(step_metrics)
         return run_streamed, 0.0
@@ -227,14 +234,14 @@ def _epoch_runner(graphdef: nnx.GraphDef, loss_fn: LossFn, train: Mapping[str, n
     t0 = time.perf_counter()
     data = jax.device_put(dict(train))
     compiled = steps_lib.make_train_epoch(graphdef, loss_fn, config.batch_size).compile(
-        state, data, key)
+        state, data, key, device_tables)
     compile_time = time.perf_counter() - t0
     logging.info("compiled the train epoch (%d steps of %d) in %.2fs",
                  steps_lib.steps_per_epoch(len(next(iter(train.values()))), config.batch_size),
                  config.batch_size, compile_time)
 
     def run_on_device(state, epoch):
-        state, step_metrics = compiled(state, data, key, np.int32(epoch))
+        state, step_metrics = compiled(state, data, key, np.int32(epoch), device_tables)
         return state, [jax.device_get(step_metrics)]
     return run_on_device, compile_time
 
@@ -242,14 +249,16 @@ def _epoch_runner(graphdef: nnx.GraphDef, loss_fn: LossFn, train: Mapping[str, n
 def fit(model: nnx.Module, optimizer: nnx.Optimizer, loss_fn: LossFn,
         train: Mapping[str, np.ndarray], evaluate: Evaluate, config: FitConfig, *,
         workdir: str | os.PathLike | None, schedule: optax.Schedule | None = None,
-        tensorboard: bool = True) -> FitResult:
+        tensorboard: bool = True,
+        tables: Mapping[str, np.ndarray] | None = None) -> FitResult:
     """Trains ``model`` in place and leaves it (and ``optimizer``) at the best epoch's state.
 
     Args:
       model: the NNX model; its arrays are replaced (the originals are donated).
       optimizer: ``nnx.Optimizer`` over ``model``.
       loss_fn: ``(model, batch, rng) -> (loss, aux)``; must respect ``batch["weight"]``.
-      train: training columns (validated ids), equal length.
+      train: training columns (validated ids), equal length: one row per example, shuffled
+        and cut into batches.
       evaluate: ``model -> {metric: value}`` including ``config.monitor``; called each epoch.
       config: the loop settings.
       workdir: where ``metrics.jsonl``, ``tensorboard/`` and ``checkpoints/`` live; resumes
@@ -257,6 +266,9 @@ def fit(model: nnx.Module, optimizer: nnx.Optimizer, loss_fn: LossFn,
         in memory and nothing can be resumed.
       schedule: the learning-rate schedule, only to log the rate of each epoch.
       tensorboard: also write TensorBoard event files (with a workdir).
+      tables: arrays every step reads whole, which ``train``'s columns may point into (e.g.
+        per-event tables); put on the device once, in both data modes, and seen by the loss in
+        its batch by name (``steps.with_tables``). Their names must differ from the columns'.
 
     Raises:
       DivergenceError: when an epoch ends with a non-finite loss, state or monitored metric
@@ -268,6 +280,10 @@ def fit(model: nnx.Module, optimizer: nnx.Optimizer, loss_fn: LossFn,
     n = num_rows(train)
     if n == 0:
         raise ValueError("no training rows")
+    tables = dict(tables or {})
+    if set(tables) & set(train) or "weight" in tables:
+        raise ValueError(f"table names {sorted(set(tables) & (set(train) | {'weight'}))} are "
+                         "also column names: the loss could not tell them apart")
     steps_per_epoch = steps_lib.steps_per_epoch(n, config.batch_size)
     graphdef, state = nnx.split((model, optimizer))
     template = abstract_state(state)
@@ -300,13 +316,13 @@ def fit(model: nnx.Module, optimizer: nnx.Optimizer, loss_fn: LossFn,
     best_in_memory = None
 
     on_device = config.data_on_device == "always" or (
-        config.data_on_device == "auto" and data_fits_on_device(train))
+        config.data_on_device == "auto" and data_fits_on_device(train, tables=tables))
     compile_time, epochs_run, stopped_early = 0.0, 0, finished
     epoch = start_epoch - 1
     try:
         if not finished and start_epoch <= config.num_epochs:
             run_epoch, compile_time = _epoch_runner(graphdef, loss_fn, train, config, state, key,
-                                                    on_device)
+                                                    on_device, tables)
             for epoch in range(start_epoch, config.num_epochs + 1):
                 t0 = time.perf_counter()
                 state, step_metrics = run_epoch(state, epoch)

@@ -19,6 +19,11 @@ Batching: an epoch is a permutation of all rows cut into ``ceil(n / batch_size)`
 last batch is padded up to ``batch_size`` with rows of weight 0 (the ``weight`` column every loss
 averages with), so no rating is dropped and shapes stay static; like PyTorch's
 ``drop_last=False``, the short last batch is averaged over its real rows only.
+
+Tables: arrays that every step reads whole rather than row by row (e.g. the per-event tables a
+training pair's columns point into, ``data.causal_events``) are passed to the compiled calls as
+arguments, never gathered into batches, and the loss sees them in its batch next to the rows'
+columns, by name.
 """
 
 from __future__ import annotations
@@ -148,59 +153,69 @@ def _train_step(graphdef: nnx.GraphDef, loss_fn: LossFn, state: nnx.State, batch
     return nnx.state((model, optimizer)), metrics
 
 
+def with_tables(batch: Batch, tables: Batch | None) -> Batch:
+    """The loss's view of a batch: the rows' columns plus the ``tables`` by name."""
+    return {**tables, **batch} if tables else batch
+
+
 def _scan_steps(graphdef: nnx.GraphDef, loss_fn: LossFn, state: nnx.State, batches: Batch,
-                key: jax.Array) -> tuple[nnx.State, Metrics]:
+                key: jax.Array, tables: Batch | None = None) -> tuple[nnx.State, Metrics]:
     def body(state, batch):
-        return _train_step(graphdef, loss_fn, state, batch, key)
+        return _train_step(graphdef, loss_fn, state, with_tables(batch, tables), key)
     return jax.lax.scan(body, state, batches)
 
 
 def make_train_step(graphdef: nnx.GraphDef, loss_fn: LossFn) -> StepFn:
-    """``step(state, batch, key) -> (state, metrics)``: one update, jitted, state donated."""
-    return jax.jit(lambda state, batch, key: _train_step(graphdef, loss_fn, state, batch, key),
-                   donate_argnums=0)
+    """``step(state, batch, key, tables=None) -> (state, metrics)``: one update, jitted, state
+    donated."""
+    return jax.jit(lambda state, batch, key, tables=None: _train_step(
+        graphdef, loss_fn, state, with_tables(batch, tables), key), donate_argnums=0)
 
 
 def make_train_steps(graphdef: nnx.GraphDef, loss_fn: LossFn) -> StepFn:
-    """``steps(state, batches, key) -> (state, metrics)``: a ``lax.scan`` over the leading axis
-    of stacked batches (for data streamed from the host in chunks); metrics are per step."""
-    return jax.jit(lambda state, batches, key: _scan_steps(graphdef, loss_fn, state, batches,
-                                                           key),
-                   donate_argnums=0)
+    """``steps(state, batches, key, tables=None) -> (state, metrics)``: a ``lax.scan`` over the
+    leading axis of stacked batches (for data streamed from the host in chunks); metrics are
+    per step."""
+    return jax.jit(lambda state, batches, key, tables=None: _scan_steps(
+        graphdef, loss_fn, state, batches, key, tables), donate_argnums=0)
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainEpoch:
-    """``epoch_fn(state, data, key, epoch) -> (state, metrics)``: one compiled call per epoch.
+    """``epoch_fn(state, data, key, epoch, tables=None) -> (state, metrics)``: one compiled call
+    per epoch.
 
-    ``data`` holds all training columns on the device. A call draws the epoch's row order
-    (``epoch_order``) and runs ``scan(state, data, order, key)``, which gathers the rows into
-    padded batches and scans the train step over them; metrics are per step. The order is an
-    input, so every epoch reuses one compilation.
+    ``data`` holds all training columns on the device (``tables``, if any, too: see the module
+    docstring). A call draws the epoch's row order (``epoch_order``) and runs
+    ``scan(state, data, order, key, tables)``, which gathers the rows into padded batches and
+    scans the train step over them; metrics are per step. The order is an input, so every
+    epoch reuses one compilation.
 
     Attributes:
-      scan: the jitted ``(state, data, order, key) -> (state, metrics)``, state donated, or
-        its compiled form after ``compile``.
+      scan: the jitted ``(state, data, order, key, tables) -> (state, metrics)``, state
+        donated, or its compiled form after ``compile``.
     """
 
     scan: Callable[..., tuple[nnx.State, Metrics]]
 
     def __call__(self, state: nnx.State, data: Batch, key: jax.Array,
-                 epoch: int | jax.Array) -> tuple[nnx.State, Metrics]:
+                 epoch: int | jax.Array, tables: Batch | None = None
+                 ) -> tuple[nnx.State, Metrics]:
         order = epoch_order(key, epoch, num_rows(data))
-        return self.scan(state, data, order, key)
+        return self.scan(state, data, order, key, tables)
 
-    def compile(self, state: nnx.State, data: Batch, key: jax.Array) -> TrainEpoch:
+    def compile(self, state: nnx.State, data: Batch, key: jax.Array,
+                tables: Batch | None = None) -> TrainEpoch:
         """The same epoch compiled ahead of time for these shapes (to time compilation apart)."""
         order = jax.ShapeDtypeStruct((num_rows(data),), jnp.int32)
-        return TrainEpoch(self.scan.lower(state, data, order, key).compile())
+        return TrainEpoch(self.scan.lower(state, data, order, key, tables).compile())
 
 
 def make_train_epoch(graphdef: nnx.GraphDef, loss_fn: LossFn, batch_size: int) -> TrainEpoch:
     """The scanned on-device epoch of ``graphdef``'s model under ``loss_fn``; see ``TrainEpoch``."""
-    def scan(state, data, order, key):
+    def scan(state, data, order, key, tables=None):
         return _scan_steps(graphdef, loss_fn, state, gather_batches(data, order, batch_size),
-                           key)
+                           key, tables)
     return TrainEpoch(jax.jit(scan, donate_argnums=0))
 
 

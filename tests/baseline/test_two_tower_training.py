@@ -15,6 +15,7 @@ from benchmarks.torch_baseline.jax_two_tower import (
     monitor_name,
     prepare_retrieval_data,
     save_retrieval_data,
+    torch_positives,
 )
 from benchmarks.torch_baseline.two_tower_benchmark import (
     add_time_to_best,
@@ -42,7 +43,7 @@ def tiny():
     arrays = {"user_features": f.user, "item_features": f.item, "history_ids": f.history_ids,
               "history_mask": f.history_mask, "test_user_features": tf.user,
               "test_history_ids": tf.history_ids, "test_history_mask": tf.history_mask,
-              **{f"pos_{k}": v for k, v in data.train.items()},
+              **{f"pos_{k}": v for k, v in torch_positives(data).items()},
               "log_q": sampling_log_q(data.train["item"], data.num_items)}
     return config, data, arrays
 

@@ -140,8 +140,10 @@ def test_held_out_events_never_change_features(encoded_split, monkeypatch):
         np.testing.assert_array_equal(got.features.user, base.user)
         np.testing.assert_array_equal(got.features.history_ids, base.history_ids)
         np.testing.assert_array_equal(got.features.item, base.item)
-        for column in ("user_features", "history_ids", "history_mask"):  # Causal pairs.
+        for column in ("user", "item", "event"):  # Causal pairs: pointers and their tables.
             np.testing.assert_array_equal(got.train[column], reference.train[column])
+        for name, table in reference.train_tables.items():
+            np.testing.assert_array_equal(got.train_tables[name], table, err_msg=name)
         assert np.array_equal(got.test_features.user,
                               reference.test_features.user) != test_inputs_move
     # And the flip is visible to a leaky builder.

@@ -2,8 +2,10 @@
 
 import dataclasses
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
@@ -11,6 +13,13 @@ from recsys_jax.data.features import Standardizer, TwoTowerFeatures
 from recsys_jax.models import two_tower
 from recsys_jax.models.registry import build_model, load_model, save_model
 from recsys_jax.models.two_tower import TwoTower
+from recsys_jax.tasks.retrieval_losses import (
+    in_batch_softmax_loss,
+    make_retrieval_loss,
+    sampling_log_q,
+)
+from recsys_jax.training import steps
+from recsys_jax.training.losses import weighted_mean
 
 
 def _features(num_users=7, num_items=9, history_len=3, seed=0):
@@ -119,3 +128,96 @@ def test_builder_checks_feature_sizes():
     with pytest.raises(ValueError, match="needs features"):
         build_model({"name": "two_tower"}, num_users=7, num_items=9, train={},
                     rngs=nnx.Rngs(0))
+
+
+def _step_problem(num_items=40, batch=6, history_len=3, seed=0, **model_options):
+    """A model over ``num_items`` items and a batch of per-row inputs (padded histories,
+    repeated items) whose ids number fewer than the catalogue."""
+    rng = np.random.default_rng(seed)
+    users = 9
+    model = TwoTower(rng.normal(size=(users, 5)).astype(np.float32),
+                     rng.normal(size=(num_items, 4)).astype(np.float32), rngs=nnx.Rngs(seed),
+                     hidden_dim=8, dim=4,
+                     history_ids=rng.integers(0, num_items, (users, history_len)),
+                     history_mask=np.ones((users, history_len), np.float32), **model_options)
+    mask = (rng.random((batch, history_len)) < 0.7).astype(np.float32)
+    items = rng.integers(0, num_items, batch)
+    items[1] = items[0]  # An accidental hit.
+    batch = {"user": jnp.asarray(rng.integers(0, users, batch)), "item": jnp.asarray(items),
+             "weight": jnp.asarray([1, 1, 1, 1, 1, 0], jnp.float32),
+             "user_features": jnp.asarray(rng.normal(size=(batch, 5)), jnp.float32),
+             "history_ids": jnp.asarray(rng.integers(0, num_items, mask.shape) * (mask > 0)),
+             "history_mask": jnp.asarray(mask)}
+    return model, batch
+
+
+def _full_catalogue_loss(model, batch, rng, *, num_items, log_q, m):
+    """The retrieval loss as it was computed before: the item tower over the whole catalogue,
+    the histories and candidates gathered from that table."""
+    items = batch["item"]
+    negatives = jax.random.randint(rng, (m,), 0, num_items, dtype=items.dtype) if m else None
+    ids_ = items if negatives is None else jnp.concatenate([items, negatives])
+    offsets = None
+    if log_q is not None:
+        offsets = jnp.asarray(log_q)[ids_]
+        if m:
+            offsets = jnp.log(items.shape[0] * jnp.exp(offsets) + m / num_items)
+    table = model.item_embeddings(jnp.arange(num_items))
+    users = model.encode_users(batch["user_features"], user_ids=batch["user"],
+                               history_ids=batch["history_ids"],
+                               history_mask=batch["history_mask"], item_table=table)
+    vectors = table[ids_]
+    per_row = in_batch_softmax_loss(
+        users, vectors[:items.shape[0]], items, batch["weight"], model.temperature,
+        candidate_log_q=offsets, remove_accidental_hits=True,
+        negative_vectors=None if m == 0 else vectors[items.shape[0]:], negative_ids=negatives)
+    return weighted_mean(per_row, batch["weight"])
+
+
+@pytest.mark.parametrize("logq,negatives,model_options", [
+    (False, 0, {}),
+    (True, 4, {"item_id_dim": 2, "user_id_dim": 3}),
+    (True, 4, {"item_id_dim": 2, "history_positions": True, "max_step_items": 20})])
+def test_step_encodes_only_its_items_with_the_full_catalogue_loss_and_gradients(
+        logq, negatives, model_options):
+    model, batch = _step_problem(**model_options)
+    if model_options.get("history_positions"):
+        model.history_position_logits[...] = jnp.asarray([0.1, -0.05, 0.02])
+    log_q = sampling_log_q(np.arange(40) % 7, 40) if logq else None
+    loss_fn = make_retrieval_loss(num_items=40, item_log_q=log_q,
+                                  num_random_negatives=negatives)
+    key = jax.random.key(1)
+    # The step's table: one row per id it gathers (6 × 3 history + 6 + M < 40 items), or the
+    # cap; a cap of 20 binds (24 + 4 ids) without being exceeded (at most 20 distinct here).
+    table, _ = model.step_item_table(batch["history_ids"], batch["item"],
+                                     jnp.zeros((negatives,), jnp.int32))
+    assert table.shape[0] == min(24 + negatives, model_options.get("max_step_items") or 99)
+    got, got_grads = nnx.jit(nnx.value_and_grad(lambda m: loss_fn(m, batch, key)[0]))(model)
+    want, want_grads = nnx.jit(nnx.value_and_grad(lambda m: _full_catalogue_loss(
+        m, batch, key, num_items=40, log_q=log_q, m=negatives)))(model)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    flat_want = dict(nnx.to_flat_state(want_grads))
+    for path, g in nnx.to_flat_state(got_grads):
+        np.testing.assert_allclose(np.asarray(g[...]), np.asarray(flat_want[path][...]),
+                                   rtol=1e-5, atol=1e-7, err_msg=str(path))
+
+
+def test_a_catalogue_no_larger_than_the_step_is_encoded_whole():
+    model, batch = _step_problem(num_items=20)  # 24 ids in a step, 20 items.
+    table, (history, items) = model.step_item_table(batch["history_ids"], batch["item"])
+    np.testing.assert_allclose(table, model.item_embeddings(jnp.arange(20)), rtol=1e-6)
+    np.testing.assert_array_equal(history, batch["history_ids"])
+    np.testing.assert_array_equal(items, batch["item"])
+
+
+def test_a_step_needing_more_items_than_the_cap_is_refused():
+    model, batch = _step_problem(max_step_items=8)
+    distinct = len(np.unique(np.concatenate([np.ravel(batch["history_ids"]), batch["item"]])))
+    assert distinct > 8
+    graphdef, state = nnx.split((model, nnx.Optimizer(model, optax.sgd(0.1), wrt=nnx.Param)))
+    step = steps.make_train_step(graphdef, make_retrieval_loss(num_items=40))
+    with pytest.raises(Exception, match=f"needs the item tower on {distinct} distinct items, but "
+                                        "model.max_step_items = 8"):
+        jax.block_until_ready(step(state, batch, jax.random.key(0)))
+    with pytest.raises(ValueError, match="max_step_items"):
+        TwoTower(np.zeros((2, 1)), np.zeros((3, 1)), rngs=nnx.Rngs(0), max_step_items=-1)

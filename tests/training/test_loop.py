@@ -102,6 +102,35 @@ def test_host_streaming_gives_the_same_run(tmp_path, train_columns, val_columns)
                                [r["val_rmse"] for r in device[2].history], rtol=1e-5)
 
 
+def test_tables_reach_the_loss_whole_on_device_and_streamed(train_columns, val_columns):
+    """Rows that point into a table (here: each row's rating, moved into a table the loss
+    reads) train exactly as the plain columns, with the data on the device and streamed."""
+    evaluate = RatingEvaluator(val_columns, (1, 5))
+    config = FitConfig(batch_size=64, num_epochs=2, seed=5)
+    plain_model, _, plain = _fit(None, train_columns, evaluate, config)
+    rating_loss = make_rating_loss("mse")
+
+    def loss(model, batch, rng):
+        return rating_loss(model, {**batch, "rating": batch["ratings"][batch["row"]]}, rng)
+
+    pointers = {"user": train_columns["user"], "item": train_columns["item"],
+                "row": np.arange(len(train_columns["user"]), dtype=np.int32)}
+    tables = {"ratings": train_columns["rating"]}
+    for mode in ("always", "never"):
+        model, optimizer = make_model_and_optimizer(train_columns)
+        result = fit(model, optimizer, loss, pointers, evaluate,
+                     FitConfig(**{**config.__dict__, "data_on_device": mode, "chunk_steps": 3}),
+                     workdir=None, tables=tables)
+        assert result.data_on_device == (mode == "always")
+        np.testing.assert_allclose([r["val_rmse"] for r in result.history],
+                                   [r["val_rmse"] for r in plain.history], rtol=1e-5)
+        for got, want in zip(_leaves(model), _leaves(plain_model), strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="also column names"):
+        fit(model, optimizer, loss, pointers, evaluate, config, workdir=None,
+            tables={"row": tables["ratings"]})
+
+
 def test_missing_monitor_is_an_error(tmp_path, train_columns):
     with pytest.raises(KeyError, match="val_rmse"):
         _fit(tmp_path, train_columns, lambda model: {"rmse": 1.0},
