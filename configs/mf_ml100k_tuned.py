@@ -37,7 +37,8 @@ TUNED: dict[str, dict[str, Any]] = {
 # from workdirs/tune_mf/tune_<protocol>.json. Re-tuned under the fair protocol (ties in time
 # ordered at random; 2026-12-01, workdirs/fair/tune_mf): global_temporal gives the same values;
 # on user_temporal the split changed (seed recipe 0.9503, these settings 0.9474) and the top
-# trial, l2_reg 0.03 without the item fallback, led by 0.0001, so the settings were kept. Differences below ~0.001 between the top trials
+# trial, l2_reg 0.03 without the item fallback, led by 0.0001, so the settings were kept.
+# Differences below ~0.001 between the top trials
 # are within noise (e.g. unseen_item="mean" won by 0.0002-0.0004 where <1.5% of events are
 # from unseen items).
 TUNED_EVIDENCE: dict[str, dict[str, float]] = {
