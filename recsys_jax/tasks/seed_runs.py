@@ -18,7 +18,8 @@ A *suite* (a JSON file, see ``experiments/suites/``) names the table's rows and 
 String override values may use ``{root}``, ``{split}`` and ``{seed}``, which are replaced by the
 suite's output directory, the split and the seed (``"{root}/{split}/gmf/seed{seed}"``).
 
-Every run has its own workdir, ``<root>/<split>/<row>/seed<seed>``. A workdir that already holds
+Every run has its own workdir, ``<root>/<split>/<row>/seed<seed>``, and is named after its row
+(``run_name``, unless the row's overrides name it) in ``compare.py`` tables. A workdir that already holds
 a finished run of the same identity (``run_identity``) is read, not retrained, so an interrupted
 suite continues where it stopped; a workdir of another identity is an error.
 """
@@ -117,6 +118,9 @@ def plan_runs(suite: Mapping[str, Any], seeds: Sequence[int], root: str | Path, 
                              for k, v in row.get("overrides", {}).items()}
                 overrides["split.name"] = split
                 overrides.update({field: seed for field in seed_fields})
+                if "run_name" in base and "run_name" not in overrides:
+                    # The label in compare.py tables (the workdir's name, seed<N>, otherwise).
+                    overrides["run_name"] = row["name"]
                 runs.append(PlannedRun(split, row["name"], seed,
                                        root / split / row["name"] / f"seed{seed}",
                                        apply_overrides(base, overrides)))

@@ -62,6 +62,7 @@ def test_plan_orders_split_row_seed_and_fills_placeholders(tmp_path):
     last = runs[-1]
     assert last.workdir == tmp_path / "out" / "user_temporal" / "neumf_pretrained" / "seed3"
     assert last.config.split.name == "user_temporal" and last.config.training.seed == 3
+    assert last.config.run_name == "neumf_pretrained"  # Its label in compare.py tables.
     assert last.config.model.pretrained.gmf_workdir == str(
         tmp_path / "out" / "user_temporal" / "gmf" / "seed3")
     # The split's own seed (its tie order) is untouched unless a suite names it.
