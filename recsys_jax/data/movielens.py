@@ -109,7 +109,7 @@ CSV_NO_GENRES = "(no genres listed)"
 CSV_RATING_SCALE = (0.5, 5.0)
 # Names the ratings.csv parser in the columnar cache's keys: change it whenever what the parser
 # returns for the same bytes changes, so entries parsed by the old code are not reused.
-CSV_RATINGS_PARSER = "movielens.read_movielens_csv ratings v1"
+CSV_RATINGS_PARSER = "movielens.read_movielens_csv ratings v2"  # v2: refuses "1e3" ids
 
 # From the ML-1M README ("Occupation is chosen from the following choices").
 ML1M_OCCUPATIONS = {
@@ -126,6 +126,10 @@ _PANDAS_INTEGER = re.compile(r"\s*[+-]?\d+(?:\.0*)?\s*")
 _DECIMAL = re.compile(r"\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*")
 _TITLE_YEAR = re.compile(r"\((\d{4})(?:[-\u2013]\d{0,4})?\)")
 _INT64_MAX = 2 ** 63 - 1
+# The bytes a ratings file's data lines consist of (digits, signs, decimal points, the
+# separators of every MovieLens format, spaces and line breaks).
+_RATING_FILE_BYTES = np.zeros(256, dtype=bool)
+_RATING_FILE_BYTES[np.frombuffer(b"0123456789+-.,:\t \r\n", dtype=np.uint8)] = True
 
 
 # --------------------------------------------------------------------------------------------
@@ -645,7 +649,32 @@ class _RatingsFile:
             raise DataError("has malformed ratings", path=self.path)
         if len(frame) == 0:
             raise DataError("holds no ratings", path=self.path)
+        # pandas' C engine reads "1e3" as the integer 1000 and "1e-400" as 0 in integer
+        # columns; the careful check refuses them. Ratings files hold only digits and
+        # separators, so any other byte sends its line (and only then) to the careful check.
+        unusual_row = self._first_row_with_unusual_bytes(columns)
+        if unusual_row is not None:
+            self._raise_first_bad_line(columns, scale, unusual_row)
         return frame.drop(columns="_extra")
+
+    def _first_row_with_unusual_bytes(self, columns: _RatingColumns,
+                                      chunk_bytes: int = 1 << 26) -> int | None:
+        """The data row (0-based, blank lines not counted) of the first byte that is neither
+        a digit, a sign, a decimal point, a separator, a space nor a line break; ``None`` when
+        every byte after the header is one of those."""
+        data = np.memmap(self.path, dtype=np.uint8, mode="r")  # Not empty: it parsed.
+        start = 0
+        for _ in range(columns.header_lines):
+            newline = _find_byte(data, ord("\n"), start)
+            start = len(data) if newline is None else newline + 1
+        for chunk_start in range(start, len(data), chunk_bytes):
+            chunk = np.asarray(data[chunk_start:chunk_start + chunk_bytes])
+            unusual = np.flatnonzero(~_RATING_FILE_BYTES[chunk])
+            if unusual.size:
+                before = np.asarray(data[start:chunk_start + int(unusual[0])]).tobytes()
+                blank = before.count(b"\n\n") + before.count(b"\n\r\n")
+                return max(0, before.count(b"\n") - blank - (before[:1] in (b"\n", b"\r")))
+        return None
 
     def line_of_row(self, row: int) -> int | None:
         """The line number of the ``row``-th (0-based) data row, blank lines skipped."""
@@ -767,6 +796,15 @@ def _column_name(header_field: str) -> str:
 # --------------------------------------------------------------------------------------------
 # Small delimited files (catalogues, users, genres), read line by line.
 # --------------------------------------------------------------------------------------------
+
+def _find_byte(data: np.ndarray, byte: int, start: int, chunk_bytes: int = 1 << 20) -> int | None:
+    """The index of the first ``byte`` in ``data[start:]`` (a uint8 array), or ``None``."""
+    for chunk_start in range(start, len(data), chunk_bytes):
+        found = np.flatnonzero(np.asarray(data[chunk_start:chunk_start + chunk_bytes]) == byte)
+        if found.size:
+            return chunk_start + int(found[0])
+    return None
+
 
 def _numbered_lines(path: Path, encoding: str, skip: int = 0,
                     skip_rows: int = 0) -> Iterator[tuple[int, str]]:

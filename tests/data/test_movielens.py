@@ -190,6 +190,12 @@ BAD_INPUTS = [
     ("csv", "ratings.csv", "userId,movieId,rating,timestamp\n1,one,4.0,1\n", 2,
      "item id 'one' is not an integer"),
     ("csv", "ratings.csv", "userId,movieId,rating,timestamp\n", None, "holds no ratings"),
+    # pandas' C engine alone would read these as 1000 and 0.
+    ("csv", "ratings.csv", "userId,movieId,rating,timestamp\n1,1,4.0,1\n\n1,1e3,4.0,2\n", 4,
+     "item id '1e3' is not an integer"),
+    ("csv", "ratings.csv", "userId,movieId,rating,timestamp\n1,1,4.0,1\n1,11,4.0,1e-400\n", 3,
+     "timestamp '1e-400' is not an integer"),
+    ("100k", "u.data", "1\t1\t5\t1\n2\t2\t3\t0x1F\n", 2, "timestamp '0x1F' is not an integer"),
     ("csv", "ratings.csv", "", None, "is empty"),
     ("csv", "movies.csv", "movieId,title,genres\n1,Toy Story (1995),Comedy\n"
      "11,American President, The (1995),Comedy\n", 3, "expected 3 comma-separated fields"),
@@ -228,6 +234,16 @@ def test_bad_input_names_file_line_and_problem(tmp_path, fmt, filename, content,
     assert error.line == line, str(error)
     assert phrase in str(error)
     assert str(error).startswith(str(path) + (f", line {line}: " if line else ": "))
+
+
+def test_a_rating_in_exponent_form_still_loads(tmp_path):
+    # Its "e" sends the file to the careful check, which accepts a decimal rating with an
+    # exponent (only ids and timestamps must be plain integers).
+    directory = write_csv_set(tmp_path / "data")
+    path = directory / "ratings.csv"
+    path.write_text(path.read_text().replace("1,11,0.5,", "1,11,5e-1,"))
+    ratings = read_movielens_csv(directory, "ml-25m").interactions["rating"].to_numpy()
+    assert ratings.tolist() == [4.0, 0.5, 4.5, 5.0, 3.5]
 
 
 def test_missing_required_file_is_a_data_error(tmp_path):
