@@ -516,10 +516,17 @@ def _cell(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+# The refit test metrics the budget table shows (every one is in budget_table.json): the
+# accuracy metrics, not counts or beyond-accuracy figures, so the table stays readable.
+HEADLINE_TEST_METRICS = ("test_rmse", "test_mae", "test_hr@*", "test_recall@*", "test_ndcg@*")
+
+
 def format_budget_table(results: Mapping[str, SweepResult]) -> str:
     """One row per swept model (``--models``): the budget each used, its chosen overrides and
-    validation value, and the refit's test metrics (columns: every metric any model has)."""
-    metrics = list(dict.fromkeys(k for r in results.values() for k in r.refit["test"]))
+    validation value, and the refit's headline test metrics (``HEADLINE_TEST_METRICS``; columns:
+    every such metric any model has)."""
+    metrics = [k for k in dict.fromkeys(k for r in results.values() for k in r.refit["test"])
+               if any(fnmatch.fnmatch(k.split(" ")[0], p) for p in HEADLINE_TEST_METRICS)]
     lines = ["| model | search | trials | trial s | chosen overrides | validation | "
              + " | ".join(metrics) + " |", "|" + "---|" * (6 + len(metrics))]
     for name, r in results.items():

@@ -233,7 +233,7 @@ def test_sweep_script_end_to_end(tmp_path):
     assert again.returncode != 0 and "--overwrite" in again.stderr
 
 
-def test_budget_table_has_one_row_per_model_and_every_metric():
+def test_budget_table_has_one_row_per_model_and_every_headline_metric():
     def result(model, value, test):
         trials = _trials([value, value + 0.1])
         return sweep.SweepResult(
@@ -242,10 +242,12 @@ def test_budget_table_has_one_row_per_model_and_every_metric():
             refit={"workdir": "w", "val": value, "seconds": 1.0, "test": test},
             trial_seconds=2.0, prepare_seconds=0.1)
 
-    table = sweep.format_budget_table({"gmf": result("gmf", 0.3, {"test_hr@10 (full)": 0.25}),
-                                       "mlp": result("mlp", 0.2, {"test_mrr (full)": 0.125})})
+    table = sweep.format_budget_table({
+        "gmf": result("gmf", 0.3, {"test_hr@10 (full)": 0.25, "test_num_users (full)": 943}),
+        "mlp": result("mlp", 0.2, {"test_ndcg@100 (full)": 0.125, "test_mrr@10 (full)": 0.5})})
     header, _, gmf, mlp = table.splitlines()
-    assert header.endswith("| test_hr@10 (full) | test_mrr (full) |")
+    # Counts and secondary metrics stay in budget_table.json only.
+    assert header.endswith("| test_hr@10 (full) | test_ndcg@100 (full) |")
     assert gmf.startswith("| gmf | random | 2 | 2.0 | `{\"x\": 1}` | val_ndcg@10 0.4000 |")
     assert gmf.endswith("| 0.2500 | - |") and mlp.endswith("| - | 0.1250 |")
 
