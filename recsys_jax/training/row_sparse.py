@@ -180,10 +180,10 @@ class RowSparseOptimizer(nnx.Optimizer):
         self.table_state = nnx.data(to_opt_state({
             name: nnx.from_flat_state([(path, state[name]) for path, state in per_table.items()])
             for name in names}))
-        self.trainable_rows = None if trainable_rows is None else nnx.data(
+        self.trainable_rows = None if trainable_rows is None else nnx.data(to_opt_state(
             nnx.from_flat_state([
                 (path, jnp.asarray(trainable_rows.get(path, False), jnp.bool_))
-                for path in per_table]))
+                for path in per_table])))
 
     def update(self, model: nnx.Module, grads: Any, /, *,
                rows: Mapping[TablePath, RowGrads] | None = None, **kwargs: Any) -> Any:
