@@ -192,14 +192,22 @@ class RowSparseOptimizer(nnx.Optimizer):
 
         Returns:
           The dense transform's updates.
+
+        Raises:
+          ValueError: when ``rows`` is not given: ``grads`` hold no table gradients, so the
+            tables would silently not train (the engine's train step always passes ``rows``).
         """
+        if rows is None:
+            raise ValueError("RowSparseOptimizer.update needs the tables' row gradients "
+                             "(rows=, from tables.value_and_row_grads); the dense grads do not "
+                             "update tables")
         step = self.step[...]
         tables = dict(nnx.to_flat_state(nnx.state(model, Table)))
         states = {name: dict(nnx.to_flat_state(tree))
                   for name, tree in self.table_state.items()}
         masks = None if self.trainable_rows is None else dict(
             nnx.to_flat_state(self.trainable_rows))
-        for path, read in (rows or {}).items():
+        for path, read in rows.items():
             table = tables[path]
             value = table.get_value()
             old = _gather(value, read.rows)

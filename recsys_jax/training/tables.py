@@ -31,7 +31,9 @@ What a loss must do, checked where possible: read a table only through ``lookup`
 row-sparse step a table variable holds a guard instead of its array, so any other read
 (``table[...]``, ``table.get_value()`` arithmetic) raises a ``TypeError`` naming the table
 instead of silently training nothing. And it must make the same lookups (number and shapes) each
-time it is traced for a given batch, which any function of ``(model, batch, rng)`` does.
+time it is traced for a given batch, which any function of ``(model, batch, rng)`` does, and make
+them outside any ``jax.vmap`` / ``lax.scan`` of its own (JAX would then raise an escaped-tracer
+error).
 """
 
 from __future__ import annotations

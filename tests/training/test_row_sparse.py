@@ -211,9 +211,15 @@ def test_a_table_read_without_lookup_fails_loudly_in_the_sparse_step():
     assert not nnx.grad(lambda m: jnp.sum(m.table.all_rows()))(model)["table"][...].any()
 
 
-def test_a_row_sparse_optimizer_needs_tables():
+def test_a_row_sparse_optimizer_needs_tables_and_their_row_gradients():
     with pytest.raises(ValueError, match="declares no Table"):
         RowSparseOptimizer(nnx.Linear(2, 1, rngs=nnx.Rngs(0)), optax.adam(0.1), None)
+    model = _mf()
+    optimizer = _optimizer(model, "lazy_adam")
+    grads = nnx.grad(lambda m: jnp.sum(m(jnp.zeros(2, jnp.int32), jnp.ones(2, jnp.int32))))(
+        model)
+    with pytest.raises(ValueError, match="needs the tables' row gradients"):
+        optimizer.update(model, grads)  # Dense grads alone would leave the tables untrained.
 
 
 # A table large beside everything a step of 64 ratings computes.
