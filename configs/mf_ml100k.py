@@ -9,6 +9,7 @@ Run:
 
 Override any field on the command line, e.g.
   --config.model.dim=128 --config.split.name=user_temporal --config.optimizer.name=adamw
+  --config.optimizer.tables=lazy_adam   (row-sparse tables: only the rows a step reads)
 """
 
 import ml_collections
@@ -36,7 +37,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.optimizer.decay_rate = 0.5       # step: lr factor every decay_epochs
     config.optimizer.decay_epochs = 10
     config.optimizer.momentum = 0.0         # sgd
-    config.optimizer.initial_accumulator = 0.1  # adagrad
+    config.optimizer.initial_accumulator = 0.1  # adagrad, rowwise_adagrad
+    # Embedding tables: "dense" (the optimizer above, every row every step) or row-sparse, only
+    # the rows a step reads: "lazy_adam" | "rowwise_adagrad" (docs/models/mf.md).
+    config.optimizer.tables = "dense"
 
     config.training = ml_collections.ConfigDict()
     config.training.loss = "mse"      # mse | huber

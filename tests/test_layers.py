@@ -8,7 +8,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "recsys_jax"
 # Which layers each layer may import (besides itself and the shared top-level modules).
 ALLOWED = {
     "data": set(),
-    "models": {"data"},
+    "models": {"data", "training"},  # training: only training.tables (MODELS_MAY_IMPORT)
     "training": {"data"},
     "evaluation": {"data", "models"},  # models: only the contract's protocols
     "retrieval": {"data", "models"},  # models: only the contract's protocols
@@ -16,6 +16,8 @@ ALLOWED = {
     "tasks": {"data", "models", "training", "evaluation", "retrieval", "analysis"},
 }
 SHARED = {"fileio", "progress", "console", "config_files"}
+# The one engine module models may import: the declaration of their embedding tables.
+MODELS_MAY_IMPORT = {"recsys_jax.training.tables"}
 
 
 def imported_layers(path: Path) -> set[str]:
@@ -45,6 +47,22 @@ def test_every_layer_imports_only_the_layers_below_it():
             if extra:
                 violations.append(f"{path.relative_to(PACKAGE)} imports {sorted(extra)}")
     assert violations == []
+
+
+def imported_modules(path: Path, layer: str) -> set[str]:
+    """The ``recsys_jax.<layer>...`` modules a module imports (``from`` imports included)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+    return {n for n in names if n.startswith(f"recsys_jax.{layer}")}
+
+
+def test_models_import_only_the_table_declaration_from_the_engine():
+    for path in sorted((PACKAGE / "models").rglob("*.py")):
+        assert imported_modules(path, "training") <= MODELS_MAY_IMPORT, path
 
 
 def test_every_layer_is_listed():

@@ -60,6 +60,7 @@ class MFRecipe:
         m, o, t = config.model, config.optimizer, config.training
         unsupported = {
             "optimizer.name": (o.name, "adam"), "optimizer.schedule": (o.schedule, "constant"),
+            "optimizer.tables": (o.get("tables", "dense"), "dense"),
             "training.loss": (t.loss, "mse"), "training.l2_reg": (t.l2_reg, 0.0),
             "model.unseen_user": (m.get("unseen_user", "zero"), "zero"),
             "model.unseen_item": (m.get("unseen_item", "zero"), "zero")}

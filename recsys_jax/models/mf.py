@@ -26,6 +26,10 @@ per kind of parameter instead of two; with Adam updating the whole tables every 
 the ML-100K CPU epoch ≈ 10 % faster (``python -m benchmarks.mf_epoch``). The per-side views
 (``user_embedding``, ``item_bias``, …) and ``export_arrays`` / ``load_arrays`` keep the user/item
 names, and the initial values are the same draws as with two tables (users first).
+
+The embedding and bias tables are ``training.tables.Table`` parameters read with ``lookup``, so
+a row-sparse optimizer (``optimizer.tables``) updates only the rows a step reads; the ``"mean"``
+fallbacks read them whole through ``all_rows`` (no gradient, as before).
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+
+from recsys_jax.training.tables import Table
 
 FALLBACKS = ("zero", "mean")
 
@@ -59,8 +65,8 @@ class MatrixFactorization(nnx.Module):
     ``recsys_jax.evaluation.validators`` do).
 
     Attributes:
-      embedding: ``(num_users + num_items, dim)`` parameter, user rows then item rows.
-      bias: ``(num_users + num_items,)`` parameter, the same order.
+      embedding: ``(num_users + num_items, dim)`` table (``Table``), user rows then item rows.
+      bias: ``(num_users + num_items,)`` table, the same order.
       global_mean: the scalar μ.
       seen: ``(num_users + num_items,)`` boolean ``SeenMask``, the same order.
     """
@@ -95,8 +101,8 @@ class MatrixFactorization(nnx.Module):
         init = jax.nn.initializers.normal(stddev=init_std)
         user_rows = init(rngs.params(), (num_users, dim), jnp.float32)
         item_rows = init(rngs.params(), (num_items, dim), jnp.float32)
-        self.embedding = nnx.Param(jnp.concatenate([user_rows, item_rows]))
-        self.bias = nnx.Param(jnp.zeros((num_users + num_items,), jnp.float32))
+        self.embedding = Table(jnp.concatenate([user_rows, item_rows]))
+        self.bias = Table(jnp.zeros((num_users + num_items,), jnp.float32))
         self.global_mean = nnx.Param(jnp.asarray(global_mean, jnp.float32))
         self.seen = SeenMask(jnp.ones((num_users + num_items,), jnp.bool_))
 
@@ -175,7 +181,8 @@ class MatrixFactorization(nnx.Module):
     def __call__(self, users: jax.Array, items: jax.Array) -> jax.Array:
         """Predicted ratings, shape ``users.shape``, for int id arrays of equal shape."""
         rows = self._rows(users, items)
-        vectors, bias, seen = self.embedding[...][rows], self.bias[...][rows], self.seen[...][rows]
+        vectors, bias = self.embedding.lookup(rows), self.bias.lookup(rows)
+        seen = self.seen[...][rows]
         p, user_bias, user_known = self._fallback(0, vectors[0], bias[0], seen[0],
                                                   self.unseen_user)
         q, item_bias, item_known = self._fallback(1, vectors[1], bias[1], seen[1],
@@ -200,9 +207,10 @@ class MatrixFactorization(nnx.Module):
         """The unweighted mean row and bias of one side's seen ids (the ``"mean"`` fallback)."""
         weight = self._side(self.seen[...], side).astype(jnp.float32)
         count = jnp.maximum(jnp.sum(weight), 1.0)
-        # stop_gradient: the fallback is a read-out of the seen rows, not something to train.
-        mean_row = jax.lax.stop_gradient(weight @ self._side(self.embedding[...], side) / count)
-        mean_bias = jax.lax.stop_gradient(weight @ self._side(self.bias[...], side) / count)
+        # all_rows: the fallback is a read-out of the seen rows (no gradient), not something to
+        # train; under a row-sparse optimizer it reads the whole table on every step.
+        mean_row = weight @ self._side(self.embedding.all_rows(), side) / count
+        mean_bias = weight @ self._side(self.bias.all_rows(), side) / count
         return mean_row, mean_bias
 
     def row_l2(self, users: jax.Array, items: jax.Array) -> jax.Array:
@@ -212,7 +220,7 @@ class MatrixFactorization(nnx.Module):
         penalised, once per rating they take part in, unlike weight decay on whole tables.
         """
         rows = self._rows(users, items)
-        vectors, bias = self.embedding[...][rows], self.bias[...][rows]
+        vectors, bias = self.embedding.lookup(rows), self.bias.lookup(rows)
         return jnp.sum(jnp.sum(vectors * vectors, axis=-1) + jnp.square(bias), axis=0)
 
     def export_arrays(self) -> dict[str, np.ndarray]:

@@ -18,6 +18,9 @@ code), NeuMF's output layer is then ``[α·h_GMF, (1−α)·h_MLP]`` with bias
 ``α·b_GMF + (1−α)·b_MLP``, α = 0.5.
 
 Embeddings start from N(0, init_std²) (0.01 in the paper); dense layers use Flax's defaults.
+Embedding tables (and DotMF's bias vectors) are ``training.tables.Table`` parameters read with
+``lookup``, so a row-sparse optimizer (``optimizer.tables``) updates only the rows a step reads;
+the output and hidden layers stay dense.
 Ids must lie in ``[0, num_users)`` / ``[0, num_items)`` (JAX clamps out-of-range gathers);
 the training columns and evaluation inputs are validated before they get here.
 """
@@ -32,12 +35,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from recsys_jax.training.tables import Table
+
 DEFAULT_MLP_LAYERS = (64, 32, 16, 8)
 
 
-def _embedding(rngs: nnx.Rngs, rows: int, dim: int, init_std: float) -> nnx.Param:
+def _embedding(rngs: nnx.Rngs, rows: int, dim: int, init_std: float) -> Table:
     init = jax.nn.initializers.normal(stddev=init_std)
-    return nnx.Param(init(rngs.params(), (rows, dim), jnp.float32))
+    return Table(init(rngs.params(), (rows, dim), jnp.float32))
 
 
 def _check_sizes(num_users: int, num_items: int, *dims: int) -> None:
@@ -57,7 +62,7 @@ class GMFTower(nnx.Module):
         self.item_embedding = _embedding(rngs, num_items, dim, init_std)
 
     def __call__(self, users: jax.Array, items: jax.Array) -> jax.Array:
-        return self.user_embedding[...][users] * self.item_embedding[...][items]
+        return self.user_embedding.lookup(users) * self.item_embedding.lookup(items)
 
 
 class MLPTower(nnx.Module):
@@ -85,8 +90,8 @@ class MLPTower(nnx.Module):
         return self.layers[-1]
 
     def __call__(self, users: jax.Array, items: jax.Array) -> jax.Array:
-        x = jnp.concatenate([self.user_embedding[...][users],
-                             self.item_embedding[...][items]], axis=-1)
+        x = jnp.concatenate([self.user_embedding.lookup(users),
+                             self.item_embedding.lookup(items)], axis=-1)
         for layer in self.hidden:
             x = jax.nn.relu(layer(x))
         return x
@@ -221,17 +226,17 @@ class DotMF(_FoldsInUsers, nnx.Module):
         self.num_users, self.num_items, self.dim = num_users, num_items, dim
         self.user_embedding = _embedding(rngs, num_users, dim, init_std)
         self.item_embedding = _embedding(rngs, num_items, dim, init_std)
-        self.user_bias = nnx.Param(jnp.zeros((num_users,), jnp.float32))
-        self.item_bias = nnx.Param(jnp.zeros((num_items,), jnp.float32))
+        self.user_bias = Table(jnp.zeros((num_users,), jnp.float32))
+        self.item_bias = Table(jnp.zeros((num_items,), jnp.float32))
         self.global_bias = nnx.Param(jnp.zeros((), jnp.float32))
 
     def __call__(self, users: jax.Array, items: jax.Array) -> jax.Array:
         """Logits, shape ``users.shape`` (``users`` and ``items`` broadcast together)."""
         users, items = jnp.broadcast_arrays(users, items)
-        p = self.user_embedding[...][users]
-        q = self.item_embedding[...][items]
-        return (self.global_bias[...] + self.user_bias[...][users] + self.item_bias[...][items]
-                + jnp.sum(p * q, axis=-1))
+        p = self.user_embedding.lookup(users)
+        q = self.item_embedding.lookup(items)
+        return (self.global_bias[...] + self.user_bias.lookup(users)
+                + self.item_bias.lookup(items) + jnp.sum(p * q, axis=-1))
 
     def ranking_embeddings(self) -> tuple[np.ndarray, np.ndarray]:
         """User and item vectors whose dot products rank items as the logits do:

@@ -7,7 +7,9 @@ not checked (a task may not use them); the keys in ``REQUIRED`` must be present.
 
 Checked: learning rate finite and > 0, epochs ≥ 1, sizes ≥ 1, fractions in (0, 1) with room
 left for training, names that must be known (task, model, optimizer, schedule, loss, split,
-data set, index kind, ...), and the task's own settings. The modules that use the values keep
+data set, index kind, ...), the task's own settings, and row-sparse tables
+(``optimizer.tables``) only where they are served exactly (a model that declares tables, not
+the retrieval task, not with ``adamw``'s decoupled decay). The modules that use the values keep
 their own checks; this one only makes sure they fail before any work, not after training.
 """
 
@@ -19,18 +21,20 @@ from typing import Any
 
 import ml_collections
 import numpy as np
+from flax import nnx
 
 from recsys_jax.data.movielens import MOVIELENS_NAMES
 from recsys_jax.data.splits import PROTOCOLS, TIE_ORDERS
 from recsys_jax.evaluation.results import FULL_PROTOCOL
-from recsys_jax.models.registry import MODELS
+from recsys_jax.models.registry import MODELS, build_model
 from recsys_jax.retrieval.index import KINDS as INDEX_KINDS
 from recsys_jax.tasks.base import monitor_mode, monitor_parts
 from recsys_jax.tasks.fold_in import TEST_USER_INPUTS
 from recsys_jax.tasks.implicit_losses import IMPLICIT_LOSSES
 from recsys_jax.tasks.negatives import KINDS as POSITIVE_SET_KINDS
 from recsys_jax.tasks.rating import RATING_LOSSES
-from recsys_jax.training.optimizers import OPTIMIZERS, SCHEDULES
+from recsys_jax.training.optimizers import OPTIMIZERS, SCHEDULES, TABLE_OPTIMIZERS
+from recsys_jax.training.tables import has_tables
 
 Check = Callable[[Any], str | None]  # value -> what is wrong, or None
 
@@ -119,6 +123,7 @@ COMMON: dict[str, Check] = {
     "optimizer.decay_epochs": integer(1),
     "optimizer.momentum": real(0, 1, high_open=True),
     "optimizer.initial_accumulator": real(0),
+    "optimizer.tables": one_of(TABLE_OPTIMIZERS),
     "training.epochs": integer(1),
     "training.batch_size": integer(1),
     "training.patience": integer(0),
@@ -241,6 +246,44 @@ def _monitor_problems(tree: Mapping[str, Any], task: str) -> list[str]:
     return []
 
 
+def _declares_tables(model_config: Mapping[str, Any]) -> bool | None:
+    """Whether the registry's model for ``model_config`` declares tables (``Table``), asked of
+    the model built on a one-user, one-item id space with no training rows (as ``load_model``
+    builds one); ``None`` when it cannot be built so (the runner asks the real model)."""
+    empty = {"user": np.zeros(0, np.int32), "item": np.zeros(0, np.int32),
+             "rating": np.zeros(0, np.float32)}
+    try:
+        model = build_model(model_config, num_users=1, num_items=1, train=empty,
+                            rngs=nnx.Rngs(0))
+    except Exception:  # Needs task inputs (features=) or a valid config: checked elsewhere.
+        return None
+    return has_tables(model)
+
+
+def _table_problems(tree: Mapping[str, Any], task: str) -> list[str]:
+    """Row-sparse tables (``optimizer.tables``) where they cannot be served exactly."""
+    tables = _lookup(tree, "optimizer.tables")
+    if tables in (_MISSING, "dense") or tables not in TABLE_OPTIMIZERS:
+        return []
+    what = f"optimizer.tables = {tables!r}"
+    if task == "retrieval":
+        return [f"{what} is not supported by the retrieval task (its towers read their tables "
+                "whole); use 'dense'"]
+    problems = []
+    decay = _lookup(tree, "optimizer.weight_decay")
+    if _lookup(tree, "optimizer.name") == "adamw" and _is_real(decay) and decay > 0:
+        problems.append(f"{what} applies optimizer.weight_decay as L2 in the gradient of the "
+                        "rows read, optimizer.name = 'adamw' decouples it: one weight_decay "
+                        "would mean two things; use optimizer.name='adam' (or weight_decay=0)")
+    model = _lookup(tree, "model")
+    if isinstance(model, Mapping) and model.get("name") in MODELS \
+            and _declares_tables(model) is False:
+        problems.append(f"{what} needs a model that declares embedding tables "
+                        f"(training.tables.Table); {model['name']!r} declares none: use "
+                        "'dense'")
+    return problems
+
+
 def config_problems(config: ml_collections.ConfigDict, task: str, *,
                     data_given: bool = False) -> list[str]:
     """Every problem of ``config`` for ``task``, one line each naming the key; ``[]`` if none.
@@ -259,7 +302,7 @@ def config_problems(config: ml_collections.ConfigDict, task: str, *,
             problems.append(_problem(key, value, what))
     if not data_given:
         problems += _split_problems(tree)
-    return problems + _monitor_problems(tree, task)
+    return problems + _monitor_problems(tree, task) + _table_problems(tree, task)
 
 
 def check_config(config: ml_collections.ConfigDict, task: str, *,

@@ -4,11 +4,12 @@ Training and model selection are unchanged: validation always scores user vector
 the training part. Before the test, each user with validation events has the *user side* of
 the model (``contract.FoldIn.user_side_rows``: embeddings and user biases, for NeuMF the user
 tables of both towers) refitted on their train + val rows, with the task's own loss, the
-configured optimizer (fresh state) and batch size, for ``evaluation.fold_in_epochs`` epochs,
-starting from the trained values. Every other parameter and every other row (items, μ, output
-and hidden layers, users without validation events) is kept bit-identical: the optimizer's
-updates are zeroed outside the user-side rows after every other transformation (weight decay
-included), so ``θ + 0`` leaves them as they were.
+configured optimizer (fresh state; row-sparse tables too when ``optimizer.tables`` says so) and
+batch size, for ``evaluation.fold_in_epochs`` epochs, starting from the trained values. Every
+other parameter and every other row (items, μ, output and hidden layers, users without
+validation events) is kept bit-identical: the optimizer's updates are zeroed outside the
+user-side rows after every other transformation (weight decay included), so ``θ + 0`` leaves
+them as they were (``optimizers.make_model_optimizer``'s ``only``).
 
 Config (``evaluation`` block): ``test_user_inputs`` (``"train+val"``, the default, or
 ``"train"``: no fold-in, the numbers of before), ``fold_in_epochs`` (default
@@ -26,7 +27,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from absl import logging
 from flax import nnx
 
@@ -34,7 +34,7 @@ from recsys_jax.models.contract import FoldIn
 from recsys_jax.training import steps as steps_lib
 from recsys_jax.training.loop import DivergenceError, nonfinite_arrays
 from recsys_jax.training.losses import LossFn
-from recsys_jax.training.optimizers import make_optimizer
+from recsys_jax.training.optimizers import make_model_optimizer
 
 TEST_USER_INPUTS = ("train", "train+val")
 DEFAULT_TEST_USER_INPUTS = "train+val"
@@ -115,15 +115,6 @@ def update_mask(model: nnx.Module, rows: Mapping[str, np.ndarray]) -> Any:
     return tree
 
 
-def only_where(mask: Any) -> optax.GradientTransformation:
-    """Zeroes the updates outside ``mask`` (``update_mask``): those entries stay exact."""
-    def update_fn(updates, state, params=None):
-        del params
-        return jax.tree.map(lambda u, m: jnp.where(m, u, jnp.zeros_like(u)), updates,
-                            mask), state
-    return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
-
-
 def fold_in(model: FoldIn, loss_fn: LossFn, columns: Mapping[str, np.ndarray],
             users: np.ndarray, *, optimizer: Mapping[str, Any], batch_size: int, epochs: int,
             seed: int) -> dict[str, Any]:
@@ -148,10 +139,9 @@ def fold_in(model: FoldIn, loss_fn: LossFn, columns: Mapping[str, np.ndarray],
     if epochs <= 0 or len(users) == 0:
         return {**facts, "time_s": 0.0}
     model.begin_fold_in(users)
-    mask = update_mask(model, model.user_side_rows(users))
-    tx, _ = make_optimizer(optimizer, steps_per_epoch=steps_lib.steps_per_epoch(
-        facts["rows"], batch_size), num_epochs=epochs)
-    opt = nnx.Optimizer(model, optax.chain(tx, only_where(mask)), wrt=nnx.Param)
+    opt, _ = make_model_optimizer(
+        model, optimizer, steps_per_epoch=steps_lib.steps_per_epoch(facts["rows"], batch_size),
+        num_epochs=epochs, only=update_mask(model, model.user_side_rows(users)))
     graphdef, state = nnx.split((model, opt))
     run_epoch = steps_lib.make_train_epoch(graphdef, loss_fn, batch_size)
     data, key = jax.device_put(dict(columns)), jax.random.key(seed)

@@ -11,7 +11,8 @@ is prepared and before any training:
 A rerun resumes only when its identity is the recorded one. The config keys are compared before
 any work (``check_config_identity``), the split fingerprint right after the data is prepared and
 before any checkpoint is restored (``check_fingerprint``). A difference raises ``WorkdirError``
-naming each differing key (recorded → now) and the two ways on: a new ``--workdir``, or
+naming each differing key (recorded → now) and the two ways on (a key added since a run was
+recorded counts as recorded at its default, ``ADDED_KEYS``): a new ``--workdir``, or
 ``--overwrite``, which moves the old run aside to ``<workdir>.replaced-<timestamp>``
 (``move_aside``; nothing is ever deleted).
 """
@@ -54,6 +55,14 @@ RESULT_NEUTRAL_KEYS = (
     "training.positive_set",
     "model.max_step_items",
 )
+
+# Config keys added after runs were recorded without them, with the value such a run had: a
+# recorded identity that lacks one of these keys is read as having this value, so a run
+# recorded before the key existed resumes under a config that sets it to its default.
+ADDED_KEYS: dict[str, Any] = {
+    "optimizer.tables": "dense",
+    "optimizer.initial_accumulator": 0.1,  # In configs/ncf_ml100k.py since optimizer.tables.
+}
 
 # Outputs of a started run; a workdir with any of them must have recorded its identity.
 RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "model", "test_metrics.json")
@@ -145,8 +154,11 @@ def check_config_identity(workdir: Path, task: str, config: ml_collections.Confi
                 f"so whether this config produced them cannot be checked. "
                 + how_to_proceed(workdir))
         return None
-    changed = differences({"task": recorded.get("task"), **recorded["config"]},
-                          {"task": task, **identity_config(config)})
+    now = identity_config(config)
+    # Keys added since the run was recorded: it had their default (ADDED_KEYS).
+    implied = {k: v for k, v in ADDED_KEYS.items() if k in now and k not in recorded["config"]}
+    changed = differences({"task": recorded.get("task"), **implied, **recorded["config"]},
+                          {"task": task, **now})
     if changed:
         raise WorkdirError(
             f"{workdir} holds a run of another configuration; resuming it would test a model "

@@ -67,8 +67,9 @@ from recsys_jax.tasks.run_identity import (
 from recsys_jax.tasks.workdir_lock import WorkdirLock, WorkdirLocked
 from recsys_jax.training.curves import plot_learning_curve
 from recsys_jax.training.loop import DivergenceError, FitConfig, FitResult, fit, nonfinite_arrays
-from recsys_jax.training.optimizers import make_optimizer
+from recsys_jax.training.optimizers import make_model_optimizer
 from recsys_jax.training.steps import steps_per_epoch
+from recsys_jax.training.tables import has_tables
 
 __all__ = ["ConfigError", "DivergenceError", "RunResult", "WorkdirError", "WorkdirLocked",
            "check_workdir", "open_workdir", "train_and_evaluate"]
@@ -177,11 +178,16 @@ def fit_model(task: Task, config: ml_collections.ConfigDict, data: TaskData,
     """Trains ``model`` in place with the engine on the task's loss and validator; leaves it
     at its best validation epoch. ``workdir=None`` trains without any file I/O."""
     t = config.training
-    tx, schedule = make_optimizer(
-        config.optimizer, steps_per_epoch=steps_per_epoch(len(data.train["user"]),
-                                                          t.batch_size),
+    tables = config.optimizer.get("tables", "dense")
+    if tables != "dense" and not has_tables(model):
+        raise ConfigError(
+            f"optimizer.tables = {tables!r} updates the rows of embedding tables a step reads, "
+            f"but {config.model.name!r} declares no tables (training.tables.Table); use "
+            "optimizer.tables='dense'")
+    optimizer, schedule = make_model_optimizer(
+        model, config.optimizer, steps_per_epoch=steps_per_epoch(len(data.train["user"]),
+                                                                 t.batch_size),
         num_epochs=t.epochs)
-    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
     monitor = task.monitor(config)
     return fit(model, optimizer, task.loss(config, data), data.train,
                task.validator(config, data), fit_config(config, monitor), workdir=workdir,
@@ -335,7 +341,9 @@ def format_report(config: ml_collections.ConfigDict, task: Task, summary: Mappin
     lines += ["## Training", ""]
     if "best_epoch" in summary:
         lines += [
-            f"- optimizer: {o.name}, lr {o.lr:g} ({o.get('schedule', 'constant')}), weight "
+            f"- optimizer: {o.name}"
+            + (f" (tables: {o.tables})" if o.get("tables", "dense") != "dense" else "")
+            + f", lr {o.lr:g} ({o.get('schedule', 'constant')}), weight "
             f"decay {o.get('weight_decay', 0.0):g}; batch {t.batch_size}, up to {t.epochs} "
             f"epochs, patience {t.patience} on `{summary['monitor']}`, seed {t.seed}",
             f"- best epoch {summary['best_epoch']} of {summary['epochs_trained']}"

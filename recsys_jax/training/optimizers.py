@@ -19,6 +19,12 @@ applied to the whole tables each step (also to rows absent from the batch), as P
 dense gradients. Scalar parameters (the global mean, a temperature) are never decayed: shrinking
 a location parameter towards 0 is not regularisation. For the classic-SVD penalty on only the
 rows a rating uses, see ``training.l2_reg`` in ``losses.make_rating_loss``.
+
+``optimizer.tables`` (``TABLE_OPTIMIZERS``) chooses how the model's embedding tables
+(``tables.Table`` parameters) are updated: ``"dense"`` (the default) by the transform above like
+every other parameter, or ``"lazy_adam"`` / ``"rowwise_adagrad"`` row-sparsely, only on the rows
+each step reads, while the other parameters keep the transform above (``row_sparse``).
+``make_model_optimizer`` builds the ``nnx.Optimizer`` for either.
 """
 
 from __future__ import annotations
@@ -29,6 +35,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
+from flax import nnx
+
+from recsys_jax.training.row_sparse import TABLE_OPTIMIZERS, RowSparseOptimizer, make_table_rule
+from recsys_jax.training.tables import table_paths
+
+__all__ = ["OPTIMIZERS", "SCHEDULES", "TABLE_OPTIMIZERS", "make_model_optimizer",
+           "make_optimizer", "make_schedule", "only_where", "scale_by_adam"]
 
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "step")
 OPTIMIZERS = ("adam", "adamw", "adagrad", "sgd")
@@ -131,3 +144,56 @@ def make_optimizer(config: Mapping[str, Any], *, steps_per_epoch: int, num_epoch
     if wd == 0:
         return base, schedule
     return optax.chain(optax.add_decayed_weights(wd, mask=_decay_mask), base), schedule
+
+
+def only_where(mask: Any) -> optax.GradientTransformation:
+    """Zeroes the updates outside ``mask`` (a boolean tree shaped like the parameters, each leaf
+    broadcastable to its parameter): those entries stay exact, ``θ + 0``."""
+    def update_fn(updates, state, params=None):
+        del params
+        return jax.tree.map(lambda u, m: jnp.where(m, u, jnp.zeros_like(u)), updates,
+                            mask), state
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+
+
+def make_model_optimizer(model: nnx.Module, config: Mapping[str, Any], *, steps_per_epoch: int,
+                         num_epochs: int, only: Any = None
+                         ) -> tuple[nnx.Optimizer, optax.Schedule]:
+    """The ``nnx.Optimizer`` of ``model`` for the optimizer block ``config``, and its schedule.
+
+    ``config["tables"]`` (default ``"dense"``) chooses the kind: ``"dense"`` gives
+    ``nnx.Optimizer(model, tx, wrt=nnx.Param)`` with ``tx`` from ``make_optimizer`` (every
+    parameter, tables included); ``"lazy_adam"`` and ``"rowwise_adagrad"`` give a
+    ``row_sparse.RowSparseOptimizer``: that rule on the model's ``Table`` rows each step reads
+    and ``tx`` on every other parameter.
+
+    Args:
+      model: the model to optimise.
+      config: the optimizer block (``make_optimizer``'s fields and ``tables``).
+      steps_per_epoch, num_epochs: for the schedule.
+      only: optional boolean tree shaped like ``nnx.as_pure(nnx.state(model, nnx.Param))``,
+        each leaf broadcastable to its parameter (for a table: ``(rows, 1, ...)`` or a scalar):
+        entries outside it are never changed (fold-in).
+
+    Raises:
+      ValueError: for unknown names, or a row-sparse kind on a model without tables.
+    """
+    tx, schedule = make_optimizer(config, steps_per_epoch=steps_per_epoch,
+                                  num_epochs=num_epochs)
+    kind = config.get("tables", "dense")
+    if kind not in TABLE_OPTIMIZERS:
+        raise ValueError(f"unknown optimizer.tables {kind!r}; known: {TABLE_OPTIMIZERS}")
+    if kind == "dense":
+        if only is not None:
+            tx = optax.chain(tx, only_where(only))
+        return nnx.Optimizer(model, tx, wrt=nnx.Param), schedule
+    rule = make_table_rule(config, schedule)
+    if only is None:
+        return RowSparseOptimizer(model, tx, rule), schedule
+    tables = set(table_paths(model))
+    masks = dict(nnx.to_flat_state(only))
+    dense_only = nnx.from_flat_state([(p, m) for p, m in masks.items() if p not in tables])
+    rows_only = {p: jnp.reshape(m, m.shape[:1]) if jnp.ndim(m) else m
+                 for p, m in masks.items() if p in tables}
+    return RowSparseOptimizer(model, optax.chain(tx, only_where(dense_only)), rule,
+                              trainable_rows=rows_only), schedule

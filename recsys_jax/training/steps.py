@@ -3,6 +3,8 @@
 The model and its ``nnx.Optimizer`` are split once (``nnx.split((model, optimizer))``) into a
 static ``GraphDef`` and a ``State`` pytree; the functions here are pure ``jax.jit`` functions of
 that state, which they donate (the caller must use the returned state, never the old one).
+With a ``row_sparse.RowSparseOptimizer`` a step differentiates the rows of the model's tables
+that it reads instead of whole tables (``tables.value_and_row_grads``) and updates only those.
 
 Randomness is a function of position, not of call order: the epoch's shuffle uses
 ``fold_in(fold_in(key, 0), epoch)`` and a step's rng ``fold_in(fold_in(key, 1), step)`` with
@@ -40,6 +42,8 @@ from flax import nnx
 
 from recsys_jax.data.columns import num_rows
 from recsys_jax.training.losses import LossFn, batch_weight
+from recsys_jax.training.row_sparse import RowSparseOptimizer
+from recsys_jax.training.tables import value_and_row_grads
 
 Batch = Mapping[str, jax.Array]
 Metrics = dict[str, jax.Array]
@@ -147,8 +151,13 @@ def _train_step(graphdef: nnx.GraphDef, loss_fn: LossFn, state: nnx.State, batch
                 key: jax.Array) -> tuple[nnx.State, Metrics]:
     model, optimizer = nnx.merge(graphdef, state)
     rng = step_key(key, optimizer.step[...])
-    (loss, aux), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model, batch, rng)
-    optimizer.update(model, grads)
+    if isinstance(optimizer, RowSparseOptimizer):
+        # Tables: gradients of the rows read only (tables.py); the rest as below.
+        (loss, aux), grads, rows = value_and_row_grads(loss_fn, model, batch, rng)
+        optimizer.update(model, grads, rows=rows)
+    else:
+        (loss, aux), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model, batch, rng)
+        optimizer.update(model, grads)
     metrics = {"loss": loss, **aux, "weight": jnp.sum(batch_weight(batch))}
     return nnx.state((model, optimizer)), metrics
 

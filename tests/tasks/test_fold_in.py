@@ -54,8 +54,10 @@ def split_rows(seed: int = 0):
     return train, {k: v[keep] for k, v in val.items()}
 
 
-@pytest.mark.parametrize("name", ["mf", "gmf", "mlp", "neumf", "dot_mf"])
-def test_fold_in_moves_only_the_user_rows_of_users_with_val_events(name):
+@pytest.mark.parametrize("name, tables", [
+    *((name, "dense") for name in ("mf", "gmf", "mlp", "neumf", "dot_mf")),
+    ("mf", "lazy_adam"), ("neumf", "rowwise_adagrad"), ("dot_mf", "lazy_adam")])
+def test_fold_in_moves_only_the_user_rows_of_users_with_val_events(name, tables):
     train, val = split_rows()
     config = {"name": name, "dim": 4, "mlp_layers": (8, 4), "init_std": 0.1}
     model = build_model(config, num_users=NUM_USERS, num_items=NUM_ITEMS, train=train,
@@ -74,8 +76,8 @@ def test_fold_in_moves_only_the_user_rows_of_users_with_val_events(name):
     before = params_by_path(model)
     user_side = model.user_side_rows(users)
 
-    facts = fold_in(model, loss, columns, users, optimizer=OPTIMIZER, batch_size=32,
-                    epochs=2, seed=0)
+    facts = fold_in(model, loss, columns, users, optimizer={**OPTIMIZER, "tables": tables},
+                    batch_size=32, epochs=2, seed=0)
     after = params_by_path(model)
     assert facts["users"] == len(users) and facts["rows"] == len(columns["user"])
     assert set(user_side) < set(before)

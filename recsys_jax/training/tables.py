@@ -1,0 +1,220 @@
+"""Embedding tables read by id: the model-side declaration and the row gradients of a step.
+
+A model declares each embedding table (a parameter whose rows are read by id) as a ``Table``, an
+``nnx.Param`` subclass, and reads it with ``table.lookup(ids)``:
+
+    self.item_embedding = Table(init(key, (num_items, dim)))
+    ...
+    q = self.item_embedding.lookup(items)          # == self.item_embedding[...][items]
+
+Outside the row-sparse train step a ``Table`` is an ordinary parameter and ``lookup`` is exactly
+``table[...][ids]``, so the dense optimizers (``optimizer.tables="dense"``, the default) train it
+as before, bit for bit. Under a row-sparse optimizer (``row_sparse.RowSparseOptimizer``) the
+train step calls ``value_and_row_grads`` instead of ``nnx.value_and_grad``:
+
+1. the loss is traced once abstractly (``jax.eval_shape``: nothing runs) to learn the shape of
+   every lookup;
+2. the loss runs with every lookup returning ``table[ids] + δ``, δ a zero offset of the lookup's
+   shape and a differentiated input, and handing out the ids it read; the gradient w.r.t. δ is
+   the gradient of each row read;
+3. per table, the ids of all its lookups are deduplicated with a static size
+   (``jnp.unique(ids, size=reads, fill_value=num_rows)``: the distinct rows in ascending order,
+   padded with the out-of-range id ``num_rows``) and the gradients of the reads summed per
+   distinct row.
+
+So the step never builds a table-sized gradient or temporary: everything it computes for a table
+is O(rows read). Every other parameter (an ``nnx.Param`` that is not a ``Table``: towers, the
+global mean) gets its ordinary gradient.
+
+What a loss must do, checked where possible: read a table only through ``lookup``, or through
+``all_rows`` for a read-out that is never differentiated (MF's mean-user fallback). Inside the
+row-sparse step a table variable holds a guard instead of its array, so any other read
+(``table[...]``, ``table.get_value()`` arithmetic) raises a ``TypeError`` naming the table
+instead of silently training nothing. And it must make the same lookups (number and shapes) each
+time it is traced for a given batch, which any function of ``(model, batch, rng)`` does, and make
+them outside any ``jax.vmap`` / ``lax.scan`` of its own (JAX would then raise an escaped-tracer
+error).
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+# A table's path in the model's state, e.g. ("tower", "user_embedding").
+TablePath = tuple[Any, ...]
+
+
+class Table(nnx.Param):
+    """A parameter whose rows are read by id (an embedding table, a bias vector per id).
+
+    Row-sparse optimizers update only the rows a step reads through ``lookup``; dense optimizers
+    treat it as any ``nnx.Param``. The leading axis indexes rows; a row may be a vector (an
+    embedding) or a scalar (a bias).
+    """
+
+    def lookup(self, ids: jax.Array) -> jax.Array:
+        """Rows ``ids`` of the table, shape ``ids.shape + row shape``: ``table[...][ids]``.
+
+        Ids must be valid rows (as for any JAX gather, out-of-range ids are clamped silently).
+        In the row-sparse step this is the read the step differentiates.
+        """
+        value = self.get_value()
+        active = _ACTIVE_PASS.get()
+        if isinstance(value, _Guard) and active is not None:
+            return active.lookup(value, ids)
+        return self[...][ids]
+
+    def all_rows(self) -> jax.Array:
+        """Every row, as a read-out no gradient flows through (``stop_gradient``), in every
+        optimizer mode. For statistics over the table (the mean row); in the row-sparse step it
+        costs a pass over the whole table on every step."""
+        value = self.get_value()
+        active = _ACTIVE_PASS.get()
+        if isinstance(value, _Guard) and active is not None:
+            return jax.lax.stop_gradient(active.tables[value.path])
+        return jax.lax.stop_gradient(self[...])
+
+
+# Every parameter that is not a table: what the dense optax transform of a row-sparse optimizer
+# updates.
+DENSE_PARAMS = nnx.All(nnx.Param, nnx.Not(Table))
+
+
+def has_tables(model: nnx.Module) -> bool:
+    """Whether ``model`` declares any ``Table`` parameter."""
+    return bool(jax.tree.leaves(nnx.state(model, Table)))
+
+
+def table_paths(model: nnx.Module) -> list[TablePath]:
+    """The state paths of ``model``'s tables, in state order."""
+    return [path for path, _ in nnx.to_flat_state(nnx.state(model, Table))]
+
+
+class _Guard:
+    """Stands in for a table's array inside the row-sparse step: any read other than ``lookup``
+    or ``all_rows`` raises, so a model that indexes the table directly fails loudly."""
+
+    def __init__(self, path: TablePath, shape: tuple[int, ...], dtype: Any):
+        self.path, self.shape, self.dtype, self.ndim = path, shape, dtype, len(shape)
+
+    def _refuse(self, *args: Any, **kwargs: Any):
+        name = "/".join(str(p) for p in self.path)
+        raise TypeError(
+            f"the table {name!r} was read directly inside the row-sparse train step; a Table "
+            "is read with table.lookup(ids) (rows the step differentiates) or table.all_rows() "
+            "(a read-out without gradient). Read it that way in the model, or train with "
+            "optimizer.tables='dense'.")
+
+    __getitem__ = __array__ = __jax_array__ = _refuse
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _refuse
+    __matmul__ = __rmatmul__ = __truediv__ = __neg__ = _refuse
+
+
+class _Pass:
+    """The lookups of one trace of the loss inside the row-sparse step.
+
+    ``offsets`` is ``None`` in the abstract pass that learns the lookups' shapes; otherwise it
+    holds, per table, one zero offset per lookup, in lookup order."""
+
+    def __init__(self, tables: Mapping[TablePath, jax.Array],
+                 offsets: Mapping[TablePath, list[jax.Array]] | None):
+        self.tables = tables
+        self.offsets = offsets
+        self.reads: dict[TablePath, list[jax.Array]] = {path: [] for path in tables}
+
+    def lookup(self, guard: _Guard, ids: jax.Array) -> jax.Array:
+        ids = jnp.asarray(ids)
+        rows = self.tables[guard.path][ids]
+        reads = self.reads[guard.path]
+        if self.offsets is not None:
+            offsets = self.offsets[guard.path]
+            if len(reads) >= len(offsets) or offsets[len(reads)].shape != rows.shape:
+                raise RuntimeError(
+                    f"the loss read table {guard.path} differently in two traces of one step "
+                    f"(lookup {len(reads)} of shape {rows.shape}); its lookups must depend on "
+                    "the batch and rng only")
+            rows = rows + offsets[len(reads)]
+        reads.append(ids)
+        return rows
+
+
+_ACTIVE_PASS: contextvars.ContextVar[_Pass | None] = contextvars.ContextVar(
+    "recsys_jax_table_pass", default=None)
+
+
+class RowGrads(NamedTuple):
+    """The gradient of one table in one step, on the distinct rows the step read.
+
+    Attributes:
+      rows: ``(reads,)`` int32, the distinct row ids read, ascending, then padding ``num_rows``
+        (out of range: gathers from it must fill, scatters to it drop).
+      grads: ``(reads,) + row shape``, each row's gradient summed over all its reads; zero on
+        the padding.
+    """
+
+    rows: jax.Array
+    grads: jax.Array
+
+
+LossFn = Callable[[nnx.Module, Any, jax.Array], tuple[jax.Array, Any]]
+
+
+def value_and_row_grads(loss_fn: LossFn, model: nnx.Module, batch: Any, rng: jax.Array
+                        ) -> tuple[tuple[jax.Array, Any], nnx.State, dict[TablePath, RowGrads]]:
+    """The loss, the gradient of the dense parameters and the row gradients of the tables.
+
+    Args:
+      loss_fn: ``(model, batch, rng) -> (loss, aux)``.
+      model: the model (not modified).
+      batch, rng: the loss's other arguments.
+
+    Returns:
+      ``((loss, aux), dense_grads, row_grads)``: ``dense_grads`` is a ``State`` over
+      ``DENSE_PARAMS`` (as ``nnx.value_and_grad`` would give for them); ``row_grads`` maps the
+      path of each table the loss read to its ``RowGrads`` (tables it did not read are absent).
+    """
+    graphdef, dense, tables, rest = nnx.split(model, DENSE_PARAMS, Table, ...)
+    flat = list(nnx.to_flat_state(tables))
+    values = {path: variable.get_value() for path, variable in flat}
+    guarded = nnx.from_flat_state(
+        [(path, variable.replace(_Guard(path, variable.shape, variable.dtype)))
+         for path, variable in flat])
+
+    def run(dense_params, offsets):
+        active = _Pass(values, offsets)
+        token = _ACTIVE_PASS.set(active)
+        try:
+            loss, aux = loss_fn(nnx.merge(graphdef, dense_params, guarded, rest), batch, rng)
+        finally:
+            _ACTIVE_PASS.reset(token)
+        return loss, (aux, active.reads)
+
+    read_shapes = jax.eval_shape(run, dense, None)[1][1]
+    offsets = {path: [jnp.zeros(ids.shape + values[path].shape[1:], values[path].dtype)
+                      for ids in reads] for path, reads in read_shapes.items()}
+    (loss, (aux, reads)), (dense_grads, offset_grads) = jax.value_and_grad(
+        run, argnums=(0, 1), has_aux=True)(dense, offsets)
+    row_grads = {}
+    for path, ids in reads.items():
+        if ids:
+            row_grads[path] = _sum_per_row(ids, offset_grads[path], values[path].shape)
+    return (loss, aux), dense_grads, row_grads
+
+
+def _sum_per_row(ids: list[jax.Array], grads: list[jax.Array],
+                 table_shape: tuple[int, ...]) -> RowGrads:
+    """The distinct rows of all ``ids`` and each one's summed gradient."""
+    row_shape = table_shape[1:]
+    flat_ids = jnp.concatenate([jnp.ravel(i).astype(jnp.int32) for i in ids])
+    flat_grads = jnp.concatenate([jnp.reshape(g, (-1,) + row_shape) for g in grads])
+    reads = flat_ids.shape[0]
+    rows, inverse = jnp.unique(flat_ids, size=reads, fill_value=table_shape[0],
+                               return_inverse=True)
+    summed = jax.ops.segment_sum(flat_grads, jnp.ravel(inverse), num_segments=reads)
+    return RowGrads(rows.astype(jnp.int32), summed)
