@@ -61,9 +61,10 @@ def capped_training_data(data: Any, batch_size: int, max_epoch_steps: int | None
     batches (or no cap is set), else a copy whose training columns are a seeded random subset
     of ``max_epoch_steps * batch_size`` rows, in their original order.
 
-    The subset changes what an epoch trains on, not what a step computes: the model, its
+    The subset changes how many steps an epoch has, not what a step computes: the model, its
     tables, the per-step tables (``train_tables``) and the validation and test parts stay
-    whole.
+    whole. What a task's loss derives from the training rows (the implicit task's positive
+    set, the retrieval task's logQ frequencies) comes from the subset.
     """
     import numpy as np
 
