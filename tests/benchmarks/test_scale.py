@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from benchmarks import scale
-from benchmarks.scale_worker import capped_training_data
+from benchmarks.scale_worker import capped_training_data, run_table_sweep
 from recsys_jax.config_files import load_config_file
 from recsys_jax.tasks.base import TaskData
 from recsys_jax.tasks.config_checks import check_config
@@ -131,14 +131,12 @@ def test_goal_rows_check_the_goals_against_known_figures():
 @pytest.mark.slow
 def test_tiny_scale_run_reports_every_field_in_worker_processes(tmp_path):
     out = tmp_path / "out"
-    proc = run_benchmark("scale", "--shapes=tiny,table_sweep", "--workloads=mf,two_tower",
-                         "--table_rows=2000", "--sweep_batch_size=256",
-                         "--sweep_steps_per_call=4", "--sweep_repetitions=2",
+    proc = run_benchmark("scale", "--shapes=tiny", "--workloads=mf,two_tower",
                          f"--work_dir={tmp_path}", f"--output_dir={out}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((out / "scale.json").read_text())
-    assert result["command"].startswith("python -m benchmarks.scale --shapes=tiny,table_sweep")
-    assert result["environment"]["cpu"] and result["finished"].startswith("3 of 3 cells")
+    assert result["command"].startswith("python -m benchmarks.scale --shapes=tiny ")
+    assert result["environment"]["cpu"] and result["finished"].startswith("2 of 2 cells")
     runs = {c["workload"]: c for c in result["cells"] if c["shape"] == "tiny"}
     assert set(runs) == {"mf", "two_tower"}
     for r in runs.values():
@@ -161,16 +159,24 @@ def test_tiny_scale_run_reports_every_field_in_worker_processes(tmp_path):
     assert 0 < tower["index_build_s"] < tower["export_s"]
     assert 0 < tower["retrieve_p50_ms"] <= tower["retrieve_p99_ms"]
     assert "index_build_s" not in runs["mf"]
-    [sweep] = [c for c in result["cells"] if c["shape"] == "table_sweep"]
-    assert (sweep["table_rows"], sweep["num_users"] + sweep["num_items"]) == (2000, 2000)
-    assert sweep["num_parameters"] == 2000 * 65 + 1  # rows x (dim + bias) + the global mean
-    assert len(sweep["call_s_all"]) == 2 and sweep["compile_s"] > 0
-    assert math.isclose(sweep["rows_per_s"], 4 * 256 / sweep["call_s"])
-    assert math.isclose(sweep["steps_per_s"] * sweep["step_s"], 1)
     markdown = (out / "scale.md").read_text()
-    assert "| tiny | two_tower | 200 × 300 |" in markdown and "| 2,000 | mf | adam |" in markdown
+    assert "| tiny | two_tower | 200 × 300 |" in markdown and "Goals" not in markdown
     assert markdown.strip() in proc.stdout and "CPU: " in markdown
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # the scratch directories are gone
+
+
+def test_table_sweep_times_the_mf_step_at_its_table_size():
+    spec = scale.plan(["table_sweep"], ["mf"], **PLAN)[1].spec
+    result = run_table_sweep(spec)
+    assert (result["table_rows"], result["num_users"], result["num_items"]) == (4000, 2000, 2000)
+    assert result["num_parameters"] == 4000 * 65 + 1  # rows × (dim 64 + bias) + the global mean
+    assert (result["optimizer"], result["optimizer_tables"]) == ("adam", "dense")
+    assert len(result["call_s_all"]) == 2 and result["compile_s"] > 0
+    assert result["call_s"] == np.median(result["call_s_all"])
+    assert math.isclose(result["rows_per_s"], 3 * 64 / result["call_s"])
+    assert math.isclose(result["steps_per_s"] * result["step_s"], 1)
+    table = scale.sweep_table([{**result, "workload": "mf", "spec": spec, "peak_rss_mib": 1.0}])
+    assert f"| 4,000 | mf | adam | {result['compile_s']:.2f} |" in table
 
 
 @pytest.mark.slow
