@@ -46,13 +46,10 @@ if TYPE_CHECKING:  # NumPy loads after the worker has set its thread variables.
 RANKING_KS = (10, 100)
 
 
-def _mib(kib: int | None) -> float | None:
-    return None if kib is None else kib / 1024
-
-
 def peak_rss_mib() -> float | None:
     """This process's peak RSS so far (``VmHWM``), MiB."""
-    return _mib(harness.status_kib("VmHWM"))
+    kib = harness.status_kib("VmHWM")
+    return None if kib is None else kib / 1024
 
 
 def capped_training_data(data: Any, batch_size: int, max_epoch_steps: int | None,

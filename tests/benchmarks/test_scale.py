@@ -195,7 +195,10 @@ def test_a_failed_cell_is_recorded_with_its_error(tmp_path):
 def test_workload_table_says_when_an_epoch_was_capped():
     row = _run("ml20m", "mf", "rating", num_users=10, num_items=20, full_train_rows=5000,
                batch_size=256, prepare_s=1.0, compile_s=2.0, epoch_steps_capped=True,
-               steps_per_epoch=2, full_steps_per_epoch=20, val_eval_s=0.5)
+               steps_per_epoch=2, full_steps_per_epoch=20, val_eval_s=0.5,
+               data_on_device=True)
     table = scale.workload_table([row, {"shape": "tiny", "workload": "x", "error": "a\nb|c"}])
     assert "| ml20m | mf | 10 × 20 | 5,000 | 256 | 1.0 | 2.00 | 10.00 (2 of 20 steps) |" in table
     assert "| tiny | x | failed: b/c |" in table
+    streamed = scale.workload_table([{**row, "data_on_device": False}])
+    assert "| 1.0 | in epoch 1 | 10.00 (2 of 20 steps) |" in streamed
