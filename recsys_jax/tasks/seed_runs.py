@@ -19,9 +19,9 @@ String override values may use ``{root}``, ``{split}`` and ``{seed}``, which are
 suite's output directory, the split and the seed (``"{root}/{split}/gmf/seed{seed}"``).
 
 Every run has its own workdir, ``<root>/<split>/<row>/seed<seed>``, and is named after its row
-(``run_name``, unless the row's overrides name it) in ``compare.py`` tables. A workdir that already holds
-a finished run of the same identity (``run_identity``) is read, not retrained, so an interrupted
-suite continues where it stopped; a workdir of another identity is an error.
+(``run_name``, unless the row's overrides name it) in ``compare.py`` tables. A workdir that
+already holds a finished run of the same identity (``run_identity``) is read, not retrained, so
+an interrupted suite continues where it stopped; a workdir of another identity is an error.
 """
 
 from __future__ import annotations
