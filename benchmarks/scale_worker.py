@@ -18,9 +18,10 @@ says what to run:
   model, fewer steps.
 * ``"table_sweep"``: the MF train step alone, no data pipeline: the MF model built through the
   registry with ``table_rows`` rows (half users, half items), its optimizer as the runner
-  builds it, the engine's ``steps.make_train_steps`` (a ``lax.scan`` over stacked batches, as a
-  streamed epoch runs) on random batches already on the device; compiled apart, then the median
-  of timed calls after a warm-up call.
+  builds it (``make_model_optimizer``: dense or row-sparse tables), the engine's
+  ``steps.make_train_steps`` (a ``lax.scan`` over stacked batches, as a streamed epoch runs) on
+  random batches already on the device; compiled apart, then the median of timed calls after a
+  warm-up call.
 
 Writes ``OUT_DIR/result.json``.
 """
@@ -211,20 +212,6 @@ def _random_batches(num_users: int, num_items: int, steps: int, batch_size: int,
     return steps_lib.gather_batches(rows, np.arange(n, dtype=np.int32), batch_size)
 
 
-def _model_optimizer(model: Any, optimizer_config: Any, steps_per_epoch: int) -> Any:
-    """The optimizer the runner builds for ``model`` from the config's optimizer block."""
-    from flax import nnx
-
-    from recsys_jax.training import optimizers
-    if hasattr(optimizers, "make_model_optimizer"):  # Row-sparse tables (optimizer.tables).
-        return optimizers.make_model_optimizer(model, optimizer_config,
-                                               steps_per_epoch=steps_per_epoch,
-                                               num_epochs=1)[0]
-    tx, _ = optimizers.make_optimizer(optimizer_config, steps_per_epoch=steps_per_epoch,
-                                      num_epochs=1)
-    return nnx.Optimizer(model, tx, wrt=nnx.Param)
-
-
 def run_table_sweep(spec: Mapping[str, Any]) -> dict[str, Any]:
     """The MF train step alone at one table size; see the module docstring."""
     import jax
@@ -236,6 +223,7 @@ def run_table_sweep(spec: Mapping[str, Any]) -> dict[str, Any]:
     from recsys_jax.tasks.rating import make_rating_loss
     from recsys_jax.tasks.rating_search import apply_overrides
     from recsys_jax.training import steps as steps_lib
+    from recsys_jax.training.optimizers import make_model_optimizer
 
     config = apply_overrides(load_config_file(harness.REPO_ROOT / spec["config"]),
                              spec["overrides"])
@@ -247,7 +235,8 @@ def run_table_sweep(spec: Mapping[str, Any]) -> dict[str, Any]:
     train = {k: v.reshape(-1) for k, v in batches.items() if k != "weight"}
     model = build_model(config.model, num_users=num_users, num_items=num_items, train=train,
                         rngs=nnx.Rngs(params=config.training.seed))
-    optimizer = _model_optimizer(model, config.optimizer, steps)
+    optimizer, _ = make_model_optimizer(model, config.optimizer, steps_per_epoch=steps,
+                                        num_epochs=1)
     loss = make_rating_loss(config.training.loss, config.training.l2_reg)
     graphdef, state = nnx.split((model, optimizer))
     num_parameters = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
