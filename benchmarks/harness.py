@@ -36,6 +36,7 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VERSIONED = ("jax", "jaxlib", "flax", "optax", "numpy", "torch")
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "XLA_FLAGS")
+WORKER_RESULT = "result.json"  # What a worker writes into its work directory.
 
 
 # --- Timing ---------------------------------------------------------------------------------
@@ -302,7 +303,21 @@ def run_worker_process(task: Mapping[str, Any], work_dir: Path, *, module: str,
         what = task.get("variant") or task.get("framework")
         raise RuntimeError(f"{module} worker for {what} (seed {task.get('seed')}) failed "
                            f"with exit code {proc.returncode}:\n{proc.stderr[-4000:]}")
-    return json.loads((work_dir / "result.json").read_text())
+    return json.loads((work_dir / WORKER_RESULT).read_text())
+
+
+def write_worker_result(out_dir: str | os.PathLike, result: Any) -> None:
+    """A worker's answer to ``run_worker_process``: ``result`` as ``<out_dir>/result.json``
+    (plain ``json.dumps``: NaN stays NaN for the reader, which is the same Python)."""
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    (Path(out_dir) / WORKER_RESULT).write_text(json.dumps(result))
+
+
+def peak_rss_mib() -> float | None:
+    """This process's peak RSS so far (``VmHWM``), MiB; ``None`` where /proc has no status.
+    Not ``ru_maxrss``: Linux carries it over from the parent across fork and exec."""
+    kib = status_kib("VmHWM")
+    return None if kib is None else kib / 1024
 
 
 # --- Output ---------------------------------------------------------------------------------
@@ -358,11 +373,9 @@ def main(argv: list[str]) -> int:
         return 2
     task = json.loads(Path(argv[1]).read_text())
     settings = set_threads(int(task["threads"]))
-    out_dir = Path(argv[2])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "result.json").write_text(json.dumps(
-        {"environment": settings, "module_file": str(Path(__file__).resolve()),
-         "cwd": os.getcwd()}))
+    write_worker_result(argv[2], {"environment": settings,
+                                  "module_file": str(Path(__file__).resolve()),
+                                  "cwd": os.getcwd()})
     return 0
 
 

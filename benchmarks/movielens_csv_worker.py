@@ -131,12 +131,8 @@ def main(argv: list[str]) -> int:
     run = {"load": _load, "pandas": _parse_with_pandas,
            "pyarrow": _parse_with_pyarrow}[task["mode"]]
     result = run(task)
-    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork and exec.
-    peak_kib = harness.status_kib("VmHWM")
-    result["peak_rss_mib"] = None if peak_kib is None else peak_kib / 1024
-    out_dir = Path(argv[2])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "result.json").write_text(json.dumps(result))
+    result["peak_rss_mib"] = harness.peak_rss_mib()
+    harness.write_worker_result(argv[2], result)
     return 0
 
 

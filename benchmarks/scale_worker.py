@@ -47,12 +47,6 @@ if TYPE_CHECKING:  # NumPy loads after the worker has set its thread variables.
 RANKING_KS = (10, 100)
 
 
-def peak_rss_mib() -> float | None:
-    """This process's peak RSS so far (``VmHWM``), MiB."""
-    kib = harness.status_kib("VmHWM")
-    return None if kib is None else kib / 1024
-
-
 def capped_training_data(data: Any, batch_size: int, max_epoch_steps: int | None,
                          seed: int = 0) -> tuple[Any, bool]:
     """``(data, capped)``: ``data`` itself when an epoch has at most ``max_epoch_steps``
@@ -151,7 +145,7 @@ def run_workload(spec: Mapping[str, Any], work_dir: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     full_data = task.prepare(config, None)
     prepare_s = time.perf_counter() - t0
-    peak_prepare = peak_rss_mib()
+    peak_prepare = harness.peak_rss_mib()
     full_rows = len(full_data.train["user"])
     data, capped = capped_training_data(full_data, batch_size, spec.get("max_epoch_steps"),
                                         seed=config.training.seed)
@@ -159,7 +153,7 @@ def run_workload(spec: Mapping[str, Any], work_dir: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     run = train_and_evaluate(config, None, data=data, test=False)
     train_wall_s = time.perf_counter() - t0
-    peak_training = peak_rss_mib()
+    peak_training = harness.peak_rss_mib()
     summary, history = run.summary, run.fit.history
     rows = summary["num_train"]
     steady = summary["median_epoch_time_s"]
@@ -286,10 +280,9 @@ def main(argv: list[str]) -> int:
         result = run_table_sweep(spec)
     else:
         raise ValueError(f"unknown cell kind {spec['kind']!r}")
-    result.update({"import_s": import_s, "peak_rss_mib": peak_rss_mib(),
+    result.update({"import_s": import_s, "peak_rss_mib": harness.peak_rss_mib(),
                    "wall_s": time.perf_counter() - start, "environment": environment})
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "result.json").write_text(json.dumps(result))
+    harness.write_worker_result(out_dir, result)
     return 0
 
 

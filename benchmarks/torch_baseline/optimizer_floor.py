@@ -181,9 +181,7 @@ def main(argv: list[str]) -> int:
     task = json.loads(Path(argv[1]).read_text())
     settings = harness.set_threads(int(task["threads"]))
     result = {**time_variant(task), "environment": settings}
-    out_dir = Path(argv[2])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "result.json").write_text(json.dumps(result))
+    harness.write_worker_result(argv[2], result)
     return 0
 
 

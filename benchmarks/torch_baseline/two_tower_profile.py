@@ -756,7 +756,7 @@ def main(argv: list[str]) -> int:
                                seed=int(task["seed"]))
     result = {"framework": framework, "environment": environment, "pieces": pieces,
               "worker_wall_s": time.perf_counter() - t0}
-    (out_dir / "result.json").write_text(json.dumps(result, indent=1))
+    harness.write_worker_result(out_dir, result)
     return 0
 
 
