@@ -37,7 +37,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.optimizer.decay_rate = 0.5       # step: lr factor every decay_epochs
     config.optimizer.decay_epochs = 10
     config.optimizer.momentum = 0.0         # sgd
-    config.optimizer.initial_accumulator = 0.1  # adagrad, rowwise_adagrad
+    config.optimizer.initial_accumulator = 0.1  # adagrad
     # Embedding tables: "dense" (the optimizer above, every row every step) or row-sparse, only
     # the rows a step reads: "lazy_adam" | "rowwise_adagrad" (docs/models/mf.md).
     config.optimizer.tables = "dense"

@@ -54,7 +54,6 @@ def get_config() -> ml_collections.ConfigDict:
     config.optimizer.weight_decay = 0.0
     config.optimizer.schedule = "constant"
     config.optimizer.momentum = 0.0   # sgd
-    config.optimizer.initial_accumulator = 0.1  # adagrad, rowwise_adagrad
     # Embedding tables: "dense" (the optimizer above) or row-sparse, only the rows a step reads
     # (positives and sampled negatives): "lazy_adam" | "rowwise_adagrad" (docs/models/mf.md).
     config.optimizer.tables = "dense"

@@ -61,7 +61,6 @@ RESULT_NEUTRAL_KEYS = (
 # recorded before the key existed resumes under a config that sets it to its default.
 ADDED_KEYS: dict[str, Any] = {
     "optimizer.tables": "dense",
-    "optimizer.initial_accumulator": 0.1,  # In configs/ncf_ml100k.py since optimizer.tables.
 }
 
 # Outputs of a started run; a workdir with any of them must have recorded its identity.

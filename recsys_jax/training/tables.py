@@ -20,7 +20,9 @@ train step calls ``value_and_row_grads`` instead of ``nnx.value_and_grad``:
 3. per table, the ids of all its lookups are deduplicated with a static size
    (``jnp.unique(ids, size=reads, fill_value=num_rows)``: the distinct rows in ascending order,
    padded with the out-of-range id ``num_rows``) and the gradients of the reads summed per
-   distinct row.
+   distinct row. A row whose summed gradient is exactly zero is dropped too (marked
+   ``num_rows``): in practice it was read only by the weight-0 examples that pad an epoch's last
+   batch, and must not be decayed or moved by them.
 
 So the step never builds a table-sized gradient or temporary: everything it computes for a table
 is O(rows read). Every other parameter (an ``nnx.Param`` that is not a ``Table``: towers, the
@@ -152,10 +154,11 @@ class RowGrads(NamedTuple):
     """The gradient of one table in one step, on the distinct rows the step read.
 
     Attributes:
-      rows: ``(reads,)`` int32, the distinct row ids read, ascending, then padding ``num_rows``
-        (out of range: gathers from it must fill, scatters to it drop).
-      grads: ``(reads,) + row shape``, each row's gradient summed over all its reads; zero on
-        the padding.
+      rows: ``(reads,)`` int32, the distinct row ids read, ascending, with the out-of-range id
+        ``num_rows`` as padding and in place of rows whose summed gradient is exactly zero (read
+        only by weight-0 padding examples): gathers from it must fill, scatters to it drop.
+      grads: ``(reads,) + row shape``, each row's gradient summed over all its reads; zero where
+        ``rows`` is ``num_rows``.
     """
 
     rows: jax.Array
@@ -217,4 +220,7 @@ def _sum_per_row(ids: list[jax.Array], grads: list[jax.Array],
     rows, inverse = jnp.unique(flat_ids, size=reads, fill_value=table_shape[0],
                                return_inverse=True)
     summed = jax.ops.segment_sum(flat_grads, jnp.ravel(inverse), num_segments=reads)
-    return RowGrads(rows.astype(jnp.int32), summed)
+    # A row whose every read has a zero gradient counts as not read: in practice it is read only
+    # by the weight-0 padding of an epoch's last batch, which must not decay or move it.
+    informative = jnp.any(summed != 0, axis=tuple(range(1, summed.ndim)))
+    return RowGrads(jnp.where(informative, rows, table_shape[0]).astype(jnp.int32), summed)

@@ -17,7 +17,7 @@ from recsys_jax.training.optimizers import make_model_optimizer
 from recsys_jax.training.row_sparse import RowSparseOptimizer
 from recsys_jax.training.tables import Table, value_and_row_grads
 
-LR, WD, INITIAL_ACCUMULATOR = 0.1, 0.05, 0.1
+LR, WD = 0.1, 0.05
 
 
 class Toy(nnx.Module):
@@ -43,8 +43,7 @@ TOY_BATCHES = [[0, 2, 2, 2, 5], [2, 3, 3], [0, 0, 1]]
 
 def _optimizer(model, tables, lr=LR, weight_decay=WD, name="adam"):
     optimizer, _ = make_model_optimizer(
-        model, {"name": name, "lr": lr, "weight_decay": weight_decay, "tables": tables,
-                "initial_accumulator": INITIAL_ACCUMULATOR},
+        model, {"name": name, "lr": lr, "weight_decay": weight_decay, "tables": tables},
         steps_per_epoch=1, num_epochs=1)
     return optimizer
 
@@ -90,7 +89,7 @@ def test_lazy_adam_matches_numpy_with_summed_reads_and_one_decay_per_row():
 
 def test_rowwise_adagrad_matches_numpy_by_hand():
     theta, batches, after = _run_toy("rowwise_adagrad")
-    accumulator = np.full(len(theta), INITIAL_ACCUMULATOR)
+    accumulator = np.zeros(len(theta))  # FBGEMM's start.
     for t, (batch, got) in enumerate(zip(batches, after), start=1):
         rows, grads = _summed_grads(theta, batch)
         g = grads + WD * theta[rows]
@@ -151,9 +150,12 @@ def test_rows_not_read_and_their_state_stay_bit_identical(tables):
     graphdef, state = nnx.split((model, optimizer))
     before = jax.tree.map(np.array, nnx.to_pure_dict(state))
     step = steps.make_train_step(graphdef, make_rating_loss("mse", l2_reg=0.01))
-    batch = {"user": jnp.asarray([0, 1, 1, 0], jnp.int32),
-             "item": jnp.asarray([0, 2, 2, 2], jnp.int32),
-             "rating": jnp.asarray([5.0, 1.0, 1.0, 4.0])}
+    # The last example is padding (weight 0, as in an epoch's last batch): user 3 and item 4,
+    # read by it alone, count as not read.
+    batch = {"user": jnp.asarray([0, 1, 1, 0, 3], jnp.int32),
+             "item": jnp.asarray([0, 2, 2, 2, 4], jnp.int32),
+             "rating": jnp.asarray([5.0, 1.0, 1.0, 4.0, 3.0]),
+             "weight": jnp.asarray([1.0, 1.0, 1.0, 1.0, 0.0])}
     for _ in range(3):
         state, _ = step(state, batch, jax.random.key(0))
     after = jax.tree.map(np.array, nnx.to_pure_dict(state))
