@@ -49,7 +49,8 @@ import optax
 from flax import nnx
 from flax.nnx.training.optimizer import to_opt_state
 
-from recsys_jax.training.tables import DENSE_PARAMS, RowGrads, Table, TablePath, has_tables
+from recsys_jax.training.tables import (DENSE_PARAMS, Table, TablePath, TableReads, has_tables,
+                                        sum_per_row)
 
 TABLE_OPTIMIZERS = ("dense", "lazy_adam", "rowwise_adagrad")
 
@@ -92,17 +93,20 @@ def lazy_adam(learning_rate: optax.Schedule, weight_decay: float = 0.0, b1: floa
               b2: float = ADAM_B2, eps: float = ADAM_EPS) -> TableRule:
     """Lazy Adam with L2 weight decay (see the module docstring)."""
     def init(table: jax.Array) -> RowState:
-        return {"mu": jnp.zeros_like(table), "nu": jnp.zeros_like(table)}
+        # Both moments of a row side by side, (rows, 2) + row shape: the step gathers and
+        # scatters them as one row (a random-row gather costs per row more than per byte).
+        return {"moments": jnp.zeros(table.shape[:1] + (2,) + table.shape[1:], table.dtype)}
 
     def update(rows, grads, state, step):
         grads = _l2(grads, rows, weight_decay)
-        mu = optax.tree.update_moment(grads, state["mu"], b1, 1)
-        nu = optax.tree.update_moment_per_elem_norm(grads, state["nu"], b2, 2)
+        mu = optax.tree.update_moment(grads, state["moments"][:, 0], b1, 1)
+        nu = optax.tree.update_moment_per_elem_norm(grads, state["moments"][:, 1], b2, 2)
         t = optax.safe_increment(step.astype(jnp.int32)).astype(jnp.float32)
         mu_scale = (1.0 / (1.0 - b1 ** t)).astype(mu.dtype)
         nu_scale = (1.0 / jnp.sqrt(1.0 - b2 ** t)).astype(nu.dtype)
         direction = (mu * mu_scale) / (jnp.sqrt(nu) * nu_scale + eps)
-        return _apply(rows, direction, learning_rate, step), {"mu": mu, "nu": nu}
+        return (_apply(rows, direction, learning_rate, step),
+                {"moments": jnp.stack([mu, nu], axis=1)})
 
     return TableRule(init, update)
 
@@ -143,15 +147,18 @@ def make_table_rule(config: Mapping[str, Any], schedule: optax.Schedule) -> Tabl
 class RowSparseOptimizer(nnx.Optimizer):
     """An ``nnx.Optimizer`` that updates tables row-sparsely and the rest with optax.
 
-    The train step (``steps``) recognises it and passes the tables' ``RowGrads`` to ``update``.
+    The train step (``steps``) recognises it and passes the tables' ``TableReads`` to
+    ``update``.
     Its state (checkpointed with the model): ``step``, ``opt_state`` (the dense transform's),
-    ``table_state`` (``{name: State of per-row arrays by table path}``, e.g. ``mu``/``nu``).
+    ``table_state`` (``{name: State of per-row arrays by table path}``, e.g. ``moments``).
 
     Attributes:
       rule: the tables' ``TableRule``.
       table_state: the rule's state of every table.
       trainable_rows: ``None``, or per table path a boolean mask over its rows (or a scalar for
         the whole table) outside which rows never change.
+      row_slots: per table, ``(rows,)`` int32 scratch of ``tables.sum_per_row`` (no meaning
+        between steps; 4 bytes per row).
     """
 
     def __init__(self, model: nnx.Module, tx: optax.GradientTransformation, rule: TableRule, *,
@@ -180,37 +187,46 @@ class RowSparseOptimizer(nnx.Optimizer):
         self.table_state = nnx.data(to_opt_state({
             name: nnx.from_flat_state([(path, state[name]) for path, state in per_table.items()])
             for name in names}))
+        self.row_slots = nnx.data(to_opt_state(nnx.from_flat_state([
+            (path, jnp.zeros(variable.shape[:1], jnp.int32))
+            for path, variable in nnx.to_flat_state(nnx.state(model, Table))])))
         self.trainable_rows = None if trainable_rows is None else nnx.data(to_opt_state(
             nnx.from_flat_state([
                 (path, jnp.asarray(trainable_rows.get(path, False), jnp.bool_))
                 for path in per_table])))
 
     def update(self, model: nnx.Module, grads: Any, /, *,
-               rows: Mapping[TablePath, RowGrads] | None = None, **kwargs: Any) -> Any:
-        """Updates the rows read (``rows``, from ``tables.value_and_row_grads``) with the rule
-        and the dense parameters with ``grads`` (over ``DENSE_PARAMS``); one step.
+               reads: Mapping[TablePath, TableReads] | None = None, **kwargs: Any) -> Any:
+        """Updates the rows read (``reads``, from ``tables.value_and_row_grads``; each row once,
+        with its gradients summed) with the rule and the dense parameters with ``grads`` (over
+        ``DENSE_PARAMS``); one step.
 
         Returns:
           The dense transform's updates.
 
         Raises:
-          ValueError: when ``rows`` is not given: ``grads`` hold no table gradients, so the
-            tables would silently not train (the engine's train step always passes ``rows``).
+          ValueError: when ``reads`` is not given: ``grads`` hold no table gradients, so the
+            tables would silently not train (the engine's train step always passes ``reads``).
         """
-        if rows is None:
-            raise ValueError("RowSparseOptimizer.update needs the tables' row gradients "
-                             "(rows=, from tables.value_and_row_grads); the dense grads do not "
-                             "update tables")
+        if reads is None:
+            raise ValueError("RowSparseOptimizer.update needs the tables' reads (reads=, from "
+                             "tables.value_and_row_grads); the dense grads do not update "
+                             "tables")
         step = self.step[...]
         tables = dict(nnx.to_flat_state(nnx.state(model, Table)))
         states = {name: dict(nnx.to_flat_state(tree))
                   for name, tree in self.table_state.items()}
         masks = None if self.trainable_rows is None else dict(
             nnx.to_flat_state(self.trainable_rows))
-        for path, read in rows.items():
+        slots = dict(nnx.to_flat_state(self.row_slots))
+        for path, table_reads in reads.items():
+            read, new_slots = sum_per_row(table_reads, slots[path].get_value())
+            slots[path].set_value(new_slots)
             table = tables[path]
             value = table.get_value()
-            old = _gather(value, read.rows)
+            # The rows as the loss read them (at the padding positions, some other read's row:
+            # its update is computed and dropped by the scatter).
+            old = table_reads.values
             new, new_state = self.rule.update(
                 old, read.grads, {name: _gather(s[path].get_value(), read.rows)
                                   for name, s in states.items()}, step)
@@ -227,8 +243,11 @@ class RowSparseOptimizer(nnx.Optimizer):
 
 
 def _gather(array: jax.Array, rows: jax.Array) -> jax.Array:
-    # The padding id (out of range) reads zeros.
-    return array.at[rows].get(mode="fill", fill_value=0)
+    # The padding id (out of range) reads row 0 (its update is dropped by the scatter). Indices
+    # made valid first and promised in bounds: XLA's CPU gather then skips a per-element bounds
+    # select (about 20% faster than mode="fill").
+    safe = jnp.where(rows < array.shape[0], rows, 0)
+    return array.at[safe].get(mode="promise_in_bounds")
 
 
 def _scatter(array: jax.Array, rows: jax.Array, values: jax.Array) -> jax.Array:

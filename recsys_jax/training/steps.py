@@ -153,8 +153,8 @@ def _train_step(graphdef: nnx.GraphDef, loss_fn: LossFn, state: nnx.State, batch
     rng = step_key(key, optimizer.step[...])
     if isinstance(optimizer, RowSparseOptimizer):
         # Tables: gradients of the rows read only (tables.py); the rest as below.
-        (loss, aux), grads, rows = value_and_row_grads(loss_fn, model, batch, rng)
-        optimizer.update(model, grads, rows=rows)
+        (loss, aux), grads, reads = value_and_row_grads(loss_fn, model, batch, rng)
+        optimizer.update(model, grads, reads=reads)
     else:
         (loss, aux), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model, batch, rng)
         optimizer.update(model, grads)

@@ -15,7 +15,7 @@ from recsys_jax.tasks.rating import make_rating_loss
 from recsys_jax.training import steps
 from recsys_jax.training.optimizers import make_model_optimizer
 from recsys_jax.training.row_sparse import RowSparseOptimizer
-from recsys_jax.training.tables import Table, value_and_row_grads
+from recsys_jax.training.tables import Table, sum_per_row, value_and_row_grads
 
 LR, WD = 0.1, 0.05
 
@@ -133,12 +133,13 @@ def test_lazy_adam_equals_dense_adam_when_every_row_is_read(unseen_user):
             np.testing.assert_allclose(getattr(lazy, name)[...], getattr(dense, name)[...],
                                        rtol=1e-6, atol=1e-9, err_msg=name)
         adam = _adam_state(dense_opt)
-        for moment in ("mu", "nu"):
+        for index, moment in enumerate(("mu", "nu")):
             for name in ("embedding", "bias"):
                 # Gradients summed in another order (per row, not into a dense table): equal up
                 # to float32 rounding of the largest term.
                 want = np.asarray(getattr(adam, moment)[name][...])
-                np.testing.assert_allclose(lazy_opt.table_state[moment][name][...], want,
+                got = lazy_opt.table_state["moments"][name][...][:, index]
+                np.testing.assert_allclose(got, want,
                                            rtol=1e-6, atol=1e-6 * np.abs(want).max())
     assert int(lazy_opt.step[...]) == int(dense_opt.step[...]) == 6
 
@@ -178,21 +179,33 @@ def test_row_grads_are_the_dense_gradient_on_the_rows_read():
     loss = make_rating_loss("mse", l2_reg=0.1)
 
     @nnx.jit
-    def sparse_and_dense(model, batch):
-        return (value_and_row_grads(loss, model, batch, None),
+    def sparse_and_dense(model, batch, slots):
+        (value, aux), dense_grads, reads = value_and_row_grads(loss, model, batch, None)
+        rows = {path: sum_per_row(r, slots) for path, r in reads.items()}
+        return ((value, aux), dense_grads, reads, rows,
                 nnx.value_and_grad(loss, has_aux=True)(model, batch, None))
-    ((value, _), dense_grads, rows), ((expected, _), grads) = sparse_and_dense(model, batch)
+    # Slots start with arbitrary content: sum_per_row reads back only what it wrote.
+    slots = jnp.asarray([7, -3, 2**30, 0, 5, 1, 9, 8, -1, 4, 2], jnp.int32)
+    ((value, _), dense_grads, reads, rows, ((expected, _), grads)) = sparse_and_dense(
+        model, batch, slots)
     assert float(value) == pytest.approx(float(expected), rel=1e-6)
     np.testing.assert_allclose(dense_grads["global_mean"][...], grads["global_mean"][...],
                                rtol=1e-6)
     read = [1, 3, 6 + 0, 6 + 2, 6 + 4]
     for name in ("embedding", "bias"):
-        got = rows[(name,)]
-        # 16 reads (users and items, by the prediction and the row L2): 5 distinct rows, then
-        # the padding id 11 (out of range) with zero gradient.
-        np.testing.assert_array_equal(got.rows, read + [11] * 11)
-        np.testing.assert_allclose(got.grads[:5], grads[name][...][np.array(read)], rtol=1e-6)
-        assert not np.asarray(got.grads[5:]).any()
+        # 16 reads (users and items, by the prediction and the row L2), in lookup order.
+        assert reads[(name,)].ids.shape == (16,)
+        got, new_slots = rows[(name,)]
+        kept = np.asarray(got.rows) != 11  # 11 = num_rows, the out-of-range padding id
+        # Each of the 5 distinct rows once, with the dense gradient of that row; zero elsewhere.
+        order = np.argsort(np.asarray(got.rows)[kept])
+        np.testing.assert_array_equal(np.asarray(got.rows)[kept][order], read)
+        np.testing.assert_allclose(np.asarray(got.grads)[kept][order],
+                                   grads[name][...][np.array(read)], rtol=1e-6)
+        assert not np.asarray(got.grads)[~kept].any()
+        # The representative of each row is one of its reads' positions.
+        ids = np.asarray(reads[(name,)].ids)
+        np.testing.assert_array_equal(ids[np.asarray(new_slots)[ids]], ids)
     assert set(rows) == {("embedding",), ("bias",)}
 
 
@@ -220,7 +233,7 @@ def test_a_row_sparse_optimizer_needs_tables_and_their_row_gradients():
     optimizer = _optimizer(model, "lazy_adam")
     grads = nnx.grad(lambda m: jnp.sum(m(jnp.zeros(2, jnp.int32), jnp.ones(2, jnp.int32))))(
         model)
-    with pytest.raises(ValueError, match="needs the tables' row gradients"):
+    with pytest.raises(ValueError, match="needs the tables' reads"):
         optimizer.update(model, grads)  # Dense grads alone would leave the tables untrained.
 
 
