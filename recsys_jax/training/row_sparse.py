@@ -49,8 +49,14 @@ import optax
 from flax import nnx
 from flax.nnx.training.optimizer import to_opt_state
 
-from recsys_jax.training.tables import (DENSE_PARAMS, Table, TablePath, TableReads, has_tables,
-                                        sum_per_row)
+from recsys_jax.training.tables import (
+    DENSE_PARAMS,
+    Table,
+    TablePath,
+    TableReads,
+    has_tables,
+    sum_per_row,
+)
 
 TABLE_OPTIMIZERS = ("dense", "lazy_adam", "rowwise_adagrad")
 
