@@ -257,20 +257,20 @@ def test_sweep_script_gives_each_model_the_same_budget(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(REPO / "experiments" / "sweep.py"),
          f"--config={REPO / 'configs' / 'ncf_tiny.py'}", "--models=gmf,mlp",
-         '--space={"optimizer.lr": [0.001, 0.01, 0.03]}', "--search=random", "--budget=2",
+         '--space={"optimizer.lr": [0.001, 0.01, 0.03]}', "--search=random", "--budget=1",
          f"--output_dir={tmp_path / 'out'}"],
         cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = json.loads((tmp_path / "out" / "budget_table.json").read_text())
     assert list(table) == ["gmf", "mlp"]
     for name, result in table.items():
-        assert result["model"] == name and result["budget"]["trials"] == 2
+        assert result["model"] == name and result["budget"]["trials"] == 1
         # Same space, budget and seed: the same trials for every model.
         assert [t["overrides"] for t in result["trials"]] == [
             t["overrides"] for t in table["gmf"]["trials"]]
         saved = json.loads((tmp_path / "out" / name / "best" / "config.json").read_text())
         assert saved["model"]["name"] == name
-    assert "| gmf | random | 2 |" in (tmp_path / "out" / "budget_table.md").read_text()
+    assert "| gmf | random | 1 |" in (tmp_path / "out" / "budget_table.md").read_text()
 
 
 def test_a_run_without_test_writes_nothing_and_has_no_test_metrics(tmp_path):
