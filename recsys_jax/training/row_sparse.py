@@ -45,6 +45,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 from flax.nnx.training.optimizer import to_opt_state
@@ -99,22 +100,29 @@ def lazy_adam(learning_rate: optax.Schedule, weight_decay: float = 0.0, b1: floa
               b2: float = ADAM_B2, eps: float = ADAM_EPS) -> TableRule:
     """Lazy Adam with L2 weight decay (see the module docstring)."""
     def init(table: jax.Array) -> RowState:
-        # Both moments of a row side by side, (rows, 2) + row shape: the step gathers and
-        # scatters them as one row (a random-row gather costs per row more than per byte).
-        return {"moments": jnp.zeros(table.shape[:1] + (2,) + table.shape[1:], table.dtype)}
+        # Both moments of a row side by side in one flat row, (rows, 2 × row size): the step
+        # gathers and scatters them as one row. On XLA's CPU gather a flat (rows, 128) layout
+        # was 2-2.5× faster than (rows, 2, 64), and one gather faster than two.
+        return {"moments": jnp.zeros((table.shape[0], 2 * _row_size(table)), table.dtype)}
 
     def update(rows, grads, state, step):
         grads = _l2(grads, rows, weight_decay)
-        mu = optax.tree.update_moment(grads, state["moments"][:, 0], b1, 1)
-        nu = optax.tree.update_moment_per_elem_norm(grads, state["moments"][:, 1], b2, 2)
+        moments = jnp.reshape(state["moments"], (-1, 2) + grads.shape[1:])
+        mu = optax.tree.update_moment(grads, moments[:, 0], b1, 1)
+        nu = optax.tree.update_moment_per_elem_norm(grads, moments[:, 1], b2, 2)
         t = optax.safe_increment(step.astype(jnp.int32)).astype(jnp.float32)
         mu_scale = (1.0 / (1.0 - b1 ** t)).astype(mu.dtype)
         nu_scale = (1.0 / jnp.sqrt(1.0 - b2 ** t)).astype(nu.dtype)
         direction = (mu * mu_scale) / (jnp.sqrt(nu) * nu_scale + eps)
+        moments = jnp.stack([mu, nu], axis=1)
         return (_apply(rows, direction, learning_rate, step),
-                {"moments": jnp.stack([mu, nu], axis=1)})
+                {"moments": jnp.reshape(moments, (moments.shape[0], -1))})
 
     return TableRule(init, update)
+
+
+def _row_size(table: jax.Array) -> int:
+    return int(np.prod(table.shape[1:], dtype=np.int64))
 
 
 def rowwise_adagrad(learning_rate: optax.Schedule, weight_decay: float = 0.0,

@@ -138,7 +138,8 @@ def test_lazy_adam_equals_dense_adam_when_every_row_is_read(unseen_user):
                 # Gradients summed in another order (per row, not into a dense table): equal up
                 # to float32 rounding of the largest term.
                 want = np.asarray(getattr(adam, moment)[name][...])
-                got = lazy_opt.table_state["moments"][name][...][:, index]
+                moments = lazy_opt.table_state["moments"][name][...]
+                got = moments.reshape((len(moments), 2) + want.shape[1:])[:, index]
                 np.testing.assert_allclose(got, want,
                                            rtol=1e-6, atol=1e-6 * np.abs(want).max())
     assert int(lazy_opt.step[...]) == int(dense_opt.step[...]) == 6
