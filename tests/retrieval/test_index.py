@@ -128,7 +128,8 @@ def test_bad_inputs():
         IndexConfig("lsh")
     with pytest.raises(ValueError, match="NaN"):
         index_lib.build_index(np.full((3, 2), np.nan, np.float32))
-    assert index_lib.default_nlist(1_000_000) == 4096
+    assert index_lib.default_nlist(1_000_000) == 8192
+    assert index_lib.default_nlist(1682) == 43  # ML-100K: 39 items per cell.
     index = index_lib.build_index(np.eye(3, dtype=np.float32))
     for k in (0, -1, 2.5, True):
         with pytest.raises(ValueError, match="k must be a positive integer"):
