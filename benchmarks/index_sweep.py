@@ -35,7 +35,8 @@ from recsys_jax.retrieval.retriever import Retriever
 def _build_key(config: IndexConfig) -> tuple:
     # Settings that change the built index (search-time ones excluded).
     return (config.kind, config.nlist, config.train_size, config.hnsw_m,
-            config.ef_construction, config.use_gpu, config.seed, config.centered)
+            config.ef_construction, config.use_gpu, config.seed, config.centered,
+            config.quantizer)
 
 
 def benchmark_indexes(model: nnx.Module, item_vectors: np.ndarray, configs: Sequence[IndexConfig],

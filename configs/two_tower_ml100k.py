@@ -77,6 +77,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.index.kind = "flat"        # flat | ivf | hnsw
     config.index.nlist = config_dict.placeholder(int)
     config.index.nprobe = 32
+    config.index.quantizer = "l2"    # IVF coarse quantizer: l2 | ip (the former recipe)
     config.index.hnsw_m = 32
     config.index.ef_construction = 80
     config.index.ef_search = 128

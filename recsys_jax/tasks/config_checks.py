@@ -182,6 +182,7 @@ TASK_KEYS: dict[str, dict[str, Check]] = {
         "index.kind": one_of(INDEX_KINDS),
         "index.nlist": optional(integer(1)),
         "index.nprobe": integer(1),
+        "index.quantizer": one_of(("l2", "ip")),
         "index.hnsw_m": integer(1),
         "index.ef_construction": integer(1),
         "index.ef_search": integer(1),
