@@ -1,4 +1,5 @@
-r"""JAX against PyTorch (a plain DataLoader baseline and a tuned variant), side by side.
+r"""JAX against PyTorch (a plain DataLoader baseline, a tuned variant, and for MF with lazy-Adam
+tables a SparseAdam variant), side by side.
 
 Usage:
   python -m benchmarks.torch_vs_jax --models=mf --config=configs/mf_ml100k.py \

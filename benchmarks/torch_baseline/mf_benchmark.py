@@ -1,4 +1,5 @@
-"""JAX against the PyTorch baseline and tuned variants: same data, recipe and evaluation code.
+"""JAX against the PyTorch baseline and tuned variants (dense tables) or the sparse variant
+(``optimizer.tables=lazy_adam``): same data, recipe and evaluation code.
 
 ``run_mf_benchmark`` loads and splits the data once (recsys_jax's loaders and splits), then
 trains every variant ``repetitions`` times, each run in a fresh worker process
