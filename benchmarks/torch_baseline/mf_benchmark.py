@@ -25,7 +25,8 @@ Definitions (seconds are wall clock; ``benchmarks.harness``):
                    spent compiling, training or validating; ``harness.fit_timings``)
   peak RSS         the worker's peak resident set during training (``VmHWM`` after resetting
                    it just before set-up; frameworks and data already loaded), and the whole
-                   process's peak (``getrusage`` ``ru_maxrss``, start-up included)
+                   process's peak (the larger of ``VmHWM`` before that reset and at the end,
+                   start-up included; not ``ru_maxrss``, which carries the parent's peak)
 """
 
 from __future__ import annotations
