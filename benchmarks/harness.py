@@ -263,15 +263,24 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def memory_fields(rss_before_kib: float | None, peak_training_kib: float | None
-                  ) -> dict[str, float | None]:
+def memory_fields(rss_before_kib: float | None, peak_training_kib: float | None,
+                  peak_before_reset_kib: float | None = None) -> dict[str, float | None]:
     """RSS before training, peak during training (when the peak could be reset) and peak of
-    the whole process, in MiB."""
+    the whole process, in MiB.
+
+    The process peak is the larger of ``peak_before_reset_kib`` (``VmHWM`` read just before
+    ``reset_peak_rss``) and ``VmHWM`` now; without them, ``ru_maxrss``, which Linux carries
+    over from the parent across fork and exec (a large parent then sets it).
+    """
+    now_kib = status_kib("VmHWM")
+    if peak_before_reset_kib is not None and now_kib is not None:
+        process_kib = max(peak_before_reset_kib, now_kib)
+    else:  # ru_maxrss is in KiB on Linux.
+        process_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
         "rss_before_training_mib": None if rss_before_kib is None else rss_before_kib / 1024,
         "peak_rss_training_mib": None if peak_training_kib is None else peak_training_kib / 1024,
-        # ru_maxrss is in KiB on Linux: the peak of the whole process, start-up included.
-        "peak_rss_process_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        "peak_rss_process_mib": process_kib / 1024}
 
 
 def worker_env(threads: int) -> dict[str, str]:

@@ -7,12 +7,13 @@ Usage (from the repository root):
   python -m benchmarks.scale --shapes=table_sweep --workloads=mf,mf_lazy_adam \
       --table_rows=100000,1000000
 
-A *workload* (``WORKLOADS``) is a config users run plus overrides: MF (``configs/mf_ml100k.py``)
-with the dense recipe or row-sparse tables (``optimizer.tables``), implicit dot-product MF
-(``configs/ncf_ml100k.py``, ``model.name=dot_mf``, dim 64) likewise, and the two-tower
-(``configs/two_tower_ml100k.py``, no title model, history tower on). A *shape* (``SHAPES``) sets
-the synthetic generator's size and the split through the same config (``data.dataset=synthetic``)
-and, where stated, the batch size. Each (shape, workload) cell is one real run of the task code in
+A *workload* (``WORKLOADS``, defined in ``benchmarks.scale_shapes``) is a config users run plus
+overrides: MF (``configs/mf_ml100k.py``) with the dense recipe or row-sparse tables
+(``optimizer.tables``), implicit dot-product MF (``configs/ncf_ml100k.py``,
+``model.name=dot_mf``, dim 64) likewise, and the two-tower (``configs/two_tower_ml100k.py``, no
+title model, history tower on). A *shape* (``SHAPES``) sets the synthetic generator's size and
+the split through the same config (``data.dataset=synthetic``) and, where stated, the batch
+size. Each (shape, workload) cell is one real run of the task code in
 ``benchmarks.scale_worker``: ``task.prepare``, ``train_and_evaluate`` for ``--epochs`` epochs
 (validation every epoch, nothing written), the full ranking of every test user over the
 catalogue, and for the two-tower the task's FAISS index and ``retrieve`` latency. Reported per
@@ -50,82 +51,20 @@ from absl import app, flags
 
 from benchmarks import harness
 
+# The workloads and shapes live in a module without flags (``torch_vs_jax --shape`` uses them
+# too); re-exported here as ``scale.WORKLOADS``, ``scale.SHAPES``, ….
+from benchmarks.scale_shapes import (  # noqa: F401
+    BENCHMARK_OVERRIDES,
+    DENSE_MAX_EPOCH_STEPS,
+    SHAPES,
+    TABLE_SWEEP,
+    WORKLOADS,
+    Shape,
+    Workload,
+    workload_overrides,
+)
 
-@dataclasses.dataclass(frozen=True)
-class Workload:
-    """One training recipe: a config users run, plus overrides.
-
-    Attributes:
-      config: the config file, relative to the repository root.
-      overrides: dotted config fields set on top (``apply_overrides``).
-      family: which batch size a shape sets (``"mf"``, ``"dot_mf"``, ``"two_tower"``).
-      max_epoch_steps: the default cap on steps per epoch (None: full epochs).
-      table_sweep: whether the ``table_sweep`` shape times this workload's MF step.
-    """
-
-    config: str
-    overrides: Mapping[str, Any]
-    family: str
-    max_epoch_steps: int | None = None
-    table_sweep: bool = False
-
-
-# Dense recipes update every row of the tables every step: at ML-20M's size a full epoch is
-# tens of thousands of such steps, so by default they time this many steps per epoch.
-DENSE_MAX_EPOCH_STEPS = 2000
-_MF = "configs/mf_ml100k.py"
-_NCF = "configs/ncf_ml100k.py"
-_DOT_MF = {"model.name": "dot_mf", "model.dim": 64}
-WORKLOADS: dict[str, Workload] = {
-    "mf": Workload(_MF, {}, "mf", DENSE_MAX_EPOCH_STEPS, table_sweep=True),
-    "mf_lazy_adam": Workload(_MF, {"optimizer.tables": "lazy_adam"}, "mf", table_sweep=True),
-    "mf_rowwise_adagrad": Workload(_MF, {"optimizer.tables": "rowwise_adagrad"}, "mf",
-                                   table_sweep=True),
-    "dot_mf": Workload(_NCF, _DOT_MF, "dot_mf", DENSE_MAX_EPOCH_STEPS),
-    "dot_mf_lazy_adam": Workload(_NCF, {**_DOT_MF, "optimizer.tables": "lazy_adam"}, "dot_mf"),
-    "dot_mf_rowwise_adagrad": Workload(_NCF, {**_DOT_MF, "optimizer.tables": "rowwise_adagrad"},
-                                       "dot_mf"),
-    "two_tower": Workload("configs/two_tower_ml100k.py", {"features.titles": False},
-                          "two_tower"),
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class Shape:
-    """A data size of the synthetic generator (``recsys_jax.data.synthetic``) and its split.
-
-    Attributes:
-      num_users, num_items, num_interactions: the generator's sizes.
-      split: the split protocol (fractions: the configs' 0.1 validation, 0.1 test).
-      batch_size: per workload family, the batch size (else the config's).
-    """
-
-    num_users: int
-    num_items: int
-    num_interactions: int
-    split: str = "user_temporal"
-    batch_size: Mapping[str, int] = dataclasses.field(default_factory=dict)
-
-    def overrides(self) -> dict[str, Any]:
-        """The config fields this shape sets."""
-        return {"data.dataset": "synthetic", "data.num_users": self.num_users,
-                "data.num_items": self.num_items,
-                "data.num_interactions": self.num_interactions, "split.name": self.split}
-
-
-TABLE_SWEEP = "table_sweep"
-SHAPES: dict[str, Shape] = {
-    # For tests and smoke checks: seconds per cell.
-    "tiny": Shape(200, 300, 5_000),
-    # One twentieth of ML-20M's users and ratings, its catalogue: a medium check.
-    "ml20m_20th": Shape(6_925, 26_744, 1_000_013),
-    "ml20m": Shape(138_493, 26_744, 20_000_263),
-    "1m_items": Shape(200_000, 1_000_000, 10_000_000,
-                      batch_size={"mf": 1024, "dot_mf": 1024, "two_tower": 2048}),
-}
 DEFAULT_SHAPES = ("ml20m", "1m_items", TABLE_SWEEP)
-# Every epoch asked for runs (no early stop); --epochs sets training.epochs.
-BENCHMARK_OVERRIDES = {"training.patience": 0}
 
 
 _WORKLOADS = flags.DEFINE_list("workloads", list(WORKLOADS), f"Workloads: {list(WORKLOADS)}.")
@@ -171,11 +110,8 @@ def workload_cell(shape_name: str, workload_name: str, *, epochs: int,
 
     ``max_epoch_steps`` None takes the workload's default cap; 0 means full epochs.
     """
-    shape, workload = SHAPES[shape_name], WORKLOADS[workload_name]
-    overrides = {**workload.overrides, **shape.overrides(), **BENCHMARK_OVERRIDES,
-                 "training.epochs": epochs}
-    if workload.family in shape.batch_size:
-        overrides["training.batch_size"] = shape.batch_size[workload.family]
+    workload = WORKLOADS[workload_name]
+    overrides = workload_overrides(shape_name, workload_name, epochs=epochs)
     cap = workload.max_epoch_steps if max_epoch_steps is None else max_epoch_steps
     return Cell(shape_name, workload_name, {
         "kind": "workload", "config": workload.config, "overrides": overrides,

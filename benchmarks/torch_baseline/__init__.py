@@ -4,7 +4,8 @@ them, for the side-by-side benchmark (``python -m benchmarks.torch_vs_jax``) onl
 Kept apart from ``recsys_jax`` (which never imports torch); needs the ``baseline`` extra and
 runs from the repository root (not installed). Modules:
   torch_mf      ``TorchMF`` (nn.Embedding tables, biases, μ), weights to/from NumPy
-  mf_training   the ``DataLoader`` baseline and the tuned loop, early stopping, ``FitRecord``
+  mf_training   the ``DataLoader`` baseline, the tuned loop and the sparse loop (``SparseAdam``,
+                the counterpart of ``optimizer.tables=lazy_adam``), early stopping, ``FitRecord``
   jax_mf        the JAX side: the library's ``train_rating_model`` → ``loop.fit`` (the one
                 import of the rating task in ``benchmarks/``)
   mf_benchmark  MF orchestration, scoring with recsys_jax.evaluation, Markdown
@@ -17,6 +18,8 @@ runs from the repository root (not installed). Modules:
                       time to the best validation epoch)
   two_tower_profile   one training step timed piece by piece in both frameworks
   optimizer_floor     MF's dense optimizer update alone, per epoch, in both frameworks
+  runs          which runs ``torch_vs_jax`` makes (a config, or a scale workload on a shape)
+                and the variants of each
   worker        one measurement in a fresh process with fixed thread settings
 Timing, environment, worker launch and output are ``benchmarks.harness``'s.
 Importing the package loads neither framework.

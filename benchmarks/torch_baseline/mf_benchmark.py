@@ -1,4 +1,5 @@
-"""JAX against the PyTorch baseline and tuned variants: same data, recipe and evaluation code.
+"""JAX against the PyTorch baseline and tuned variants (dense tables) or the sparse variant
+(``optimizer.tables=lazy_adam``): same data, recipe and evaluation code.
 
 ``run_mf_benchmark`` loads and splits the data once (recsys_jax's loaders and splits), then
 trains every variant ``repetitions`` times, each run in a fresh worker process
@@ -24,7 +25,8 @@ Definitions (seconds are wall clock; ``benchmarks.harness``):
                    spent compiling, training or validating; ``harness.fit_timings``)
   peak RSS         the worker's peak resident set during training (``VmHWM`` after resetting
                    it just before set-up; frameworks and data already loaded), and the whole
-                   process's peak (``getrusage`` ``ru_maxrss``, start-up included)
+                   process's peak (the larger of ``VmHWM`` before that reset and at the end,
+                   start-up included; not ``ru_maxrss``, which carries the parent's peak)
 """
 
 from __future__ import annotations
@@ -44,9 +46,17 @@ from benchmarks.harness import ratio as _ratio
 from benchmarks.harness import steady_epoch, summarize_speed
 
 WORKER = "benchmarks.torch_baseline.worker"
-MF_VARIANTS = ("jax", "baseline", "tuned")
+MF_VARIANTS = ("jax", "baseline", "tuned", "sparse")
 LABELS = {"jax": "JAX (loop.fit, scanned epoch)", "baseline": "PyTorch baseline (DataLoader)",
-          "tuned": "PyTorch tuned"}
+          "tuned": "PyTorch tuned", "sparse": "PyTorch sparse (SparseAdam)"}
+
+
+def mf_variants(config: Any) -> tuple[str, ...]:
+    """``jax`` and the PyTorch variants that implement the config's ``optimizer.tables``:
+    ``baseline`` and ``tuned`` for dense tables, ``sparse`` for ``lazy_adam``; none for other
+    rules."""
+    from benchmarks.torch_baseline.mf_training import variants_for_tables
+    return ("jax", *variants_for_tables(config.optimizer.get("tables", "dense")))
 
 
 def save_rating_data(data: Any, path: Path) -> None:
@@ -114,8 +124,9 @@ def score_mf(runs: dict[str, list[dict[str, Any]]], predictions: dict[str, list[
                                                       "(seed 0), Δ against JAX")}
 
 
-def run_mf_benchmark(config: Any, *, variants: Sequence[str] = MF_VARIANTS,
+def run_mf_benchmark(config: Any, *, variants: Sequence[str] | None = None,
                      repetitions: int = 3, max_epochs: int | None = None,
+                     max_epoch_steps: int | None = None,
                      threads: int | None = None, torch_compile: bool = True,
                      bootstrap_resamples: int = 2000, work_dir: str | None = None,
                      log=print) -> dict[str, Any]:
@@ -124,25 +135,40 @@ def run_mf_benchmark(config: Any, *, variants: Sequence[str] = MF_VARIANTS,
 
     Args:
       config: the MF experiment config (``configs/mf_ml100k.py``).
-      variants: subset of ``MF_VARIANTS``.
+      variants: subset of ``mf_variants(config)``, with ``jax`` (default: all of them).
       repetitions: runs per variant.
       max_epochs: replaces ``training.epochs`` (early stopping still applies).
+      max_epoch_steps: at most this many steps per epoch: every framework trains on the same
+        seeded random subset of ``max_epoch_steps × batch`` training ratings
+        (``scale_worker.capped_training_data``); validation and test stay whole. None or 0:
+        full epochs.
       threads: CPU threads for every framework (default: the CPUs this process may use).
       torch_compile: ``torch.compile`` the model in the tuned variant.
       bootstrap_resamples: bootstrap resamples of the CIs.
       work_dir: where worker files go (default: a temporary directory).
     """
+    from benchmarks.scale_worker import capped_training_data
     from benchmarks.torch_baseline.mf_training import MFRecipe
     from recsys_jax.tasks.rating import load_rating_data
+    from recsys_jax.training.steps import steps_per_epoch
 
-    unknown = set(variants) - set(MF_VARIANTS)
-    if unknown or "jax" not in variants:
-        raise ValueError(f"variants must include 'jax' and come from {MF_VARIANTS}, "
-                         f"got {list(variants)}")
-    threads = threads or harness.default_threads()
-    data = load_rating_data(config)
-    num_train = len(data.train["rating"])
+    # Checked before any data is loaded, so an unsupported recipe fails fast.
     recipe = MFRecipe.from_config(config, **({"max_epochs": max_epochs} if max_epochs else {}))
+    allowed = mf_variants(config)
+    variants = allowed if variants is None else tuple(variants)
+    unknown = set(variants) - set(allowed)
+    if unknown or "jax" not in variants:
+        raise ValueError(f"variants must include 'jax' and come from {list(allowed)} (the "
+                         f"variants of optimizer.tables={recipe.tables!r}), got {list(variants)}")
+    threads = threads or harness.default_threads()
+    t0 = time.perf_counter()
+    full_data = load_rating_data(config)
+    prepare_s = time.perf_counter() - t0
+    data, capped = capped_training_data(full_data, recipe.batch_size, max_epoch_steps,
+                                        seed=int(config.training.seed))
+    num_train = len(data.train["rating"])
+    full_num_train = len(full_data.train["rating"])
+    del full_data
     runs: dict[str, list] = {v: [] for v in variants}
     predictions: dict[str, list] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
@@ -169,7 +195,12 @@ def run_mf_benchmark(config: Any, *, variants: Sequence[str] = MF_VARIANTS,
     return {
         "benchmark": "mf", "dataset": data.dataset, "split": data.split_protocol,
         "split_fingerprint": data.split_fingerprint,
-        "num_train": num_train, "num_val": len(data.val["rating"]),
+        "num_users": data.num_users, "num_items": data.num_items, "prepare_s": prepare_s,
+        "num_train": num_train, "full_num_train": full_num_train,
+        "epoch_steps_capped": capped, "steps_per_epoch": steps_per_epoch(num_train,
+                                                                          recipe.batch_size),
+        "full_steps_per_epoch": steps_per_epoch(full_num_train, recipe.batch_size),
+        "num_val": len(data.val["rating"]),
         "num_test": len(data.test["rating"]), "recipe": vars(recipe),
         "torch_compile": torch_compile, "repetitions": repetitions,
         "environment": harness.environment(threads, runs),
@@ -177,6 +208,22 @@ def run_mf_benchmark(config: Any, *, variants: Sequence[str] = MF_VARIANTS,
         "runs": {v: [{k: r[k] for k in r if k != "environment"} for r in rs]
                  for v, rs in runs.items()},
     }
+
+
+def _users_items(result: dict[str, Any]) -> str:
+    """``"U users × I items, "`` (results written before these fields: nothing)."""
+    if "num_users" not in result:
+        return ""
+    return f"{result['num_users']:,} users × {result['num_items']:,} items, "
+
+
+def _training_rows(result: dict[str, Any]) -> str:
+    """``"N training ratings"``, with the cap when epochs were capped."""
+    if not result.get("epoch_steps_capped"):
+        return f"{result['num_train']:,} training ratings"
+    return (f"{result['full_num_train']:,} training ratings, epochs capped at "
+            f"{result['steps_per_epoch']:,} of {result['full_steps_per_epoch']:,} steps (every "
+            f"framework trains on the same seeded random {result['num_train']:,} of them)")
 
 
 def format_mf_markdown(result: dict[str, Any]) -> str:
@@ -187,17 +234,23 @@ def format_mf_markdown(result: dict[str, Any]) -> str:
     env = result["environment"]
     r = result["recipe"]
     jax_speed = speed["jax"]
+    tables = r.get("tables", "dense")
     lines = [
         f"## MF: JAX vs PyTorch on {result['dataset']} ({result['split']} split)",
         "",
-        f"{result['num_train']:,} training ratings, dim {r['dim']}, batch {r['batch_size']}, "
-        f"Adam lr {r['lr']:g} weight decay {r['weight_decay']:g}, up to {r['max_epochs']} "
+        f"{_users_items(result)}{_training_rows(result)}, dim {r['dim']}, batch {r['batch_size']}, "
+        f"Adam lr {r['lr']:g} weight decay {r['weight_decay']:g}"
+        + ("" if tables == "dense" else
+           f", tables {tables} (JAX `optimizer.tables={tables}`; PyTorch `SparseAdam` on "
+           f"`nn.Embedding(sparse=True)`, L2 of the distinct rows a batch reads in the loss)")
+        + f", up to {r['max_epochs']} "
         f"epochs, patience {r['patience']}; {result['repetitions']} repetitions per variant "
         f"(seeds {r['seed']}..{r['seed'] + result['repetitions'] - 1}), medians shown. "
         f"CPU: {env['cpu']}, {env['threads']} threads for every framework "
         f"(affinity, `OMP_NUM_THREADS`/`torch.set_num_threads`, XLA "
-        f"`intra_op_parallelism_threads`). torch.compile in tuned: "
-        f"{'yes' if result['torch_compile'] else 'no'}.",
+        f"`intra_op_parallelism_threads`)."
+        + (f" torch.compile in tuned: {'yes' if result['torch_compile'] else 'no'}."
+           if "tuned" in speed else ""),
         "",
         "| variant | steady epoch (s) | train examples/s | JAX speed-up | warm-up/compile (s) "
         "| time to best val (s) | JAX speed-up | best epochs | peak RSS training / process "

@@ -14,6 +14,18 @@ early stopping on validation RMSE with the best epoch restored):
 
 Both decay only the tables and bias vectors, not μ, exactly as ``recsys_jax``'s ``adam``
 optimizer does (a location parameter shrunk towards 0 is not regularisation).
+
+A third variant is the counterpart of the JAX row-sparse recipe (``optimizer.tables=
+lazy_adam``, ``MFRecipe.tables``), which the dense two do not implement:
+
+* ``sparse``: the tuned loop on ``nn.Embedding(sparse=True)`` tables (embeddings and biases)
+  with ``torch.optim.SparseAdam``, PyTorch's idiomatic lazy Adam, and a fused ``Adam`` for μ.
+  ``SparseAdam`` has no weight decay, so the recipe's L2 enters the loss as
+  ``wd/2 · Σ ‖θ_r‖²`` over the *distinct* rows the batch reads (user rows with their bias, item
+  rows with theirs): its gradient adds ``wd·θ_r`` once to each row read, however often the
+  batch reads it, and nothing to the other rows, which is lazy Adam's rule
+  (``recsys_jax.training.row_sparse``: "L2 once per touched row per step"). No
+  ``torch.compile``: the variant runs eager.
 """
 
 from __future__ import annotations
@@ -33,7 +45,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from benchmarks.torch_baseline.torch_mf import TorchMF, build_torch_mf, predict
 from recsys_jax.training.early_stopping import EarlyStopping
 
-VARIANTS = ("baseline", "tuned")
+VARIANTS = ("baseline", "tuned", "sparse")
+# The config's ``optimizer.tables`` each variant implements.
+VARIANT_TABLES = {"baseline": "dense", "tuned": "dense", "sparse": "lazy_adam"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +62,7 @@ class MFRecipe:
     max_epochs: int = 50
     patience: int = 5
     seed: int = 0
+    tables: str = "dense"
 
     @classmethod
     def from_config(cls, config: Any, **overrides: Any) -> MFRecipe:
@@ -55,24 +70,33 @@ class MFRecipe:
 
         Raises:
           ValueError: for settings the baseline does not implement (it covers the seed
-            recipe: Adam, constant rate, MSE, no per-row L2, zero fallback for unseen ids).
+            recipe: Adam with dense or lazy-Adam tables, constant rate, MSE, no per-row L2,
+            zero fallback for unseen ids).
         """
         m, o, t = config.model, config.optimizer, config.training
         unsupported = {
             "optimizer.name": (o.name, "adam"), "optimizer.schedule": (o.schedule, "constant"),
-            "optimizer.tables": (o.get("tables", "dense"), "dense"),
             "training.loss": (t.loss, "mse"), "training.l2_reg": (t.l2_reg, 0.0),
             "model.unseen_user": (m.get("unseen_user", "zero"), "zero"),
             "model.unseen_item": (m.get("unseen_item", "zero"), "zero")}
         bad = {k: v for k, (v, ok) in unsupported.items() if v != ok}
+        tables = o.get("tables", "dense")
+        if tables not in set(VARIANT_TABLES.values()):
+            bad["optimizer.tables"] = tables
         if bad:
             raise ValueError(f"the PyTorch baseline implements the seed recipe only; "
                              f"unsupported settings: {bad}")
         fields = dict(dim=int(m.dim), init_std=float(m.init_std), lr=float(o.lr),
                       weight_decay=float(o.weight_decay), batch_size=int(t.batch_size),
-                      max_epochs=int(t.epochs), patience=int(t.patience), seed=int(t.seed))
+                      max_epochs=int(t.epochs), patience=int(t.patience), seed=int(t.seed),
+                      tables=str(tables))
         fields.update(overrides)
         return cls(**fields)
+
+
+def variants_for_tables(tables: str) -> list[str]:
+    """The PyTorch variants that implement ``optimizer.tables`` = ``tables``."""
+    return [v for v in VARIANTS if VARIANT_TABLES[v] == tables]
 
 
 def make_adam(model: nn.Module, recipe: MFRecipe, *, fused: bool | None = None
@@ -122,12 +146,16 @@ class TunedTrainer:
     def __init__(self, model: TorchMF, train: Mapping[str, np.ndarray], recipe: MFRecipe, *,
                  compile_model: bool = False):
         self.model = model
-        self.optimizer = make_adam(model, recipe, fused=True)
+        self.optimizer = self.make_optimizer(model, recipe)
         self.forward: Callable[..., torch.Tensor] = (
             torch.compile(model) if compile_model else model)
         self.users, self.items, self.ratings = _tensors(train)
         self.batch_size = recipe.batch_size
         self.seed = recipe.seed
+
+    def make_optimizer(self, model: TorchMF, recipe: MFRecipe) -> torch.optim.Optimizer:
+        """The optimizer of every parameter: fused Adam with L2 on the tables."""
+        return make_adam(model, recipe, fused=True)
 
     def train_epoch(self, epoch: int) -> float:
         """Trains one epoch; returns the mean training loss over its examples."""
@@ -141,12 +169,55 @@ class TunedTrainer:
         for start in range(0, n, self.batch_size):
             stop = start + self.batch_size
             r = ratings[start:stop]
-            self.optimizer.zero_grad(set_to_none=True)
-            loss = F.mse_loss(self.forward(users[start:stop], items[start:stop]), r)
-            loss.backward()
-            self.optimizer.step()
-            total += loss.detach() * len(r)
+            total += self.step(users[start:stop], items[start:stop], r) * len(r)
         return float(total) / max(n, 1)
+
+    def step(self, users: torch.Tensor, items: torch.Tensor, ratings: torch.Tensor
+             ) -> torch.Tensor:
+        """One update on a batch; returns its (detached) mean squared error."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = F.mse_loss(self.forward(users, items), ratings)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
+
+
+class SparseTrainer(TunedTrainer):
+    """The tuned loop on sparse tables: ``SparseAdam`` for the embedding and bias tables, fused
+    ``Adam`` for μ, the L2 of the distinct rows read in the loss (see the module docstring)."""
+
+    def __init__(self, model: TorchMF, train: Mapping[str, np.ndarray], recipe: MFRecipe):
+        if not model.user_embedding.sparse:
+            raise ValueError("the sparse variant needs a TorchMF built with sparse=True")
+        super().__init__(model, train, recipe)
+        self.dense_optimizer = torch.optim.Adam([model.global_mean], lr=recipe.lr, fused=True)
+        self.weight_decay = recipe.weight_decay
+
+    def make_optimizer(self, model: TorchMF, recipe: MFRecipe) -> torch.optim.Optimizer:
+        """``SparseAdam`` (Adam's default β and ε) on the embedding and bias tables."""
+        return torch.optim.SparseAdam([model.user_embedding.weight, model.item_embedding.weight,
+                                       model.user_bias.weight, model.item_bias.weight],
+                                      lr=recipe.lr)
+
+    def step(self, users: torch.Tensor, items: torch.Tensor, ratings: torch.Tensor
+             ) -> torch.Tensor:
+        """One update on a batch; returns its (detached) mean squared error (without L2)."""
+        model = self.model
+        self.optimizer.zero_grad(set_to_none=True)
+        self.dense_optimizer.zero_grad(set_to_none=True)
+        mse = F.mse_loss(model(users, items), ratings)
+        loss = mse
+        if self.weight_decay:
+            read_users, read_items = torch.unique(users), torch.unique(items)
+            squares = (model.user_embedding(read_users).square().sum()
+                       + model.user_bias(read_users).square().sum()
+                       + model.item_embedding(read_items).square().sum()
+                       + model.item_bias(read_items).square().sum())
+            loss = mse + 0.5 * self.weight_decay * squares
+        loss.backward()
+        self.optimizer.step()
+        self.dense_optimizer.step()
+        return mse.detach()
 
 
 @dataclasses.dataclass
@@ -190,22 +261,34 @@ def fit_torch_mf(variant: str, recipe: MFRecipe, data: Mapping[str, Any], *,
     """Trains the PyTorch MF with early stopping on validation RMSE; restores the best epoch.
 
     Args:
-      variant: ``"baseline"`` or ``"tuned"``.
+      variant: ``"baseline"``, ``"tuned"`` (``recipe.tables`` dense) or ``"sparse"``
+        (``recipe.tables`` lazy_adam).
       recipe: hyperparameters.
       data: ``train``, ``val``, ``test`` column dicts, ``num_users``, ``num_items``,
         ``rating_scale``.
       compile_model: ``torch.compile`` the model (tuned variant only).
       start: ``time.perf_counter()`` the set-up time is measured from (default: now).
+
+    Raises:
+      ValueError: for an unknown variant, or one that does not implement ``recipe.tables``.
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    if VARIANT_TABLES[variant] != recipe.tables:
+        raise ValueError(f"variant {variant!r} trains {VARIANT_TABLES[variant]} tables but the "
+                         f"recipe has tables={recipe.tables!r}; variants for it: "
+                         f"{variants_for_tables(recipe.tables)}")
     start = time.perf_counter() if start is None else start
     train, val, test = data["train"], data["val"], data["test"]
     model = build_torch_mf(data["num_users"], data["num_items"], recipe.dim, train["rating"],
                            train["user"], train["item"], init_std=recipe.init_std,
-                           seed=recipe.seed)
-    trainer = (BaselineTrainer(model, train, recipe) if variant == "baseline"
-               else TunedTrainer(model, train, recipe, compile_model=compile_model))
+                           seed=recipe.seed, sparse=variant == "sparse")
+    if variant == "baseline":
+        trainer = BaselineTrainer(model, train, recipe)
+    elif variant == "tuned":
+        trainer = TunedTrainer(model, train, recipe, compile_model=compile_model)
+    else:
+        trainer = SparseTrainer(model, train, recipe)
     setup_s = time.perf_counter() - start
     history, early = [], EarlyStopping(recipe.patience)
     best_state, time_to_best = None, float("nan")

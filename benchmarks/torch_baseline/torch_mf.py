@@ -9,6 +9,11 @@ training ratings is served by the biases and μ only. Parameter names follow PyT
 (``nn.Embedding`` tables, biases as one-column embeddings); ``export_arrays`` /
 ``load_arrays`` convert to and from the JAX model's exported NumPy arrays, so both models can
 be scored by the same evaluation code and loaded with the same weights.
+
+With ``sparse=True`` the four tables are ``nn.Embedding(sparse=True)``: their gradients are
+sparse tensors holding only the rows a batch read, PyTorch's idiomatic input to
+``torch.optim.SparseAdam`` (the ``sparse`` training variant, the counterpart of the JAX
+``optimizer.tables=lazy_adam``).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ class TorchMF(nn.Module):
     """User/item embeddings, user/item biases and a global mean."""
 
     def __init__(self, num_users: int, num_items: int, dim: int, *, init_std: float = 0.01,
-                 global_mean: float = 0.0):
+                 global_mean: float = 0.0, sparse: bool = False):
         """Creates the parameters; every id counts as seen until ``mark_seen`` is called.
 
         Args:
@@ -37,16 +42,17 @@ class TorchMF(nn.Module):
           dim: embedding dimension.
           init_std: standard deviation of the normal embedding initialiser.
           global_mean: initial μ, normally the mean training rating.
+          sparse: sparse gradients for the embedding and bias tables (``SparseAdam``).
         """
         super().__init__()
         if num_users <= 0 or num_items <= 0 or dim <= 0:
             raise ValueError(f"num_users, num_items and dim must be positive, got "
                              f"{num_users}, {num_items}, {dim}")
         self.num_users, self.num_items, self.dim = num_users, num_items, dim
-        self.user_embedding = nn.Embedding(num_users, dim)
-        self.item_embedding = nn.Embedding(num_items, dim)
-        self.user_bias = nn.Embedding(num_users, 1)
-        self.item_bias = nn.Embedding(num_items, 1)
+        self.user_embedding = nn.Embedding(num_users, dim, sparse=sparse)
+        self.item_embedding = nn.Embedding(num_items, dim, sparse=sparse)
+        self.user_bias = nn.Embedding(num_users, 1, sparse=sparse)
+        self.item_bias = nn.Embedding(num_items, 1, sparse=sparse)
         self.global_mean = nn.Parameter(torch.tensor(float(global_mean)))
         # nn.Embedding's default init is N(0, 1); the recipe (and the JAX model) use N(0, 0.01²).
         nn.init.normal_(self.user_embedding.weight, std=init_std)
@@ -118,22 +124,23 @@ class TorchMF(nn.Module):
             target.copy_(value.to(target.dtype))
 
     @classmethod
-    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> TorchMF:
-        """A model holding exactly the given exported arrays."""
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], *, sparse: bool = False) -> TorchMF:
+        """A model holding exactly the given exported arrays (sparse tables if ``sparse``)."""
         num_users, dim = np.shape(arrays["user_embeddings"])
-        model = cls(num_users, np.shape(arrays["item_embeddings"])[0], dim)
+        model = cls(num_users, np.shape(arrays["item_embeddings"])[0], dim, sparse=sparse)
         model.load_arrays(arrays)
         return model
 
 
 def build_torch_mf(num_users: int, num_items: int, dim: int, train_ratings: np.ndarray,
                    train_users: np.ndarray, train_items: np.ndarray, *, init_std: float = 0.01,
-                   seed: int = 0) -> TorchMF:
-    """The recipe's model: μ = train mean, seen masks from the training ids, seeded init."""
+                   seed: int = 0, sparse: bool = False) -> TorchMF:
+    """The recipe's model: μ = train mean, seen masks from the training ids, seeded init
+    (sparse tables if ``sparse``)."""
     torch.manual_seed(seed)
     ratings = np.asarray(train_ratings, np.float64)
     model = TorchMF(num_users, num_items, dim, init_std=init_std,
-                    global_mean=float(ratings.mean()) if ratings.size else 0.0)
+                    global_mean=float(ratings.mean()) if ratings.size else 0.0, sparse=sparse)
     model.mark_seen(train_users, train_items)
     return model
 

@@ -165,6 +165,7 @@ def score_two_tower(embeddings: dict[str, list[tuple[np.ndarray, np.ndarray]]], 
 
 def run_two_tower_benchmark(config: Any, *, variants: Sequence[str] = VARIANTS,
                             repetitions: int = 3, epochs: int | None = None,
+                            max_epoch_steps: int | None = None,
                             threads: int | None = None, torch_compile: bool = False,
                             bootstrap_resamples: int = 2000, work_dir: str | None = None,
                             epoch_embeddings: bool = True, log=print) -> dict[str, Any]:
@@ -176,6 +177,10 @@ def run_two_tower_benchmark(config: Any, *, variants: Sequence[str] = VARIANTS,
       variants: subset of ``VARIANTS``, with ``jax``.
       repetitions: runs per variant.
       epochs: epochs per run (default: ``training.epochs``); no early stopping.
+      max_epoch_steps: at most this many steps per epoch: every framework trains on the same
+        seeded random subset of ``max_epoch_steps × batch`` positives
+        (``scale_worker.capped_training_data``; log q from the subset); features, validation
+        and test stay whole. None or 0: full epochs.
       threads: CPU threads for every framework (default: the CPUs this process may use).
       torch_compile: ``torch.compile`` the loss in the tuned variant.
       bootstrap_resamples: bootstrap resamples of the CIs.
@@ -183,6 +188,7 @@ def run_two_tower_benchmark(config: Any, *, variants: Sequence[str] = VARIANTS,
       epoch_embeddings: export every epoch's embeddings and score them on validation for the
         time to the best validation epoch (see the module docstring).
     """
+    from benchmarks.scale_worker import capped_training_data
     from benchmarks.torch_baseline.jax_two_tower import (
         initial_params,
         monitor_name,
@@ -192,6 +198,7 @@ def run_two_tower_benchmark(config: Any, *, variants: Sequence[str] = VARIANTS,
     )
     from benchmarks.torch_baseline.two_tower_training import TwoTowerRecipe
     from recsys_jax.tasks.retrieval_losses import sampling_log_q
+    from recsys_jax.training.steps import steps_per_epoch
 
     unknown = set(variants) - set(VARIANTS)
     if unknown or "jax" not in variants:
@@ -201,7 +208,12 @@ def run_two_tower_benchmark(config: Any, *, variants: Sequence[str] = VARIANTS,
     epochs = int(epochs or config.training.epochs)
     # Checked before any training, so an unsupported recipe fails fast.
     recipe = TwoTowerRecipe.from_config(config, epochs=epochs)
+    t0 = time.perf_counter()
     data = prepare_retrieval_data(config)
+    prepare_s = time.perf_counter() - t0
+    full_num_train = len(data.train["user"])
+    data, capped = capped_training_data(data, recipe.batch_size, max_epoch_steps,
+                                        seed=int(config.training.seed))
     positives = data.train
     num_train = len(positives["user"])
     # Per-epoch validation as the retrieval task's early stopping follows it.
@@ -259,13 +271,26 @@ def run_two_tower_benchmark(config: Any, *, variants: Sequence[str] = VARIANTS,
         "benchmark": "two_tower", "dataset": data.dataset,
         "split": data.split_protocol, "split_fingerprint": data.split_fingerprint,
         "num_train": num_train, "num_users": data.num_users, "num_items": data.num_items,
+        "full_num_train": full_num_train, "epoch_steps_capped": capped,
+        "steps_per_epoch": steps_per_epoch(num_train, recipe.batch_size),
+        "full_steps_per_epoch": steps_per_epoch(full_num_train, recipe.batch_size),
+        "prepare_s": prepare_s,
         "recipe": dataclasses.asdict(recipe), "torch_compile": torch_compile,
-        "monitor": monitor,
+        "monitor": monitor, "epoch_validation": epoch_embeddings,
         "repetitions": repetitions, "environment": harness.environment(threads, runs),
         "speed": speed, **scored,
         "runs": {v: [{k: r[k] for k in r if k != "environment"} for r in rs]
                  for v, rs in runs.items()},
     }
+
+
+def _training_rows(result: dict[str, Any]) -> str:
+    """``"N training positives"``, with the cap when epochs were capped."""
+    if not result.get("epoch_steps_capped"):
+        return f"{result['num_train']:,} training positives"
+    return (f"{result['full_num_train']:,} training positives, epochs capped at "
+            f"{result['steps_per_epoch']:,} of {result['full_steps_per_epoch']:,} steps (every "
+            f"framework trains on the same seeded random {result['num_train']:,} of them)")
 
 
 def format_two_tower_markdown(result: dict[str, Any]) -> str:
@@ -277,7 +302,7 @@ def format_two_tower_markdown(result: dict[str, Any]) -> str:
     lines = [
         f"## Two-tower: JAX vs PyTorch on {result['dataset']} ({result['split']} split)",
         "",
-        f"{result['num_train']:,} training positives, {result['num_users']:,} users × "
+        f"{_training_rows(result)}, {result['num_users']:,} users × "
         f"{result['num_items']:,} items; towers hidden {r['hidden_dim']} → {r['dim']}, history "
         f"pooling {r['history']} (position weights {r.get('history_positions', False)}), "
         f"training pairs' user inputs "
@@ -293,7 +318,10 @@ def format_two_tower_markdown(result: dict[str, Any]) -> str:
         f"threads for every framework. torch.compile in tuned: "
         f"{'yes' if result['torch_compile'] else 'no'}.",
     ]
-    if result.get("monitor"):
+    if result.get("monitor") and not result.get("epoch_validation", True):
+        lines[-1] += (" PyTorch runs not validated epoch by epoch: tested at their last epoch, "
+                      "no time to best val epoch (JAX: its best validation epoch).")
+    elif result.get("monitor"):
         lines[-1] += (
             f" Time to best val epoch: set-up + compile + the epochs up to the first epoch "
             f"with the highest {result['monitor']}; JAX runs `loop.fit`, which validates "

@@ -7,12 +7,12 @@ import pytest
 import torch
 from flax import nnx
 
-from benchmarks.torch_baseline.mf_training import MFRecipe, make_adam
+from benchmarks.torch_baseline.mf_training import MFRecipe, SparseTrainer, make_adam
 from benchmarks.torch_baseline.torch_mf import TorchMF, build_torch_mf, predict
 from recsys_jax.models.mf import MatrixFactorization
 from recsys_jax.tasks.rating import make_rating_loss
 from recsys_jax.training import steps as steps_lib
-from recsys_jax.training.optimizers import make_optimizer
+from recsys_jax.training.optimizers import make_model_optimizer, make_optimizer
 
 NUM_USERS, NUM_ITEMS, DIM = 9, 13, 6
 
@@ -122,9 +122,55 @@ def test_adam_steps_match_optax(fused):
         np.testing.assert_allclose(value, jax_arrays[name], rtol=1e-4, atol=1e-5, err_msg=name)
 
 
+def test_sparse_variant_steps_like_jax_lazy_adam():
+    """Same weights, same batches: SparseAdam on nn.Embedding(sparse=True) tables with the L2
+    of the distinct rows read in the loss, Adam on μ, gives the parameters of recsys_jax's
+    ``optimizer.tables=lazy_adam`` (L2 once per row read per step, rows not read untouched).
+    Rows are read several times per batch, so an L2 counted per read would differ."""
+    config = _config()
+    config.optimizer.tables = "lazy_adam"
+    jax_model = _jax_model()
+    before = jax_model.export_arrays()
+    torch_model = TorchMF.from_arrays(before, sparse=True)
+    optimizer, _ = make_model_optimizer(jax_model, config.optimizer, steps_per_epoch=1,
+                                        num_epochs=1)
+    graphdef, state = nnx.split((jax_model, optimizer))
+    step = steps_lib.make_train_step(graphdef, make_rating_loss("mse"))
+    empty = {"user": np.zeros(0, np.int64), "item": np.zeros(0, np.int64),
+             "rating": np.zeros(0, np.float32)}
+    trainer = SparseTrainer(torch_model, empty, MFRecipe.from_config(config))
+    rng = np.random.default_rng(2)
+    for _ in range(4):
+        users = rng.integers(0, 5, 8)  # users 5, 6 (seen) and items 9.. are never read
+        items = rng.integers(1, 9, 8)
+        ratings = rng.integers(1, 6, 8).astype(np.float32)
+        state, _ = step(state, {"user": jnp.asarray(users, jnp.int32),
+                                "item": jnp.asarray(items, jnp.int32),
+                                "rating": jnp.asarray(ratings),
+                                "weight": jnp.ones(8, jnp.float32)},
+                        jnp.zeros((2,), jnp.uint32))
+        trainer.step(torch.as_tensor(users), torch.as_tensor(items), torch.as_tensor(ratings))
+    jax_arrays = nnx.merge(graphdef, state)[0].export_arrays()
+    torch_arrays = torch_model.export_arrays()
+    for name, value in torch_arrays.items():
+        np.testing.assert_allclose(value, jax_arrays[name], rtol=1e-4, atol=1e-5, err_msg=name)
+    for name, unread in (("user_embeddings", slice(5, None)), ("user_bias", slice(5, None)),
+                         ("item_embeddings", slice(9, None)), ("item_bias", slice(9, None))):
+        np.testing.assert_array_equal(torch_arrays[name][unread], before[name][unread])
+        assert not np.allclose(torch_arrays[name][:5], before[name][:5]), name
+    assert torch_arrays["global_mean"] != before["global_mean"]
+
+
 def test_recipe_from_config_refuses_what_the_baseline_does_not_implement():
     config = _config()
     assert MFRecipe.from_config(config).weight_decay == 0.1
+    assert MFRecipe.from_config(config).tables == "dense"
+    config.optimizer.tables = "lazy_adam"
+    assert MFRecipe.from_config(config).tables == "lazy_adam"
+    config.optimizer.tables = "rowwise_adagrad"
+    with pytest.raises(ValueError, match="optimizer.tables"):
+        MFRecipe.from_config(config)
+    config.optimizer.tables = "dense"
     config.optimizer.name = "adamw"
     with pytest.raises(ValueError, match="optimizer.name"):
         MFRecipe.from_config(config)

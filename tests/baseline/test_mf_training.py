@@ -26,10 +26,12 @@ def _data(seed: int = 0) -> dict:
             "num_items": items, "rating_scale": (1.0, 5.0)}
 
 
-@pytest.mark.parametrize("variant", ["baseline", "tuned"])
-def test_fit_learns_and_restores_the_best_epoch(variant):
+@pytest.mark.parametrize("variant,tables", [("baseline", "dense"), ("tuned", "dense"),
+                                            ("sparse", "lazy_adam")])
+def test_fit_learns_and_restores_the_best_epoch(variant, tables):
     data = _data()
-    recipe = MFRecipe(dim=4, init_std=0.1, lr=0.02, batch_size=64, max_epochs=6, patience=2)
+    recipe = MFRecipe(dim=4, init_std=0.1, lr=0.02, batch_size=64, max_epochs=6, patience=2,
+                      tables=tables)
     record = fit_torch_mf(variant, recipe, data)
     val = [h["val_rmse"] for h in record.history]
     assert record.best_val_rmse == min(val)
@@ -77,6 +79,14 @@ def test_jax_side_is_loop_fit_and_its_timings_add_up():
 def test_unknown_variant():
     with pytest.raises(ValueError, match="variant"):
         fit_torch_mf("fast", MFRecipe(), _data())
+
+
+def test_a_variant_must_implement_the_recipes_tables():
+    with pytest.raises(ValueError, match=r"'sparse' trains lazy_adam tables .* \['baseline', "
+                                         r"'tuned'\]"):
+        fit_torch_mf("sparse", MFRecipe(), _data())
+    with pytest.raises(ValueError, match=r"variants for it: \['sparse'\]"):
+        fit_torch_mf("tuned", MFRecipe(tables="lazy_adam"), _data())
 
 
 @pytest.mark.slow

@@ -90,3 +90,16 @@ def test_write_results_and_table(tmp_path):
     with pytest.raises(ValueError):
         harness.markdown_table(["x"], [["a", "b"]])
     assert harness.ratio(3.0, 1.5) == "2.00×" and harness.ratio(None, 1.0) == "—"
+
+
+def test_process_peak_is_the_workers_own_not_the_parents():
+    """With the start-up's VmHWM read before the reset, the process peak is the larger of it
+    and VmHWM now, not ru_maxrss (which a large parent sets across fork and exec)."""
+    now = harness.status_kib("VmHWM")
+    if now is None:
+        pytest.skip("no /proc/self/status")
+    larger = harness.memory_fields(1024, 2048, now + 10 * 1024)
+    assert larger["peak_rss_process_mib"] == (now + 10 * 1024) / 1024
+    smaller = harness.memory_fields(1024, 2048, 1)
+    assert smaller["peak_rss_process_mib"] >= now / 1024  # VmHWM only grows
+    assert (smaller["rss_before_training_mib"], smaller["peak_rss_training_mib"]) == (1.0, 2.0)
