@@ -76,32 +76,29 @@ def test_mf_variants_follow_the_tables_of_the_config():
 
 @pytest.mark.slow
 def test_tiny_shape_end_to_end(tmp_path):
-    """MF with lazy Adam against SparseAdam, and the two-tower, on the tiny shape: same data
-    (one synthetic split, one capped subset), steady epochs, peak RSS per worker."""
-    proc = run_benchmark("torch_vs_jax", "--shape=tiny", "--models=mf_lazy_adam,two_tower",
-                         "--variants=jax,sparse,tuned", "--repetitions=1",
+    """MF with lazy Adam against SparseAdam on the tiny shape: same data (one synthetic split,
+    one capped subset), steady epochs, peak RSS per worker. (The two-tower at a shape takes the
+    same path through the shape's config, tested above; its benchmark runs end to end in
+    test_two_tower_training.py. Both here cost over a minute of CI.)"""
+    proc = run_benchmark("torch_vs_jax", "--shape=tiny", "--models=mf_lazy_adam",
+                         "--variants=jax,sparse", "--repetitions=1",
                          "--max_epoch_steps=5", "--bootstrap_resamples=200",
                          f"--output_dir={tmp_path}", timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     mf = json.loads((tmp_path / "benchmark_tiny_mf_lazy_adam.json").read_text())
-    tower = json.loads((tmp_path / "benchmark_tiny_two_tower.json").read_text())
     assert (mf["shape"], mf["workload"], set(mf["speed"])) == (
         "tiny", "mf_lazy_adam", {"jax", "sparse"})
-    assert set(tower["speed"]) == {"jax", "tuned"}
     assert mf["command"].startswith("python -m benchmarks.torch_vs_jax --shape=tiny ")
     # 200 users × 300 items, 5,000 ratings split user_temporal: ~4,000 training ratings, an
-    # epoch capped at 5 batches of 256 (the two-tower's 2 batches of 2048 need no cap).
+    # epoch capped at 5 batches of 256.
     assert (mf["num_users"], mf["num_items"], mf["split"]) == (200, 300, "user_temporal")
     assert mf["epoch_steps_capped"] and mf["steps_per_epoch"] == 5
     assert mf["num_train"] == 5 * 256 < mf["full_num_train"]
-    assert not tower["epoch_steps_capped"] and tower["num_train"] == tower["full_num_train"]
-    assert tower["num_test_users"] > 0 and not tower["epoch_validation"]
-    for result in (mf, tower):
-        for variant, speed in result["speed"].items():
-            assert speed["epochs_trained"] == [2], variant
-            assert speed["steady_epoch_s"] > 0 and speed["peak_rss_training_mib"] > 0, variant
-            assert speed["examples_per_s"] == pytest.approx(
-                result["num_train"] / speed["steady_epoch_s"])
+    for variant, speed in mf["speed"].items():
+        assert speed["epochs_trained"] == [2], variant
+        assert speed["steady_epoch_s"] > 0 and speed["peak_rss_training_mib"] > 0, variant
+        assert speed["examples_per_s"] == pytest.approx(
+            mf["num_train"] / speed["steady_epoch_s"])
     assert mf["quality"]["sparse"]["test_rmse"][0] < 2.0
     markdown = (tmp_path / "benchmark_tiny_mf_lazy_adam.md").read_text()
     assert markdown.startswith("Shape `tiny`, workload `mf_lazy_adam`")
