@@ -4,7 +4,6 @@ time kept apart)."""
 from __future__ import annotations
 
 import dataclasses
-import resource
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from benchmarks import harness
 from recsys_jax.evaluation.baselines import item_popularity
 from recsys_jax.evaluation.evaluate import EvaluationTarget, evaluate_ranking
 from recsys_jax.evaluation.interactions import binary_union, interaction_matrix
@@ -83,6 +83,7 @@ def benchmark_full_ranking(num_users: int, num_items: int, dim: int, ks: Sequenc
         "setup_s": setup_s, "compile_s": compile_s, "repeats": repeats_out, **best,
         "users_per_s": num_users / best["total_s"],
         "rank_users_per_s": num_users / best["rank_s"],
-        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20,
+        # This process's own peak (not ru_maxrss, which carries a parent's over fork and exec).
+        "peak_rss_gib": (harness.peak_rss_mib() or float("nan")) / 1024,
         "mean_ndcg": result.mean(f"ndcg@{max(ks)}"),
     }

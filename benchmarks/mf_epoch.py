@@ -19,7 +19,7 @@ from benchmarks import harness, jax_epochs
 from recsys_jax.console import quiet_startup
 from recsys_jax.models.registry import build_model
 from recsys_jax.tasks.rating import load_rating_data, make_rating_loss
-from recsys_jax.training.optimizers import make_optimizer
+from recsys_jax.training.optimizers import make_model_optimizer
 from recsys_jax.training.steps import steps_per_epoch
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/mf_ml100k.py",
@@ -43,9 +43,10 @@ def main(argv: list[str]) -> None:
     def make_model():
         model = build_model(config.model, num_users=data.num_users, num_items=data.num_items,
                             train=data.train, rngs=nnx.Rngs(params=t.seed))
-        tx, _ = make_optimizer(config.optimizer, steps_per_epoch=num_steps,
-                               num_epochs=t.epochs)
-        return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
+        # As the runner builds it: dense or row-sparse tables per optimizer.tables.
+        optimizer, _ = make_model_optimizer(model, config.optimizer, steps_per_epoch=num_steps,
+                                            num_epochs=t.epochs)
+        return model, optimizer
 
     loss_fn = make_rating_loss(t.loss, t.l2_reg)
     kwargs = dict(batch_size=t.batch_size, seed=t.seed)

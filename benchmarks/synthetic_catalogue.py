@@ -28,7 +28,7 @@ from recsys_jax.evaluation.validators import RankingValidator
 from recsys_jax.models.two_tower import TwoTower
 from recsys_jax.tasks.retrieval_losses import make_retrieval_loss, sampling_log_q
 from recsys_jax.training.loop import FitConfig, fit
-from recsys_jax.training.optimizers import make_optimizer
+from recsys_jax.training.optimizers import make_model_optimizer
 from recsys_jax.training.steps import steps_per_epoch
 
 
@@ -63,10 +63,9 @@ def train_synthetic_catalogue(*, num_users: int, num_items: int, num_interaction
                      dim=dim)
     positives = {"user": train["user_id"].to_numpy(np.int32),
                  "item": train["item_id"].to_numpy(np.int32)}
-    tx, schedule = make_optimizer(
-        ml_collections.ConfigDict({"name": "adamw", "lr": lr, "weight_decay": 1e-4}),
+    optimizer, schedule = make_model_optimizer(
+        model, ml_collections.ConfigDict({"name": "adamw", "lr": lr, "weight_decay": 1e-4}),
         steps_per_epoch=steps_per_epoch(len(positives["user"]), batch_size), num_epochs=epochs)
-    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
     loss_fn = make_retrieval_loss(num_items=mapping.num_items,
                                   item_log_q=sampling_log_q(positives["item"],
                                                             mapping.num_items))

@@ -244,9 +244,9 @@ def format_mf_markdown(result: dict[str, Any]) -> str:
            f", tables {tables} (JAX `optimizer.tables={tables}`; PyTorch `SparseAdam` on "
            f"`nn.Embedding(sparse=True)`, L2 of the distinct rows a batch reads in the loss)")
         + f", up to {r['max_epochs']} "
-        f"epochs, patience {r['patience']}; {result['repetitions']} repetitions per variant "
+        f"epochs, patience {r['patience']}; {result['repetitions']} repetition(s) per variant "
         f"(seeds {r['seed']}..{r['seed'] + result['repetitions'] - 1}), medians shown. "
-        f"CPU: {env['cpu']}, {env['threads']} threads for every framework "
+        f"CPU: {env['cpu']}, {env['threads']} thread(s) for every framework "
         f"(affinity, `OMP_NUM_THREADS`/`torch.set_num_threads`, XLA "
         f"`intra_op_parallelism_threads`)."
         + (f" torch.compile in tuned: {'yes' if result['torch_compile'] else 'no'}."

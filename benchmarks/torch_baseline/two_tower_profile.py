@@ -685,7 +685,7 @@ def format_profile_markdown(result: Mapping[str, Any]) -> str:
         f"{result['repetitions']} timed calls after {result['warmup']} warm-up calls; JAX "
         f"compiled ahead of time (compile time apart) and waited on with "
         f"`jax.block_until_ready`, PyTorch eager (fused AdamW, the tuned loop's step). CPU: "
-        f"{env['cpu']}, {result['threads']} threads for each framework, each in its own "
+        f"{env['cpu']}, {result['threads']} thread(s) for each framework, each in its own "
         f"process; {versions}.",
         "",
         "| piece | JAX ms | PyTorch ms | PyTorch/JAX | JAX compile (s) |",
