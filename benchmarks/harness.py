@@ -7,7 +7,7 @@
   read from the installed packages without importing them, the JAX device when asked).
 * **Workers**: one measurement per fresh interpreter with fixed thread settings
   (``thread_environment``, ``set_threads``, ``framework_info``, ``run_worker_process``) and
-  its peak memory (``reset_peak_rss``, ``memory_fields``).
+  its peak memory (``TrainingMemory``, ``memory_fields``).
 * **Output**: JSON and Markdown written atomically through ``recsys_jax.fileio``
   (``write_results``, ``write_json``) and Markdown tables (``markdown_table``, ``ratio``,
   ``fmt_mib``, ``fmt_s``, ``cpu_line``).
@@ -18,6 +18,7 @@ before anything reads the thread variables.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import json
 import os
@@ -283,6 +284,34 @@ def memory_fields(rss_before_kib: float | None, peak_training_kib: float | None,
         "peak_rss_process_mib": process_kib / 1024}
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainingMemory:
+    """A worker's memory marks around training: ``start()`` just before set-up, ``fields()``
+    right after training.
+
+    Attributes:
+      rss_before_kib: ``VmRSS`` at the start.
+      startup_peak_kib: ``VmHWM`` at the start, read before the reset (the start-up's peak).
+      reset: whether the peak mark could be reset (else no training peak is reported).
+    """
+
+    rss_before_kib: int | None
+    startup_peak_kib: int | None
+    reset: bool
+
+    @classmethod
+    def start(cls) -> TrainingMemory:
+        """Reads the RSS and the start-up's peak, then resets the peak mark."""
+        rss, peak = status_kib("VmRSS"), status_kib("VmHWM")
+        return cls(rss, peak, reset_peak_rss())
+
+    def fields(self) -> dict[str, float | None]:
+        """``memory_fields`` now: the peak since ``start()`` when the mark was reset."""
+        return memory_fields(self.rss_before_kib,
+                             status_kib("VmHWM") if self.reset else None,
+                             self.startup_peak_kib)
+
+
 def worker_env(threads: int) -> dict[str, str]:
     """The environment of a worker process: this one's, the thread caps, no inductor cache,
     and the repository root first on ``PYTHONPATH`` (so ``benchmarks`` and this checkout's
@@ -327,6 +356,17 @@ def peak_rss_mib() -> float | None:
     Not ``ru_maxrss``: Linux carries it over from the parent across fork and exec."""
     kib = status_kib("VmHWM")
     return None if kib is None else kib / 1024
+
+
+def training_rows(result: Mapping[str, Any], what: str) -> str:
+    """``"N training <what>"`` of a side-by-side result, with the cap when its epochs were
+    capped (``num_train``, ``full_num_train``, ``epoch_steps_capped``, ``steps_per_epoch``,
+    ``full_steps_per_epoch``)."""
+    if not result.get("epoch_steps_capped"):
+        return f"{result['num_train']:,} training {what}"
+    return (f"{result['full_num_train']:,} training {what}, epochs capped at "
+            f"{result['steps_per_epoch']:,} of {result['full_steps_per_epoch']:,} steps (every "
+            f"framework trains on the same seeded random {result['num_train']:,} of them)")
 
 
 # --- Output ---------------------------------------------------------------------------------

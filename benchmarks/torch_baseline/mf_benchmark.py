@@ -217,15 +217,6 @@ def _users_items(result: dict[str, Any]) -> str:
     return f"{result['num_users']:,} users × {result['num_items']:,} items, "
 
 
-def _training_rows(result: dict[str, Any]) -> str:
-    """``"N training ratings"``, with the cap when epochs were capped."""
-    if not result.get("epoch_steps_capped"):
-        return f"{result['num_train']:,} training ratings"
-    return (f"{result['full_num_train']:,} training ratings, epochs capped at "
-            f"{result['steps_per_epoch']:,} of {result['full_steps_per_epoch']:,} steps (every "
-            f"framework trains on the same seeded random {result['num_train']:,} of them)")
-
-
 def format_mf_markdown(result: dict[str, Any]) -> str:
     """The benchmark as Markdown: setup line, speed table, quality table and comparison."""
     # Fixed row order (JSON written with sorted keys loses the run order).
@@ -238,7 +229,8 @@ def format_mf_markdown(result: dict[str, Any]) -> str:
     lines = [
         f"## MF: JAX vs PyTorch on {result['dataset']} ({result['split']} split)",
         "",
-        f"{_users_items(result)}{_training_rows(result)}, dim {r['dim']}, batch {r['batch_size']}, "
+        f"{_users_items(result)}{harness.training_rows(result, 'ratings')}, dim {r['dim']}, "
+        f"batch {r['batch_size']}, "
         f"Adam lr {r['lr']:g} weight decay {r['weight_decay']:g}"
         + ("" if tables == "dense" else
            f", tables {tables} (JAX `optimizer.tables={tables}`; PyTorch `SparseAdam` on "

@@ -284,15 +284,6 @@ def run_two_tower_benchmark(config: Any, *, variants: Sequence[str] = VARIANTS,
     }
 
 
-def _training_rows(result: dict[str, Any]) -> str:
-    """``"N training positives"``, with the cap when epochs were capped."""
-    if not result.get("epoch_steps_capped"):
-        return f"{result['num_train']:,} training positives"
-    return (f"{result['full_num_train']:,} training positives, epochs capped at "
-            f"{result['steps_per_epoch']:,} of {result['full_steps_per_epoch']:,} steps (every "
-            f"framework trains on the same seeded random {result['num_train']:,} of them)")
-
-
 def format_two_tower_markdown(result: dict[str, Any]) -> str:
     """The benchmark as Markdown: setup line, one table of speed and quality per variant."""
     speed = {v: result["speed"][v] for v in VARIANTS if v in result["speed"]}
@@ -302,7 +293,7 @@ def format_two_tower_markdown(result: dict[str, Any]) -> str:
     lines = [
         f"## Two-tower: JAX vs PyTorch on {result['dataset']} ({result['split']} split)",
         "",
-        f"{_training_rows(result)}, {result['num_users']:,} users × "
+        f"{harness.training_rows(result, 'positives')}, {result['num_users']:,} users × "
         f"{result['num_items']:,} items; towers hidden {r['hidden_dim']} → {r['dim']}, history "
         f"pooling {r['history']} (position weights {r.get('history_positions', False)}), "
         f"training pairs' user inputs "

@@ -66,9 +66,7 @@ def run_two_tower_task(task: dict[str, Any], out_dir: Path) -> dict[str, Any]:
         from benchmarks.torch_baseline.jax_two_tower import fit_jax_two_tower, load_retrieval_data
         config = ml_collections.ConfigDict(task["config"])
         data = load_retrieval_data(task)
-        rss_before = harness.status_kib("VmRSS")
-        startup_peak = harness.status_kib("VmHWM")  # Reset next: the start-up's peak.
-        reset = harness.reset_peak_rss()
+        memory = harness.TrainingMemory.start()
         record = fit_jax_two_tower(config, data, seed=seed, epochs=epochs)
     else:
         from benchmarks.torch_baseline.two_tower_training import TwoTowerRecipe, fit_torch_two_tower
@@ -76,20 +74,18 @@ def run_two_tower_task(task: dict[str, Any], out_dir: Path) -> dict[str, Any]:
         with np.load(task["init_params"]) as z:
             init = {k: z[k] for k in z.files}
         recipe = TwoTowerRecipe(**{**task["recipe"], "seed": seed, "epochs": epochs})
-        rss_before = harness.status_kib("VmRSS")
-        startup_peak = harness.status_kib("VmHWM")  # Reset next: the start-up's peak.
-        reset = harness.reset_peak_rss()
+        memory = harness.TrainingMemory.start()
         record = fit_torch_two_tower(variant, recipe, arrays, init_params=init,
                                      compile_model=bool(task.get("compile")),
                                      epoch_embeddings=bool(task.get("epoch_embeddings")))
     from benchmarks.torch_baseline.two_tower_training import ARRAY_FIELDS
-    peak_training = harness.status_kib("VmHWM") if reset else None
+    memory_fields = memory.fields()
     for name in ARRAY_FIELDS:
         if getattr(record, name) is not None:
             np.save(out_dir / f"{name}.npy", getattr(record, name))
     result = {k: v for k, v in vars(record).items() if k not in ARRAY_FIELDS}
     return {**result, "seed": seed, "environment": threads,
-            **harness.memory_fields(rss_before, peak_training, startup_peak)}
+            **memory_fields}
 
 
 def run_task(task: dict[str, Any], out_dir: Path) -> dict[str, Any]:
@@ -106,22 +102,18 @@ def run_task(task: dict[str, Any], out_dir: Path) -> dict[str, Any]:
 
         from benchmarks.torch_baseline.jax_mf import fit_jax_mf
         config = ml_collections.ConfigDict(task["config"])
-        rss_before = harness.status_kib("VmRSS")
-        startup_peak = harness.status_kib("VmHWM")  # Reset next: the start-up's peak.
-        reset = harness.reset_peak_rss()
+        memory = harness.TrainingMemory.start()
         record = fit_jax_mf(config, data, seed=seed, max_epochs=task.get("max_epochs"))
     else:
         from benchmarks.torch_baseline.mf_training import MFRecipe, fit_torch_mf
         recipe = MFRecipe(**{**task["recipe"], "seed": seed})
-        rss_before = harness.status_kib("VmRSS")
-        startup_peak = harness.status_kib("VmHWM")  # Reset next: the start-up's peak.
-        reset = harness.reset_peak_rss()
+        memory = harness.TrainingMemory.start()
         record = fit_torch_mf(variant, recipe, data, compile_model=bool(task.get("compile")))
-    peak_training = harness.status_kib("VmHWM") if reset else None
+    memory_fields = memory.fields()
     np.save(out_dir / "test_predictions.npy", record.test_predictions)
     result = {k: v for k, v in vars(record).items() if k != "test_predictions"}
     return {**result, "seed": seed, "environment": threads,
-            **harness.memory_fields(rss_before, peak_training, startup_peak)}
+            **memory_fields}
 
 
 def main(argv: list[str]) -> int:
