@@ -91,6 +91,13 @@ def _config() -> ml_collections.ConfigDict:
     return config
 
 
+def _jax_step(step, state, users, items, ratings):
+    """One step of the engine's compiled MF step on a batch of NumPy columns, all weight 1."""
+    batch = {"user": jnp.asarray(users, jnp.int32), "item": jnp.asarray(items, jnp.int32),
+             "rating": jnp.asarray(ratings), "weight": jnp.ones(len(ratings), jnp.float32)}
+    return step(state, batch, jnp.zeros((2,), jnp.uint32))[0]
+
+
 @pytest.mark.parametrize("fused", [None, True])
 def test_adam_steps_match_optax(fused):
     """Same weights, same batches: PyTorch Adam(weight_decay) on the tables and no decay on μ
@@ -107,11 +114,7 @@ def test_adam_steps_match_optax(fused):
         users = rng.integers(0, NUM_USERS - 2, 8)  # seen ids only, as in training
         items = rng.integers(1, NUM_ITEMS, 8)
         ratings = rng.integers(1, 6, 8).astype(np.float32)
-        state, _ = step(state, {"user": jnp.asarray(users, jnp.int32),
-                                "item": jnp.asarray(items, jnp.int32),
-                                "rating": jnp.asarray(ratings),
-                                "weight": jnp.ones(8, jnp.float32)},
-                        jnp.zeros((2,), jnp.uint32))
+        state = _jax_step(step, state, users, items, ratings)
         optimizer.zero_grad()
         loss = torch.nn.MSELoss()(torch_model(torch.as_tensor(users), torch.as_tensor(items)),
                                   torch.as_tensor(ratings))
@@ -144,11 +147,7 @@ def test_sparse_variant_steps_like_jax_lazy_adam():
         users = rng.integers(0, 5, 8)  # users 5, 6 (seen) and items 9.. are never read
         items = rng.integers(1, 9, 8)
         ratings = rng.integers(1, 6, 8).astype(np.float32)
-        state, _ = step(state, {"user": jnp.asarray(users, jnp.int32),
-                                "item": jnp.asarray(items, jnp.int32),
-                                "rating": jnp.asarray(ratings),
-                                "weight": jnp.ones(8, jnp.float32)},
-                        jnp.zeros((2,), jnp.uint32))
+        state = _jax_step(step, state, users, items, ratings)
         trainer.step(torch.as_tensor(users), torch.as_tensor(items), torch.as_tensor(ratings))
     jax_arrays = nnx.merge(graphdef, state)[0].export_arrays()
     torch_arrays = torch_model.export_arrays()
