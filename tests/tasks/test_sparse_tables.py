@@ -87,10 +87,13 @@ def test_config_checks_refuse_what_row_sparse_tables_cannot_serve(monkeypatch):
     assert config_problems(config, "rating") == [
         "optimizer.tables = 'sparse' must be one of ['dense', 'lazy_adam', 'rowwise_adagrad']"]
 
-    config.optimizer.tables, config.optimizer.name = "lazy_adam", "adamw"
+    config.optimizer.tables, config.optimizer.name = "rowwise_adagrad", "adamw"
     assert "one weight_decay would mean two things" in " ".join(
         config_problems(config, "rating"))
     config.optimizer.weight_decay = 0.0
+    assert config_problems(config, "rating") == []
+    # Lazy Adam applies adamw's decay decoupled, as adamw does.
+    config.optimizer.tables, config.optimizer.weight_decay = "lazy_adam", 1e-4
     assert config_problems(config, "rating") == []
 
     monkeypatch.setitem(MODELS, "bias_only", "tests.tasks.examples.bias_only:build")
@@ -99,9 +102,17 @@ def test_config_checks_refuse_what_row_sparse_tables_cannot_serve(monkeypatch):
     with pytest.raises(ConfigError, match="'bias_only' declares none"):
         check_config(config, "rating")
 
+    # The two-tower declares tables only with the id-embedding history or id embeddings.
     config = tiny_config("two_tower_tiny")
     config.optimizer.tables = "lazy_adam"
-    assert any("not supported by the retrieval task" in p
+    assert any("this two-tower declares none" in p
+               for p in config_problems(config, "retrieval"))
+    config.model.history_source = "id_embedding"
+    assert config_problems(config, "retrieval") == []
+    config.model.history_source, config.model.item_id_dim = "item_tower", 4
+    assert config_problems(config, "retrieval") == []
+    config.model.history_source = "item_towers"
+    assert any("model.history_source = 'item_towers' must be one of" in p
                for p in config_problems(config, "retrieval"))
 
 
