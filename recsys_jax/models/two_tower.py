@@ -31,8 +31,8 @@ both numbers, never truncates. Serving and export (``export_arrays``, ``user_emb
 encode the whole catalogue, once per call.
 With ``history_source="id_embedding"`` the item tower encodes only the step's B + M
 candidates, as without a history.
-* ``user_id_dim`` / ``item_id_dim``: learnt id embeddings concatenated to the tower inputs (0: off),
-  declared as ``Table`` s like the history table.
+* ``user_id_dim`` / ``item_id_dim``: learnt id embeddings concatenated to the tower inputs (0: off);
+  like the history table they are ``Table`` parameters, so row-sparse optimizers can train them.
 
 Encoding a *new* user means standardising their raw features with the saved ``Standardizer`` and
 calling ``encode_users`` (see ``recsys_jax.retrieval.retriever``).
