@@ -50,6 +50,12 @@ WORKLOADS: dict[str, Workload] = {
                                        "dot_mf"),
     "two_tower": Workload("configs/two_tower_ml100k.py", {"features.titles": False},
                           "two_tower"),
+    # History pooled from a learnt per-item table, updated row-sparsely: no step work grows with
+    # the catalogue (docs/models/two_tower.md, "History from a learnt table").
+    "two_tower_id_history": Workload(
+        "configs/two_tower_ml100k.py", {"features.titles": False,
+                                        "model.history_source": "id_embedding",
+                                        "optimizer.tables": "lazy_adam"}, "two_tower"),
 }
 
 

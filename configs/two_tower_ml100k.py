@@ -13,6 +13,8 @@ Run:
 
 Variants, e.g.
   --config.loss.logq=False --config.split.name=user_temporal --config.index.kind=hnsw
+  --config.model.history_source=id_embedding --config.optimizer.tables=lazy_adam   (history from
+      a learnt per-item table: a step's cost does not grow with the catalogue)
 """
 
 import ml_collections
@@ -32,6 +34,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.temperature = 0.07   # Initial τ; learnt, kept in [1e-3, 1].
     config.model.history = True       # Pool the item-tower embeddings of recent train items.
     config.model.history_positions = True  # Learn a weight per history position (recency).
+    # The pooled vectors: "item_tower" = the history items' item-tower embeddings (the tower runs
+    # on them every step), "id_embedding" = a learnt per-item table (B × L row reads per step,
+    # whatever the catalogue; with optimizer.tables="lazy_adam" only the rows read are updated).
+    config.model.history_source = "item_tower"
     config.model.user_id_dim = 0      # Learnt id embeddings fed to the towers (0: off).
     config.model.item_id_dim = 0
     # Cap on the distinct items the item tower encodes per training step (0: the step's own
@@ -63,6 +69,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.optimizer.lr = 2e-3
     config.optimizer.weight_decay = 1e-4
     config.optimizer.schedule = "constant"
+    # Embedding tables (the history table, id embeddings): "dense" (the optimizer above, every
+    # row every step) or "lazy_adam" (only the rows a step reads; adamw's decay stays decoupled).
+    config.optimizer.tables = "dense"
 
     config.training = ml_collections.ConfigDict()
     config.training.batch_size = 2048

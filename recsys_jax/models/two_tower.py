@@ -9,13 +9,17 @@ Inputs are feature rows (``recsys_jax.data.features``), stored in the model as n
 ``FeatureTable`` variables so that training batches carry only ids and the tables travel with the
 checkpoints. Optional extras:
 
-* ``history``: the user tower also sees the mean of the item-tower embeddings of the user's most
-  recent training items (Covington et al. style pooling); with ``history_positions`` a weighted
-  mean, with a learnt weight per position (newest first), so recency can count.
+* ``history``: the user tower also sees the mean of a vector per item over the user's most
+  recent training items; with ``history_positions`` a weighted mean, with a learnt weight per
+  position (newest first), so recency can count. ``history_source`` chooses the item vectors:
+  ``"item_tower"`` (default) their item-tower embeddings, ``"id_embedding"`` rows of a learnt
+  per-item table ``history_item_embedding`` (``training.tables.Table``, read with ``lookup``;
+  Covington et al.'s "embedded watches"), so the item tower never runs on history items and a
+  step's history costs B × L row gathers whatever the catalogue's size.
 * ``max_step_items``: a cap on the rows the item tower encodes per training step (see below).
 
-The item side of a training step (``encode_batch``) with the history tower: the batch's history
-ids and candidate ids are deduplicated with a *static* bound (``jnp.unique(size=...)``), the
+The item side of a training step (``encode_batch``) with the item-tower history: the batch's
+history ids and candidate ids are deduplicated with a *static* bound (``jnp.unique(size=...)``), the
 item tower runs on those rows only and the pooled histories and candidate vectors are gathered
 through the inverse indices: the same function as encoding the whole catalogue and gathering
 from it, at a cost independent of the catalogue. The bound is the number of ids the step
@@ -25,7 +29,10 @@ simply runs over the whole catalogue. ``max_step_items`` lowers the bound furthe
 items); a step that needs more distinct items than the cap stops training with an error naming
 both numbers, never truncates. Serving and export (``export_arrays``, ``user_embeddings``) still
 encode the whole catalogue, once per call.
-* ``user_id_dim`` / ``item_id_dim``: learnt id embeddings concatenated to the tower inputs (0: off).
+With ``history_source="id_embedding"`` the item tower encodes only the step's B + M
+candidates, as without a history.
+* ``user_id_dim`` / ``item_id_dim``: learnt id embeddings concatenated to the tower inputs (0: off);
+  like the history table they are ``Table`` parameters, so row-sparse optimizers can train them.
 
 Encoding a *new* user means standardising their raw features with the saved ``Standardizer`` and
 calling ``encode_users`` (see ``recsys_jax.retrieval.retriever``).
@@ -44,6 +51,7 @@ import numpy as np
 from flax import nnx
 
 from recsys_jax.data.columns import check_id_range
+from recsys_jax.training.tables import Table
 
 MIN_TEMPERATURE = 1e-3
 MAX_TEMPERATURE = 1.0
@@ -51,6 +59,8 @@ MAX_TEMPERATURE = 1.0
 # towers' Adam step (≈ lr per update) otherwise move too little in a short run to learn how
 # steeply recency matters (ML-100K leave-one-out, lr 1e-3: validation recall@100 0.695 → 0.71).
 HISTORY_POSITION_SCALE = 10.0
+# Where the pooled history's item vectors come from (``TwoTower``'s ``history_source``).
+HISTORY_SOURCES = ("item_tower", "id_embedding")
 
 
 class FeatureTable(nnx.Variable):
@@ -79,7 +89,8 @@ class TwoTower(nnx.Module):
                  temperature: float = 0.07, history_ids: np.ndarray | None = None,
                  history_mask: np.ndarray | None = None, user_id_dim: int = 0,
                  item_id_dim: int = 0, id_init_std: float = 0.01,
-                 history_positions: bool = False, max_step_items: int = 0):
+                 history_positions: bool = False, max_step_items: int = 0,
+                 history_source: str = "item_tower"):
         """Creates the towers.
 
         Args:
@@ -94,7 +105,13 @@ class TwoTower(nnx.Module):
           history_positions: learn a pooling weight per history position.
           max_step_items: the most distinct items a training step may encode (0: the step's
             static bound, which cannot be exceeded; see the module docstring).
+          history_source: the pooled item vectors, ``"item_tower"`` (their item-tower
+            embeddings) or ``"id_embedding"`` (a learnt ``[num_items, dim]`` table, initialised
+            like the id embeddings).
         """
+        if history_source not in HISTORY_SOURCES:
+            raise ValueError(f"history_source must be one of {HISTORY_SOURCES}, got "
+                             f"{history_source!r}")
         if max_step_items < 0:
             raise ValueError(f"max_step_items must be >= 0, got {max_step_items}")
         if not MIN_TEMPERATURE <= temperature <= MAX_TEMPERATURE:
@@ -122,11 +139,15 @@ class TwoTower(nnx.Module):
         init = jax.nn.initializers.normal(stddev=id_init_std)
         self.user_id_dim, self.item_id_dim = int(user_id_dim), int(item_id_dim)
         if self.user_id_dim:
-            self.user_id_embedding = nnx.Param(
+            self.user_id_embedding = Table(
                 init(rngs.params(), (self.num_users, self.user_id_dim), jnp.float32))
         if self.item_id_dim:
-            self.item_id_embedding = nnx.Param(
+            self.item_id_embedding = Table(
                 init(rngs.params(), (self.num_items, self.item_id_dim), jnp.float32))
+        self.history_source = history_source if self.use_history else "item_tower"
+        if self.history_source == "id_embedding":
+            self.history_item_embedding = Table(
+                init(rngs.params(), (self.num_items, dim), jnp.float32))
         user_in = self.user_dim + self.user_id_dim + (dim if self.use_history else 0)
         self.user_tower = Tower(user_in, hidden_dim, dim, rngs=rngs)
         self.item_tower = Tower(self.item_dim + self.item_id_dim, hidden_dim, dim, rngs=rngs)
@@ -144,7 +165,7 @@ class TwoTower(nnx.Module):
         if self.item_id_dim:
             if item_ids is None:
                 raise ValueError("this model has item id embeddings: pass item_ids")
-            features = jnp.concatenate([features, self.item_id_embedding[...][item_ids]], -1)
+            features = jnp.concatenate([features, self.item_id_embedding.lookup(item_ids)], -1)
         return self.item_tower(features)
 
     def item_embeddings(self, item_ids: jax.Array) -> jax.Array:
@@ -153,19 +174,25 @@ class TwoTower(nnx.Module):
 
     def pooled_history(self, history_ids: jax.Array, history_mask: jax.Array,
                        item_table: jax.Array | None = None) -> jax.Array:
-        """Masked mean of the item-tower embeddings of ``history_ids`` (``[..., L]``).
+        """Masked (position-weighted) mean of the vectors of ``history_ids`` (``[..., L]``):
+        their item-tower embeddings, or their rows of ``history_item_embedding`` with
+        ``history_source="id_embedding"``.
 
         ``item_table`` (all item embeddings, e.g. precomputed once for serving) saves running
-        the item tower over the catalogue on every call.
+        the item tower over the catalogue on every call; unused with ``"id_embedding"``.
         """
-        if item_table is None:
-            item_table = self.item_embeddings(jnp.arange(self.num_items))
+        if self.history_source == "id_embedding":
+            items = self.history_item_embedding.lookup(history_ids)
+        else:
+            if item_table is None:
+                item_table = self.item_embeddings(jnp.arange(self.num_items))
+            items = item_table[history_ids]
         weights = history_mask
         if self.history_positions:
             logits = (HISTORY_POSITION_SCALE
                       * self.history_position_logits[...][:history_ids.shape[-1]])
             weights = weights * jnp.exp(logits - jnp.max(logits))
-        vectors = item_table[history_ids] * weights[..., None]
+        vectors = items * weights[..., None]
         return jnp.sum(vectors, -2) / jnp.maximum(jnp.sum(weights, -1), 1e-6)[..., None]
 
     def encode_users(self, features: jax.Array, *, user_ids: jax.Array | None = None,
@@ -178,7 +205,7 @@ class TwoTower(nnx.Module):
         if self.user_id_dim:
             if user_ids is None:
                 raise ValueError("this model has user id embeddings: pass user_ids")
-            parts.append(self.user_id_embedding[...][user_ids])
+            parts.append(self.user_id_embedding.lookup(user_ids))
         if self.use_history:
             if history_ids is None:
                 history_ids = jnp.zeros(features.shape[:-1] + (1,), jnp.int32)
@@ -200,9 +227,10 @@ class TwoTower(nnx.Module):
 
         Users are encoded from per-row inputs when the batch carries them (``user_features``
         and, with the history tower, ``history_ids``/``history_mask``: each training pair's
-        causal inputs), else from the stored per-user rows. With the history tower the item
+        causal inputs), else from the stored per-user rows. With the item-tower history the item
         tower runs once, on the rows ``step_item_table`` chooses for the histories and the
-        candidates together, and both sides gather from that table.
+        candidates together, and both sides gather from that table; otherwise it runs on the
+        candidates alone.
         """
         users = batch["user"]
         if "user_features" in batch:
@@ -212,8 +240,10 @@ class TwoTower(nnx.Module):
             features = self.user_features[...][users]
             history_ids = self.history_ids[...][users] if self.use_history else None
             history_mask = self.history_mask[...][users] if self.use_history else None
-        if not self.use_history:
-            return self.encode_users(features, user_ids=users), self.item_embeddings(item_ids)
+        if not self.use_history or self.history_source == "id_embedding":
+            return (self.encode_users(features, user_ids=users, history_ids=history_ids,
+                                      history_mask=history_mask),
+                    self.item_embeddings(item_ids))
         if history_ids is None:  # Per-row features without histories: pools to zeros.
             history_ids = jnp.zeros(features.shape[:-1] + (1,), jnp.int32)
             history_mask = jnp.zeros(features.shape[:-1] + (1,), jnp.float32)
@@ -320,7 +350,8 @@ def build_two_tower(model_config: Mapping[str, Any], *, num_users: int, num_item
 
     Args:
       model_config: ``hidden_dim``, ``dim``, ``temperature``, ``history`` (bool),
-        ``history_positions`` (bool), ``user_id_dim``, ``item_id_dim``, ``max_step_items``.
+        ``history_positions`` (bool), ``history_source``, ``user_id_dim``, ``item_id_dim``,
+        ``max_step_items``.
       num_users, num_items: id-space sizes (must match the feature rows).
       train: training columns (unused: the features already summarise them).
       rngs: initialiser streams.
@@ -345,4 +376,5 @@ def build_two_tower(model_config: Mapping[str, Any], *, num_users: int, num_item
         user_id_dim=int(model_config.get("user_id_dim", 0)),
         item_id_dim=int(model_config.get("item_id_dim", 0)),
         history_positions=bool(model_config.get("history_positions", False)),
-        max_step_items=int(model_config.get("max_step_items", 0) or 0))
+        max_step_items=int(model_config.get("max_step_items", 0) or 0),
+        history_source=str(model_config.get("history_source", "item_tower")))

@@ -8,8 +8,9 @@ not checked (a task may not use them); the keys in ``REQUIRED`` must be present.
 Checked: learning rate finite and > 0, epochs ≥ 1, sizes ≥ 1, fractions in (0, 1) with room
 left for training, names that must be known (task, model, optimizer, schedule, loss, split,
 data set, index kind, ...), the task's own settings, and row-sparse tables
-(``optimizer.tables``) only where they are served exactly (a model that declares tables, not
-the retrieval task, not with ``adamw``'s decoupled decay). The modules that use the values keep
+(``optimizer.tables``) only where they are served exactly (a model that declares tables; for
+the two-tower, a history table or id embeddings; ``adamw``'s decoupled decay only with
+``lazy_adam``, which applies it decoupled). The modules that use the values keep
 their own checks; this one only makes sure they fail before any work, not after training.
 """
 
@@ -27,6 +28,7 @@ from recsys_jax.data.movielens import MOVIELENS_NAMES
 from recsys_jax.data.splits import PROTOCOLS, TIE_ORDERS
 from recsys_jax.evaluation.results import FULL_PROTOCOL
 from recsys_jax.models.registry import MODELS, build_model
+from recsys_jax.models.two_tower import HISTORY_SOURCES
 from recsys_jax.retrieval.index import KINDS as INDEX_KINDS
 from recsys_jax.tasks.base import monitor_mode, monitor_parts
 from recsys_jax.tasks.fold_in import TEST_USER_INPUTS
@@ -175,6 +177,7 @@ TASK_KEYS: dict[str, dict[str, Check]] = {
     "retrieval": {
         "features.history_len": integer(0),
         "model.max_step_items": integer(0),
+        "model.history_source": one_of(HISTORY_SOURCES),
         "features.train_user_inputs": one_of(("causal", "all_train")),
         "features.test_user_events": one_of(("train", "train+val")),
         "loss.num_random_negatives": integer(0),
@@ -261,22 +264,35 @@ def _declares_tables(model_config: Mapping[str, Any]) -> bool | None:
     return has_tables(model)
 
 
+def _two_tower_tables(model_config: Mapping[str, Any]) -> bool:
+    """Whether a two-tower built from ``model_config`` declares a ``Table`` (its builder needs
+    features, so ``_declares_tables`` cannot ask it)."""
+    history = bool(model_config.get("history", False)) \
+        and model_config.get("history_source", "item_tower") == "id_embedding"
+    return history or any(_is_int(model_config.get(k, 0)) and model_config.get(k, 0) > 0
+                          for k in ("user_id_dim", "item_id_dim"))
+
+
 def _table_problems(tree: Mapping[str, Any], task: str) -> list[str]:
     """Row-sparse tables (``optimizer.tables``) where they cannot be served exactly."""
     tables = _lookup(tree, "optimizer.tables")
     if tables in (_MISSING, "dense") or tables not in TABLE_OPTIMIZERS:
         return []
     what = f"optimizer.tables = {tables!r}"
-    if task == "retrieval":
-        return [f"{what} is not supported by the retrieval task (its towers read their tables "
-                "whole); use 'dense'"]
     problems = []
+    model = _lookup(tree, "model")
+    if task == "retrieval" and isinstance(model, Mapping) and model.get("name") == "two_tower" \
+            and not _two_tower_tables(model):
+        problems.append(f"{what} needs tables to update row-sparsely; this two-tower declares "
+                        "none (the towers are dense layers): set model.history_source="
+                        "'id_embedding' with model.history=True, or model.user_id_dim / "
+                        "item_id_dim > 0, or use 'dense'")
     decay = _lookup(tree, "optimizer.weight_decay")
-    if _lookup(tree, "optimizer.name") == "adamw" and _is_real(decay) and decay > 0:
+    if _lookup(tree, "optimizer.name") == "adamw" and _is_real(decay) and decay > 0 \
+            and tables != "lazy_adam":  # lazy_adam decouples it as adamw does.
         problems.append(f"{what} applies optimizer.weight_decay as L2 in the gradient of the "
                         "rows read, optimizer.name = 'adamw' decouples it: one weight_decay "
                         "would mean two things; use optimizer.name='adam' (or weight_decay=0)")
-    model = _lookup(tree, "model")
     if isinstance(model, Mapping) and model.get("name") in MODELS \
             and _declares_tables(model) is False:
         problems.append(f"{what} needs a model that declares embedding tables "

@@ -61,6 +61,7 @@ RESULT_NEUTRAL_KEYS = (
 # recorded before the key existed resumes under a config that sets it to its default.
 ADDED_KEYS: dict[str, Any] = {
     "optimizer.tables": "dense",
+    "model.history_source": "item_tower",
 }
 
 # Outputs of a started run; a workdir with any of them must have recorded its identity.

@@ -19,7 +19,10 @@ global step, wd its ``weight_decay``):
       θ ← θ − lr · (m / (1−β₁ᵗ)) / (√v / √(1−β₂ᵗ) + ε)
 
   This is the arithmetic of the dense ``optimizers.scale_by_adam`` in the same order, so when a
-  step reads every row, lazy Adam is the dense ``adam`` (L2 in the gradient). Against
+  step reads every row, lazy Adam is the dense ``adam`` (L2 in the gradient). With
+  ``optimizer.name = "adamw"`` the decay is decoupled instead, as the dense ``adamw`` does it,
+  on the rows read: g is not decayed and θ ← θ − lr · (m̂ / (√v̂ + ε) + wd·θ) (lazy AdamW: when
+  a step reads every row, the dense ``adamw``). Against
   ``SparseAdam`` (tested step for step) two differences remain, both far below a step: ε is added
   to √v̂ as in PyTorch's dense ``Adam`` (``SparseAdam`` and ``LazyAdam`` add it to √v), and the
   bias corrections are computed in float32 as optax does (``SparseAdam``: float64).
@@ -97,8 +100,9 @@ def _apply(rows: jax.Array, direction: jax.Array, learning_rate: optax.Schedule,
 
 
 def lazy_adam(learning_rate: optax.Schedule, weight_decay: float = 0.0, b1: float = ADAM_B1,
-              b2: float = ADAM_B2, eps: float = ADAM_EPS) -> TableRule:
-    """Lazy Adam with L2 weight decay (see the module docstring)."""
+              b2: float = ADAM_B2, eps: float = ADAM_EPS, decoupled: bool = False) -> TableRule:
+    """Lazy Adam with L2 weight decay, or with ``decoupled`` AdamW's decay (see the module
+    docstring)."""
     def init(table: jax.Array) -> RowState:
         # Both moments of a row side by side in one flat row, (rows, 2 × row size): the step
         # gathers and scatters them as one row. On XLA's CPU gather a flat (rows, 128) layout
@@ -106,7 +110,8 @@ def lazy_adam(learning_rate: optax.Schedule, weight_decay: float = 0.0, b1: floa
         return {"moments": jnp.zeros((table.shape[0], 2 * _row_size(table)), table.dtype)}
 
     def update(rows, grads, state, step):
-        grads = _l2(grads, rows, weight_decay)
+        if not decoupled:
+            grads = _l2(grads, rows, weight_decay)
         moments = jnp.reshape(state["moments"], (-1, 2) + grads.shape[1:])
         mu = optax.tree.update_moment(grads, moments[:, 0], b1, 1)
         nu = optax.tree.update_moment_per_elem_norm(grads, moments[:, 1], b2, 2)
@@ -114,6 +119,9 @@ def lazy_adam(learning_rate: optax.Schedule, weight_decay: float = 0.0, b1: floa
         mu_scale = (1.0 / (1.0 - b1 ** t)).astype(mu.dtype)
         nu_scale = (1.0 / jnp.sqrt(1.0 - b2 ** t)).astype(nu.dtype)
         direction = (mu * mu_scale) / (jnp.sqrt(nu) * nu_scale + eps)
+        if decoupled and weight_decay:
+            # optax.add_decayed_weights after the Adam direction, as the dense adamw chains it.
+            direction = direction + weight_decay * rows
         moments = jnp.stack([mu, nu], axis=1)
         return (_apply(rows, direction, learning_rate, step),
                 {"moments": jnp.reshape(moments, (moments.shape[0], -1))})
@@ -145,14 +153,15 @@ def rowwise_adagrad(learning_rate: optax.Schedule, weight_decay: float = 0.0,
 
 def make_table_rule(config: Mapping[str, Any], schedule: optax.Schedule) -> TableRule:
     """The rule named by ``config["tables"]`` (``lazy_adam`` or ``rowwise_adagrad``) with the
-    block's ``weight_decay`` and the other constants at their defaults (Adam's β₁, β₂, ε;
-    row-wise Adagrad's accumulators from 0)."""
+    block's ``weight_decay`` (decoupled for ``lazy_adam`` when ``config["name"]`` is
+    ``"adamw"``, else L2 in the gradient) and the other constants at their defaults (Adam's β₁,
+    β₂, ε; row-wise Adagrad's accumulators from 0)."""
     name = config.get("tables", "dense")
     weight_decay = float(config.get("weight_decay", 0.0))
     if weight_decay < 0:
         raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
     if name == "lazy_adam":
-        return lazy_adam(schedule, weight_decay)
+        return lazy_adam(schedule, weight_decay, decoupled=config.get("name") == "adamw")
     if name == "rowwise_adagrad":
         return rowwise_adagrad(schedule, weight_decay)
     raise ValueError(f"no row-sparse rule {name!r}; known: {TABLE_OPTIMIZERS[1:]}")

@@ -104,6 +104,8 @@ def test_goal_rows_check_the_goals_against_known_figures():
              peak_rss_mib=13 * 1024.0),
         _run("ml20m", "two_tower", "retrieval", steady_epoch_s=500.0, train_rows_per_s=3e4),
         _run("1m_items", "two_tower", "retrieval", train_rows_per_s=2e4),
+        _run("ml20m", "two_tower_id_history", "retrieval", train_rows_per_s=3e4),
+        _run("1m_items", "two_tower_id_history", "retrieval", train_rows_per_s=1e4),
         {"shape": "ml20m", "workload": "dot_mf", "error": "boom"},
     ]
     goals = {(g[0], g[1]): (g[2], g[3]) for g in scale.goal_rows(results)}
@@ -118,10 +120,13 @@ def test_goal_rows_check_the_goals_against_known_figures():
     assert goals[("Full ranking, ML-20M's users × items ≤ 30 s", "ml20m/mf")][1] == "yes"
     assert goals[("Two-tower: rows/s at 1M items within 2× of 27K items",
                   "1m_items vs ml20m / two_tower")] == ("20 K vs 30 K (1.50×)", "yes")
+    assert goals[("Two-tower: rows/s at 1M items within 2× of 27K items",
+                  "1m_items vs ml20m / two_tower_id_history")] == ("10 K vs 30 K (3.00×)",
+                                                                   "**no**")
     # A capped or dense run answers no epoch goal; a failed cell answers nothing.
     assert not any(cell in ("ml20m/mf", "ml20m/dot_mf") and "epoch" in goal
                    for goal, cell in goals)
-    assert len(goals) == 11  # sweep 2; each ml20m run 2, + 1 epoch goal if uncapped sparse; 1
+    assert len(goals) == 15  # sweep 2; each ml20m run 2, + 1 epoch goal if uncapped sparse; 1
     assert scale.goal_rows([_sweep(1_000_000, 1e7, tables="dense")]) == []
 
 

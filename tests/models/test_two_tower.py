@@ -221,3 +221,117 @@ def test_a_step_needing_more_items_than_the_cap_is_refused():
         jax.block_until_ready(step(state, batch, jax.random.key(0)))
     with pytest.raises(ValueError, match="max_step_items"):
         TwoTower(np.zeros((2, 1)), np.zeros((3, 1)), rngs=nnx.Rngs(0), max_step_items=-1)
+
+
+def _id_history_loss(model, batch, rng, *, num_items, log_q, m):
+    """The retrieval loss with the id-embedding history, written out independently: the
+    position-weighted mean of the table's rows by hand, the item tower on the candidates."""
+    items = batch["item"]
+    negatives = jax.random.randint(rng, (m,), 0, num_items, dtype=items.dtype)
+    ids_ = jnp.concatenate([items, negatives])
+    offsets = jnp.log(items.shape[0] * jnp.exp(jnp.asarray(log_q)[ids_]) + m / num_items)
+    w = batch["history_mask"] * jnp.exp(
+        two_tower.HISTORY_POSITION_SCALE * model.history_position_logits[...])
+    rows = model.history_item_embedding[...][batch["history_ids"]]             # [B, L, d]
+    pooled = jnp.einsum("bl,bld->bd", w, rows) / jnp.maximum(w.sum(1), 1e-6)[:, None]
+    users = model.user_tower(jnp.concatenate([batch["user_features"], pooled], -1))
+    vectors = model.item_tower(model.item_features[...][ids_])
+    per_row = in_batch_softmax_loss(
+        users, vectors[:items.shape[0]], items, batch["weight"], model.temperature,
+        candidate_log_q=offsets, remove_accidental_hits=True,
+        negative_vectors=vectors[items.shape[0]:], negative_ids=negatives)
+    return weighted_mean(per_row, batch["weight"])
+
+
+def test_id_embedding_history_loss_and_gradients_equal_an_independent_computation():
+    model, batch = _step_problem(history_positions=True, history_source="id_embedding")
+    # Logits of ≈ ±1 after the ×10 scale: positions weigh differently (max-shift exercised).
+    model.history_position_logits[...] = jnp.asarray([0.1, -0.05, 0.02])
+    log_q = sampling_log_q(np.arange(40) % 7, 40)
+    loss_fn = make_retrieval_loss(num_items=40, item_log_q=log_q, num_random_negatives=4)
+    key = jax.random.key(1)
+    got, got_grads = nnx.jit(nnx.value_and_grad(lambda m: loss_fn(m, batch, key)[0]))(model)
+    want, want_grads = nnx.jit(nnx.value_and_grad(lambda m: _id_history_loss(
+        m, batch, key, num_items=40, log_q=log_q, m=4)))(model)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    flat_want = dict(nnx.to_flat_state(want_grads))
+    paths = [path for path, _ in nnx.to_flat_state(got_grads)]
+    assert ("history_item_embedding",) in paths and ("history_position_logits",) in paths
+    for path, g in nnx.to_flat_state(got_grads):
+        np.testing.assert_allclose(np.asarray(g[...]), np.asarray(flat_want[path][...]),
+                                   rtol=1e-5, atol=1e-7, err_msg=str(path))
+    # Only rows the batch's unmasked history reads get a gradient.
+    table_grad = np.asarray(got_grads["history_item_embedding"][...])
+    read = np.unique(np.asarray(batch["history_ids"])[np.asarray(batch["history_mask"]) > 0])
+    assert set(np.flatnonzero(np.abs(table_grad).sum(1))) <= set(read)
+    # Serving pools the same table: user_embeddings = the tower on the stored inputs.
+    users = jnp.arange(3)
+    want_users = model.encode_users(model.user_features[...][users],
+                                    history_ids=model.history_ids[...][users],
+                                    history_mask=model.history_mask[...][users])
+    np.testing.assert_allclose(model.user_embeddings(users, item_table=jnp.zeros((40, 4))),
+                               want_users, rtol=1e-6)
+
+
+def _item_tower_rows(fn, *args) -> set[int]:
+    """Leading sizes of the item tower's first layer's outputs in ``fn``'s program: the dot
+    products of the item features' width (4) into the hidden width (8)."""
+    rows = set()
+
+    def walk(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "dot_general":
+                lhs, rhs = (v.aval.shape for v in eqn.invars)
+                if lhs[-1:] == (4,) and rhs == (4, 8):
+                    rows.add(lhs[0])
+            for sub in jax.core.jaxprs_in_params(eqn.params):
+                walk(sub)
+    walk(jax.make_jaxpr(fn)(*args).jaxpr)
+    return rows
+
+
+@pytest.mark.parametrize("source,want", [("item_tower", {6 * 4 + 5}),
+                                         ("id_embedding", {6 + 5})])
+def test_the_step_runs_the_item_tower_on_b_plus_m_rows_with_the_id_history(source, want):
+    # B = 6 rows, L = 3, M = 5 negatives, 40 items: the item-tower history encodes the
+    # B(L + 1) + M = 29 ids of the step, the id-embedding history the B + M = 11 candidates.
+    model, batch = _step_problem(history_source=source)
+    loss_fn = make_retrieval_loss(num_items=40, num_random_negatives=5)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def loss(params):
+        return loss_fn(nnx.merge(graphdef, params, rest), batch, jax.random.key(0))[0]
+    assert _item_tower_rows(jax.grad(loss), params) == want
+
+
+def test_id_embedding_history_trains_row_sparsely_and_round_trips(tmp_path):
+    from recsys_jax.training.optimizers import make_model_optimizer
+    model, batch = _step_problem(history_source="id_embedding")
+    before = np.asarray(model.history_item_embedding[...])
+    optimizer, _ = make_model_optimizer(
+        model, {"name": "adamw", "lr": 0.01, "weight_decay": 1e-4, "tables": "lazy_adam"},
+        steps_per_epoch=1, num_epochs=1)
+    graphdef, state = nnx.split((model, optimizer))
+    state, _ = steps.make_train_step(graphdef, make_retrieval_loss(num_items=40))(
+        state, batch, jax.random.key(0))
+    model, _ = nnx.merge(graphdef, state)
+    after = np.asarray(model.history_item_embedding[...])
+    # Rows of unmasked history entries of real (weight-1) rows move; no other row does.
+    real = np.asarray(batch["weight"]) > 0
+    read = np.asarray(batch["history_ids"])[real][np.asarray(batch["history_mask"])[real] > 0]
+    moved = np.flatnonzero(np.any(after != before, axis=1))
+    assert len(moved) and set(moved) <= set(read)
+    config = {"name": "two_tower", "hidden_dim": 8, "dim": 4, "history": True,
+              "history_source": "id_embedding"}
+    f = TwoTowerFeatures(user=np.asarray(model.user_features[...]),
+                         item=np.asarray(model.item_features[...]), user_names=tuple("abcde"),
+                         item_names=tuple("wxyz"), user_scaler=None, item_scaler=None,
+                         history_ids=np.asarray(model.history_ids[...]),
+                         history_mask=np.asarray(model.history_mask[...]))
+    save_model(model, tmp_path, model_config=config, num_users=9, num_items=40)
+    loaded = load_model(tmp_path, features=f)
+    np.testing.assert_array_equal(loaded.history_item_embedding[...], after)
+    np.testing.assert_allclose(loaded.export_arrays()["user_embeddings"],
+                               model.export_arrays()["user_embeddings"], rtol=1e-6)
+    with pytest.raises(ValueError, match="history_source"):
+        TwoTower(np.zeros((2, 1)), np.zeros((3, 1)), rngs=nnx.Rngs(0), history_source="x")

@@ -48,10 +48,10 @@ def _optimizer(model, tables, lr=LR, weight_decay=WD, name="adam"):
     return optimizer
 
 
-def _run_toy(tables):
+def _run_toy(tables, name="adam"):
     """The toy model trained on TOY_BATCHES by the engine's step; the table after each step."""
     model = Toy()
-    graphdef, state = nnx.split((model, _optimizer(model, tables)))
+    graphdef, state = nnx.split((model, _optimizer(model, tables, name=name)))
     step = steps.make_train_step(graphdef, toy_loss)
     rng = np.random.default_rng(1)
     batches, tables_after = [], []
@@ -87,6 +87,20 @@ def test_lazy_adam_matches_numpy_with_summed_reads_and_one_decay_per_row():
     np.testing.assert_array_equal(after[-1][4], np.asarray(Toy().table[...])[4])
 
 
+def test_lazy_adamw_decays_the_rows_read_decoupled():
+    theta, batches, after = _run_toy("lazy_adam", name="adamw")
+    m, v = np.zeros_like(theta), np.zeros_like(theta)
+    for t, (batch, got) in enumerate(zip(batches, after), start=1):
+        rows, g = _summed_grads(theta, batch)  # No decay in the gradient.
+        m[rows] = 0.9 * m[rows] + 0.1 * g
+        v[rows] = 0.999 * v[rows] + 0.001 * g * g
+        theta = theta.copy()
+        theta[rows] -= LR * ((m[rows] / (1 - 0.9 ** t)) / (
+            np.sqrt(v[rows]) / np.sqrt(1 - 0.999 ** t) + 1e-8) + WD * theta[rows])
+        np.testing.assert_allclose(got, theta, rtol=1e-5, atol=1e-6, err_msg=f"step {t}")
+    np.testing.assert_array_equal(after[-1][4], np.asarray(Toy().table[...])[4])
+
+
 def test_rowwise_adagrad_matches_numpy_by_hand():
     theta, batches, after = _run_toy("rowwise_adagrad")
     accumulator = np.zeros(len(theta))  # FBGEMM's start.
@@ -110,8 +124,9 @@ def _adam_state(optimizer):
         if isinstance(s, optax.ScaleByAdamState))
 
 
-@pytest.mark.parametrize("unseen_user", ["zero", "mean"])
-def test_lazy_adam_equals_dense_adam_when_every_row_is_read(unseen_user):
+@pytest.mark.parametrize("unseen_user,name", [("zero", "adam"), ("mean", "adam"),
+                                               ("zero", "adamw")])
+def test_lazy_adam_equals_dense_adam_when_every_row_is_read(unseen_user, name):
     # Every user and item in every batch, L2 weight decay in the gradient, the per-row L2 loss
     # (a second lookup of the same rows) and, with "mean", a read-out of the whole table.
     rng = np.random.default_rng(0)
@@ -120,7 +135,8 @@ def test_lazy_adam_equals_dense_adam_when_every_row_is_read(unseen_user):
     for tables in ("dense", "lazy_adam"):
         model = _mf(unseen_user=unseen_user)
         model.mark_seen(np.arange(4), np.arange(4))  # User 4 unseen: served the mean row.
-        graphdef, state = nnx.split((model, _optimizer(model, tables, lr=0.01, weight_decay=0.1)))
+        graphdef, state = nnx.split((model, _optimizer(model, tables, lr=0.01, weight_decay=0.1,
+                                                       name=name)))
         states[tables] = graphdef, state, steps.make_train_step(graphdef, loss)
     for _ in range(6):
         batch = {"user": jnp.asarray(rng.permutation(np.arange(10) % 5), jnp.int32),
