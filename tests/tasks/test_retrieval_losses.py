@@ -100,6 +100,51 @@ def test_random_negatives_with_mixed_correction_and_hits(batch):
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
 
 
+def _autodiff_loss(u, v, ids, weight, tau, log_q, remove_hits, neg, neg_ids):
+    """The loss written with masks and ``logsumexp`` only, for JAX's own autodiff."""
+    cands, cand_ids = jnp.concatenate([v, neg]), jnp.concatenate([ids, neg_ids])
+    b, n = len(ids), len(cand_ids)
+    logits = u @ cands.T / tau - log_q[None, :]
+    diagonal = jnp.eye(b, n, dtype=bool)
+    keep = (jnp.concatenate([weight > 0, jnp.ones(n - b, bool)])[None, :] | diagonal)
+    if remove_hits:
+        keep &= ~((cand_ids[None, :] == ids[:, None]) & ~diagonal)
+    logits = jnp.where(keep, logits, -1e9)
+    per_row = jax.nn.logsumexp(logits, axis=1) - jnp.diagonal(logits)
+    return jnp.sum(per_row * jnp.arange(1.0, b + 1))  # Unequal row weights in the gradient.
+
+
+@pytest.mark.parametrize("remove_hits", [False, True])
+def test_gradients_equal_autodiff_of_the_masked_logsumexp(batch, remove_hits):
+    # The loss has a hand-written backward pass: its gradients in every input (users,
+    # candidates, τ, the logQ offsets) equal JAX's autodiff of the plain formula, with
+    # padding rows, accidental hits and random negatives (one of which is an in-batch item).
+    u, v, ids, _ = batch
+    rng = np.random.default_rng(2)
+    neg = jnp.asarray(_unit(rng.normal(size=(3, 4))), jnp.float32)
+    neg_ids = jnp.asarray([7, 9, 2])
+    log_q = jnp.asarray(rng.normal(size=8), jnp.float32)
+    weight = jnp.asarray([1, 1, 0, 1, 1], jnp.float32)
+    args = (jnp.asarray(u), jnp.asarray(v), jnp.float32(0.3), log_q, neg)
+
+    def custom(u, v, tau, log_q, neg):
+        per_row = in_batch_softmax_loss(u, v, jnp.asarray(ids), weight, tau,
+                                        candidate_log_q=log_q, remove_accidental_hits=remove_hits,
+                                        negative_vectors=neg, negative_ids=neg_ids)
+        return jnp.sum(per_row * jnp.arange(1.0, 6))
+
+    def plain(u, v, tau, log_q, neg):
+        return _autodiff_loss(u, v, jnp.asarray(ids), weight, tau, log_q, remove_hits, neg,
+                              neg_ids)
+    got = jax.grad(custom, argnums=range(5))(*args)
+    want = jax.grad(plain, argnums=range(5))(*args)
+    np.testing.assert_allclose(custom(*args), plain(*args), rtol=1e-6)
+    for name, g, w in zip(("users", "items", "temperature", "log_q", "negatives"), got,
+                           want):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6, err_msg=name)
+    assert np.abs(np.asarray(want[3])).min() > 0  # every offset's gradient was live
+
+
 def test_sampling_log_q_is_a_smoothed_distribution():
     log_q = sampling_log_q(np.array([0, 0, 1]), 3)
     np.testing.assert_allclose(np.exp(log_q), [3 / 6, 2 / 6, 1 / 6], rtol=1e-6)
