@@ -99,8 +99,9 @@ def target_from_arrays(train: tuple[np.ndarray, ...], val: tuple[np.ndarray, ...
     excluded_parts = ("train", "val") if part == "test" else ("train",)
     exclude = binary_union(*(mats[name] for name in excluded_parts))
     _check_held_out_disjoint(mats[part], exclude, part, excluded_parts)
+    held_out = (mats[name] for name in PARTS if name not in excluded_parts)
     return EvaluationTarget(part=part, relevant=mats[part], exclude=exclude,
-                            interacted=binary_union(*mats.values()), train=mats["train"],
+                            interacted=binary_union(exclude, *held_out), train=mats["train"],
                             train_counts=item_popularity(mats["train"]), val=mats["val"])
 
 
