@@ -139,7 +139,7 @@ def evaluate_ranking(source: ScoreSource, target: EvaluationTarget, ks: Sequence
                      sample_seed: int = 0, candidates: SampledCandidates | None = None,
                      metrics: Sequence[str] = RANKING_METRICS, graded: bool = False,
                      item_vectors: Mapping[str, np.ndarray] | None = None,
-                     chunk_size: int | None = None,
+                     chunk_size: int | None = None, selection: str | None = None,
                      stats: RankingStats | None = None) -> PerUserMetrics:
     """Per-user metrics of ``source`` on ``target``.
 
@@ -152,7 +152,7 @@ def evaluate_ranking(source: ScoreSource, target: EvaluationTarget, ks: Sequence
         ``candidates`` to reuse one draw across models).
       metrics, graded: as ``ranking_metrics``.
       item_vectors: name → item vectors for intra-list diversity (full protocol only).
-      chunk_size, stats: passed to ``full_ranking``.
+      chunk_size, selection, stats: passed to ``full_ranking``.
 
     Returns:
       ``PerUserMetrics`` labelled ``"full"`` or ``"sampled-<N>"``; under full ranking it also
@@ -163,7 +163,7 @@ def evaluate_ranking(source: ScoreSource, target: EvaluationTarget, ks: Sequence
     users = target.users
     if protocol == FULL_PROTOCOL:
         top = full_ranking(source, users, max(ks), exclude=target.exclude,
-                           chunk_size=chunk_size, stats=stats)
+                           chunk_size=chunk_size, selection=selection, stats=stats)
         ranked, label = top.items, FULL_PROTOCOL
     elif protocol == "sampled":
         if candidates is None:
