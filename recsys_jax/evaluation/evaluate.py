@@ -99,8 +99,9 @@ def target_from_arrays(train: tuple[np.ndarray, ...], val: tuple[np.ndarray, ...
     excluded_parts = ("train", "val") if part == "test" else ("train",)
     exclude = binary_union(*(mats[name] for name in excluded_parts))
     _check_held_out_disjoint(mats[part], exclude, part, excluded_parts)
+    held_out = (mats[name] for name in PARTS if name not in excluded_parts)
     return EvaluationTarget(part=part, relevant=mats[part], exclude=exclude,
-                            interacted=binary_union(*mats.values()), train=mats["train"],
+                            interacted=binary_union(exclude, *held_out), train=mats["train"],
                             train_counts=item_popularity(mats["train"]), val=mats["val"])
 
 
@@ -138,7 +139,7 @@ def evaluate_ranking(source: ScoreSource, target: EvaluationTarget, ks: Sequence
                      sample_seed: int = 0, candidates: SampledCandidates | None = None,
                      metrics: Sequence[str] = RANKING_METRICS, graded: bool = False,
                      item_vectors: Mapping[str, np.ndarray] | None = None,
-                     chunk_size: int | None = None,
+                     chunk_size: int | None = None, selection: str | None = None,
                      stats: RankingStats | None = None) -> PerUserMetrics:
     """Per-user metrics of ``source`` on ``target``.
 
@@ -151,7 +152,7 @@ def evaluate_ranking(source: ScoreSource, target: EvaluationTarget, ks: Sequence
         ``candidates`` to reuse one draw across models).
       metrics, graded: as ``ranking_metrics``.
       item_vectors: name → item vectors for intra-list diversity (full protocol only).
-      chunk_size, stats: passed to ``full_ranking``.
+      chunk_size, selection, stats: passed to ``full_ranking``.
 
     Returns:
       ``PerUserMetrics`` labelled ``"full"`` or ``"sampled-<N>"``; under full ranking it also
@@ -162,7 +163,7 @@ def evaluate_ranking(source: ScoreSource, target: EvaluationTarget, ks: Sequence
     users = target.users
     if protocol == FULL_PROTOCOL:
         top = full_ranking(source, users, max(ks), exclude=target.exclude,
-                           chunk_size=chunk_size, stats=stats)
+                           chunk_size=chunk_size, selection=selection, stats=stats)
         ranked, label = top.items, FULL_PROTOCOL
     elif protocol == "sampled":
         if candidates is None:

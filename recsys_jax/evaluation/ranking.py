@@ -2,16 +2,25 @@
 
 For each chunk of users the jitted kernel builds the ``[chunk, num_items]`` scores (from
 embeddings, or takes them from a score function), sets excluded (user, item) pairs to -inf,
-and runs ``jax.lax.top_k``. Only one chunk of scores exists at a time, so 100K users × 50K
-items never needs the full score matrix. The chunk size and the padded length of the
+and selects the top K. Only one chunk of scores exists at a time per worker, so 100K users ×
+50K items never needs the full score matrix. The chunk size and the padded length of the
 exclusion list are fixed for a call, so the kernel compiles once.
 
+Selection: ``"top_k"`` is ``jax.lax.top_k`` over the whole row; ``"blocked"``
+(``top_k.blocked_top_k``) gives the same lists through block maxima, so ``top_k`` only sees
+a few thousand candidates per row: on a CPU, where XLA's ``top_k`` is one thread at about
+4 ns per score, it is the default; accelerators keep ``"top_k"``. Two chunks run at once, on
+two worker threads: XLA's CPU client runs the calls dispatched from one thread one after
+another, and most of a chunk's work after the scores is single-threaded, so this is what keeps
+both cores of a small machine busy. The calling thread prepares the chunks (and calls a score
+function, one chunk at a time), checks them for NaN in chunk order and reports progress.
+
 Ties: ``jax.lax.top_k`` documents that among equal values the lower index comes first, which
-is our rule (lower item id first); the kernel maps -0.0 to +0.0 first because top_k orders
-floats totally (-0.0 < +0.0) while NumPy, used by the sampled protocol, treats them as equal.
-Items scored -inf rank nowhere: a list with fewer than K finite-scored candidates is padded
-with -1. A NaN score anywhere in a scored row, excluded items included, raises ``ValueError``
-naming the user and the item (a model bug, not a ranking).
+is our rule (lower item id first); both selections map -0.0 to +0.0 first because top_k
+orders floats totally (-0.0 < +0.0) while NumPy, used by the sampled protocol, treats them as
+equal. Items scored -inf rank nowhere: a list with fewer than K finite-scored candidates is
+padded with -1. A NaN score anywhere in a scored row, excluded items included, raises
+``ValueError`` naming the user and the item (a model bug, not a ranking).
 
 Scores are ranked in float32 (JAX runs without x64). A float64 source whose values do not
 survive the cast warns (``Float64ScoresWarning``): scores closer than float32 precision then
@@ -20,6 +29,8 @@ tie, and the tie goes to the lower item id.
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import dataclasses
 import functools
 import time
@@ -41,6 +52,7 @@ from recsys_jax.evaluation.sources import (
     raise_on_nan,
     warn_if_float64_lossy,
 )
+from recsys_jax.evaluation.top_k import block_maxima, block_size, blocked_top_k
 from recsys_jax.progress import track
 
 # Scores per chunk when the caller does not choose: small enough to stay in a CPU's cache
@@ -48,6 +60,9 @@ from recsys_jax.progress import track
 _CPU_CHUNK_SCORES = 1 << 22
 _ACCELERATOR_CHUNK_SCORES = 1 << 28
 _MAX_CHUNK = 8192
+SELECTIONS = ("top_k", "blocked")
+# Chunks ranked at once, each on its own host thread (and so on its own core on a CPU).
+_WORKERS = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +88,7 @@ class RankingStats:
     chunk_size: int = 0
     num_chunks: int = 0
     exclusion_pad: int = 0
+    selection: str = ""
     compile_seconds: float = 0.0
     compiled_now: bool = False
     rank_seconds: float = 0.0
@@ -90,9 +106,14 @@ def default_chunk_size(num_items: int, num_users: int) -> int:
     return int(max(1, min(size, _MAX_CHUNK, _next_pow2(max(num_users, 1)))))
 
 
+def default_selection() -> str:
+    """``"blocked"`` on a CPU (XLA's CPU ``top_k`` is the slow part there), else ``"top_k"``."""
+    return "blocked" if jax.default_backend() == "cpu" else "top_k"
+
+
 def full_ranking(source: ScoreSource, users: np.ndarray, k: int, *,
                  exclude: sp.csr_array | None = None, chunk_size: int | None = None,
-                 stats: RankingStats | None = None) -> TopK:
+                 selection: str | None = None, stats: RankingStats | None = None) -> TopK:
     """Top-K items for each of ``users`` over the whole catalogue minus their excluded items.
 
     Args:
@@ -102,6 +123,8 @@ def full_ranking(source: ScoreSource, users: np.ndarray, k: int, *,
       exclude: CSR ``[num_users, num_items]``; row u's items never appear in u's list (the
         training items, plus the validation items when scoring test).
       chunk_size: users per device call (default: ``default_chunk_size``).
+      selection: ``"top_k"`` or ``"blocked"`` (default: ``default_selection()``); both give
+        the same lists.
       stats: filled with chunking, compile and ranking times when given.
 
     Returns:
@@ -111,6 +134,9 @@ def full_ranking(source: ScoreSource, users: np.ndarray, k: int, *,
     users = np.asarray(users, dtype=np.int64)
     if k < 1:
         raise ValueError(f"k must be ≥ 1, got {k}")
+    selection = selection or default_selection()
+    if selection not in SELECTIONS:
+        raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
     if len(users) == 0:
         return TopK(users=users, items=np.full((0, k), PAD, np.int64),
                     scores=np.full((0, k), -np.inf, np.float32))
@@ -136,66 +162,74 @@ def full_ranking(source: ScoreSource, users: np.ndarray, k: int, *,
     chunk_nnz = np.add.reduceat(per_user, starts) if starts else np.zeros(1, np.int64)
     pad = _next_pow2(int(chunk_nnz.max(initial=0)))
     stats.chunk_size, stats.num_chunks, stats.exclusion_pad = chunk, len(starts), pad
+    stats.selection = selection
 
     if isinstance(source, Embeddings):
         for what, m in (("user embeddings", source.users), ("item embeddings", source.items)):
             warn_if_float64_lossy(m, what)
         user_emb, item_emb = source.prepared()
         kernel, compile_s, fresh = _compiled_kernel(
-            "embeddings", chunk, num_items, user_emb.shape[1], pad, k_eff)
+            "embeddings", selection, chunk, num_items, user_emb.shape[1], pad, k_eff)
         item_emb_dev = jax.device_put(item_emb)
 
-        def run_chunk(ids, rows, cols):
+        def chunk_inputs(start, ids):
             block = np.zeros((chunk, user_emb.shape[1]), np.float32)
             block[:len(ids)] = user_emb[ids]
-            return kernel(block, item_emb_dev, rows, cols)
+            return block, item_emb_dev
     else:
-        kernel, compile_s, fresh = _compiled_kernel("scores", chunk, num_items, 0, pad, k_eff)
+        kernel, compile_s, fresh = _compiled_kernel("scores", selection, chunk, num_items, 0,
+                                                    pad, k_eff)
         score_fn = source if isinstance(source, (ScoreMatrix, ScoreFunction)) else None
         if score_fn is None:
             raise TypeError(f"unsupported score source {type(source).__name__}")
 
-        warned: list[bool] = []
-
-        def run_chunk(ids, rows, cols):
+        def chunk_inputs(start, ids):
             scores = score_fn.rows(ids)
-            if not warned:  # once per call: the first chunk shows the source's dtype
-                warned.append(True)
+            if start == 0:  # once per call: the first chunk shows the source's dtype
                 warn_if_float64_lossy(scores, type(source).__name__)
-            return kernel(_pad_rows(scores, chunk, num_items), rows, cols)
+            return (_pad_rows(scores, chunk, num_items),)
 
     stats.compile_seconds, stats.compiled_now = compile_s, fresh
     items_out = np.full((len(users), k), PAD, dtype=np.int64)
     scores_out = np.full((len(users), k), -np.inf, dtype=np.float32)
+
+    def rank_chunk(start, inputs, rows, cols):
+        # Runs on a worker thread: the kernel call, then the copy of its lists to the host.
+        idx, values, nan_col = kernel(*inputs, rows, cols)
+        n = min(chunk, len(users) - start)
+        items_out[start:start + n, :k_eff] = np.asarray(idx)[:n]
+        scores_out[start:start + n, :k_eff] = np.asarray(values)[:n]
+        return np.asarray(nan_col)[:n]
+
     t0 = time.perf_counter()
-    pending: list[tuple[int, np.ndarray, Any]] = []
-    for start in track(starts, "full ranking", total=len(users), unit="users",
-                       weight=lambda s: len(users[s:s + chunk])):
-        ids = users[start:start + chunk]
-        local, cols = gather_rows(exclude, ids)
-        rows = np.full(pad, chunk, dtype=np.int32)  # row `chunk` is out of range: dropped
-        cols_p = np.zeros(pad, dtype=np.int32)
-        rows[:len(local)], cols_p[:len(cols)] = local, cols
-        pending.append((start, ids, run_chunk(ids, rows, cols_p)))
-        # Fetch the previous chunk while this one runs (dispatch is asynchronous).
-        if len(pending) > 1:
-            _store(pending.pop(0), items_out, scores_out, k_eff)
-    for item in pending:
-        _store(item, items_out, scores_out, k_eff)
+    pending: collections.deque = collections.deque()
+    with concurrent.futures.ThreadPoolExecutor(_WORKERS) as pool:
+        try:
+            for start in track(starts, "full ranking", total=len(users), unit="users",
+                               weight=lambda s: len(users[s:s + chunk])):
+                ids = users[start:start + chunk]
+                local, cols = gather_rows(exclude, ids)
+                rows = np.full(pad, chunk, dtype=np.int32)  # row `chunk` is out of range
+                cols_p = np.zeros(pad, dtype=np.int32)
+                rows[:len(local)], cols_p[:len(cols)] = local, cols
+                inputs = chunk_inputs(start, ids)
+                pending.append((ids, pool.submit(rank_chunk, start, inputs, rows, cols_p)))
+                # One chunk prepared ahead per worker; NaN is reported in chunk order.
+                if len(pending) > _WORKERS:
+                    ids, done = pending.popleft()
+                    raise_on_nan(ids, done.result())
+            while pending:
+                ids, done = pending.popleft()
+                raise_on_nan(ids, done.result())
+        finally:
+            for _, queued in pending:
+                queued.cancel()
     stats.rank_seconds = time.perf_counter() - t0
     return TopK(users=users, items=items_out, scores=scores_out)
 
 
-def _store(pending: tuple[int, np.ndarray, Any], items_out: np.ndarray,
-           scores_out: np.ndarray, k_eff: int) -> None:
-    start, ids, (idx, values, nan_col) = pending
-    n = len(ids)
-    raise_on_nan(ids, np.asarray(nan_col)[:n])
-    items_out[start:start + n, :k_eff] = np.asarray(idx)[:n]
-    scores_out[start:start + n, :k_eff] = np.asarray(values)[:n]
-
-
-def _select_top_k(scores: jax.Array, rows: jax.Array, cols: jax.Array, k: int):
+def _mask_and_select(scores: jax.Array, rows: jax.Array, cols: jax.Array, k: int):
+    """``jax.lax.top_k`` over the row, excluded pairs at -inf; NaN columns checked first."""
     scores = jnp.where(scores == 0, 0.0, scores).astype(jnp.float32)  # -0.0 → +0.0
     # Checked before masking, so a NaN on an excluded item is caught too: per row, the
     # column of the first NaN, or -1.
@@ -207,37 +241,63 @@ def _select_top_k(scores: jax.Array, rows: jax.Array, cols: jax.Array, k: int):
     return idx, values, nan_col
 
 
-def _embedding_kernel(user_block, item_emb, rows, cols, *, k):
+def _mask_and_select_blocked(scores: jax.Array, rows: jax.Array, cols: jax.Array, k: int):
+    """``blocked_top_k`` with excluded pairs at -inf: the lists of ``_mask_and_select``."""
+    scores = scores.astype(jnp.float32)
+    # min(NaN, -inf) is NaN in XLA: excluded pairs go to -inf but a NaN stays to be reported,
+    # and the block maxima (NaN when their block holds one) tell whether any row has one.
+    scores = scores.at[rows, cols].min(-jnp.inf, mode="drop")
+    num_rows, num_items = scores.shape
+    block = block_size(num_items, k)
+    maxima = block_maxima(scores, block) if block else scores
+    nan_col = jax.lax.cond(jnp.isnan(maxima).any(), _first_nan_column,
+                           lambda s: jnp.full((num_rows,), -1, jnp.int32), scores)
+    values, idx = blocked_top_k(scores, k, maxima=maxima if block else None)
+    idx = jnp.where(jnp.isneginf(values), PAD, idx)
+    return idx, values, nan_col
+
+
+def _first_nan_column(scores: jax.Array) -> jax.Array:
+    is_nan = jnp.isnan(scores)
+    return jnp.where(is_nan.any(axis=1), jnp.argmax(is_nan, axis=1), -1).astype(jnp.int32)
+
+
+_SELECT = {"top_k": _mask_and_select, "blocked": _mask_and_select_blocked}
+
+
+def _embedding_kernel(user_block, item_emb, rows, cols, *, k, selection):
     # HIGHEST keeps float32 products on GPUs (no TF32), so scores agree across backends.
     scores = jax.lax.dot_general(user_block, item_emb, (((1,), (1,)), ((), ())),
                                  precision=jax.lax.Precision.HIGHEST)
-    return _select_top_k(scores, rows, cols, k)
+    return _SELECT[selection](scores, rows, cols, k)
 
 
-def _score_kernel(scores, rows, cols, *, k):
-    return _select_top_k(scores, rows, cols, k)
+def _score_kernel(scores, rows, cols, *, k, selection):
+    return _SELECT[selection](scores, rows, cols, k)
 
 
 @functools.lru_cache(maxsize=32)
-def _compiled(kind: str, chunk: int, num_items: int, dim: int, pad: int, k: int):
+def _compiled(kind: str, selection: str, chunk: int, num_items: int, dim: int, pad: int,
+              k: int):
     """Ahead-of-time compiled kernel for these shapes, with its compile time."""
     f32, i32 = jnp.float32, jnp.int32
     index = jax.ShapeDtypeStruct((pad,), i32)
     t0 = time.perf_counter()
     if kind == "embeddings":
-        fn = jax.jit(functools.partial(_embedding_kernel, k=k))
+        fn = jax.jit(functools.partial(_embedding_kernel, k=k, selection=selection))
         lowered = fn.lower(jax.ShapeDtypeStruct((chunk, dim), f32),
                            jax.ShapeDtypeStruct((num_items, dim), f32), index, index)
     else:
-        fn = jax.jit(functools.partial(_score_kernel, k=k))
+        fn = jax.jit(functools.partial(_score_kernel, k=k, selection=selection))
         lowered = fn.lower(jax.ShapeDtypeStruct((chunk, num_items), f32), index, index)
     compiled = lowered.compile()
     return compiled, time.perf_counter() - t0
 
 
-def _compiled_kernel(kind: str, chunk: int, num_items: int, dim: int, pad: int, k: int):
+def _compiled_kernel(kind: str, selection: str, chunk: int, num_items: int, dim: int,
+                     pad: int, k: int):
     hits_before = _compiled.cache_info().hits
-    compiled, seconds = _compiled(kind, chunk, num_items, dim, pad, k)
+    compiled, seconds = _compiled(kind, selection, chunk, num_items, dim, pad, k)
     fresh = _compiled.cache_info().hits == hits_before
     return compiled, (seconds if fresh else 0.0), fresh
 

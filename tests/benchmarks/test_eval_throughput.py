@@ -21,13 +21,16 @@ def test_synthetic_problem_holds_out_one_item_never_excluded():
 
 @pytest.mark.slow
 def test_eval_throughput_script(tmp_path):
-    done = run_benchmark("eval_throughput", "--sizes=300x500x8", "--repeats=1", "--k=10",
-                         f"--output={tmp_path / 'bench.json'}")
+    done = run_benchmark("eval_throughput", "--sizes=300x2000x8", "--repeats=2", "--k=10",
+                         "--selection=top_k,blocked", f"--output={tmp_path / 'bench.json'}")
     assert done.returncode == 0, done.stderr
     saved = json.loads((tmp_path / "bench.json").read_text())
-    result = saved["results"][0]
-    assert (result["num_users"], result["num_items"], result["dim"]) == (300, 500, 8)
+    result, blocked = saved["results"]
+    assert (result["num_users"], result["num_items"], result["dim"]) == (300, 2000, 8)
     assert result["users_per_s"] > 0 and result["compile_s"] >= 0
-    assert "| 300 × 500 × 8 |" in done.stdout
+    assert len(result["repeats"]) == 2 and result["median_total_s"] >= result["total_s"]
+    assert "| 300 × 2,000 × 8 | 10 | top_k |" in done.stdout
+    assert "| 300 × 2,000 × 8 | 10 | blocked |" in done.stdout
     assert f"CPU: {saved['environment']['cpu']}, " in done.stdout
-    assert np.isfinite(result["mean_ndcg"])
+    # The selections rank alike (2,000 items is long enough for blocks at K = 10).
+    assert np.isfinite(result["mean_ndcg"]) and blocked["mean_ndcg"] == result["mean_ndcg"]

@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
 from recsys_jax.evaluation.evaluate import evaluate_ranking, target_from_arrays, target_from_split
 from recsys_jax.evaluation.interactions import binary_union, interaction_matrix
@@ -96,3 +97,24 @@ def test_interaction_helpers():
     assert u.toarray().tolist() == [[1, 1, 0], [0, 0, 1]]
     with pytest.raises(ValueError, match="item id"):
         interaction_matrix([0], [3], 2, 3)
+
+
+def test_interaction_matrix_of_shuffled_pairs_with_repeats_matches_a_dict():
+    # Rows arrive in any order, pairs repeat: one entry per pair (its largest value), columns
+    # sorted in every row.
+    rng = np.random.default_rng(0)
+    users, items = rng.integers(0, 30, 2000), rng.integers(0, 25, 2000)
+    values = rng.choice([1.0, 2.5, 4.0, 5.0], 2000)
+    expected = {}
+    for u, i, v in zip(users.tolist(), items.tolist(), values.tolist()):
+        expected[(u, i)] = max(v, expected.get((u, i), v))
+    m = interaction_matrix(users, items, 31, 25, values)
+    assert m.has_sorted_indices and m.nnz == len(expected) and m.shape == (31, 25)
+    coo = m.tocoo()
+    assert dict(zip(zip(coo.row.tolist(), coo.col.tolist()), coo.data.tolist())) == expected
+    # The union is the set of stored pairs; explicitly stored zeros are not among them.
+    other = sp.csr_array((np.array([0.0, 3.0]), np.array([24, 0]), np.array([0, 2] + [2] * 30)),
+                         shape=(31, 25))
+    union = binary_union(m, other)
+    assert set(zip(*union.nonzero())) == set(expected) | {(0, 0)}
+    assert union.has_sorted_indices and (union.data == 1.0).all()

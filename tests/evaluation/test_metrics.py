@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from recsys_jax.evaluation import metrics as m
 from recsys_jax.evaluation.interactions import interaction_matrix
@@ -113,6 +114,19 @@ def test_rejects_bad_lists():
         m.ranking_metrics(np.array([[1, 2]]), rel, [2], metrics=["auc"])
     with pytest.raises(ValueError, match="≥ 1"):
         m.ranking_metrics(np.array([[1, 2]]), rel, [0])
+
+
+def test_list_hits_finds_items_and_their_gains():
+    # Rows of 3 and 1 relevant items (gains are the stored values); -1 is padding.
+    rel = _relevant([{1, 4, 7}, {2}], gains=[[5.0, 3.0, 1.0], [2.0]])
+    hits, gains = m.list_hits(np.array([[7, 0, 4, -1], [2, 7, -1, -1]]), rel)
+    assert hits.tolist() == [[True, False, True, False], [True, False, False, False]]
+    assert gains.tolist() == [[1.0, 0.0, 3.0, 0.0], [2.0, 0.0, 0.0, 0.0]]
+    # A relevant set stored with an item twice (a hand-built CSR) still reads its own gain.
+    twice = sp.csr_array((np.array([4.0, 4.0, 6.0]), np.array([3, 3, 5]), np.array([0, 3])),
+                         shape=(1, 10))
+    hits, gains = m.list_hits(np.array([[5, 3, 0]]), twice)
+    assert hits.tolist() == [[True, True, False]] and gains.tolist() == [[6.0, 4.0, 0.0]]
 
 
 def _reference(ranked_list, relevant, k):

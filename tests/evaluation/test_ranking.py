@@ -1,4 +1,8 @@
-"""Full ranking: tie-breaking, masking, chunking, and agreement between input kinds."""
+"""Full ranking: tie-breaking, masking, chunking, and agreement between input kinds.
+
+Both selections (``"top_k"``, the accelerators' default, and ``"blocked"``, the CPU's) are
+held to the same lists.
+"""
 
 import warnings
 
@@ -9,7 +13,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from recsys_jax.evaluation.interactions import interaction_matrix
-from recsys_jax.evaluation.ranking import RankingStats, default_chunk_size, full_ranking
+from recsys_jax.evaluation.ranking import (
+    SELECTIONS,
+    RankingStats,
+    default_chunk_size,
+    default_selection,
+    full_ranking,
+)
 from recsys_jax.evaluation.sources import (
     Embeddings,
     Float64ScoresWarning,
@@ -39,44 +49,57 @@ def _random_exclusions(rng, num_users, num_items, max_per_user):
     return interaction_matrix(users, items, num_users, num_items)
 
 
-def test_all_equal_scores_give_lowest_ids_minus_seen():
+@pytest.mark.parametrize("selection", SELECTIONS)
+def test_all_equal_scores_give_lowest_ids_minus_seen(selection):
     num_users, num_items, k = 6, 40, 10
     exclude = interaction_matrix([0, 0, 0, 3, 3], [0, 2, 5, 9, 1], num_users, num_items)
     source = Embeddings(np.zeros((num_users, 4)), np.zeros((num_items, 4)))
-    top = full_ranking(source, np.arange(num_users), k, exclude=exclude, chunk_size=4)
+    top = full_ranking(source, np.arange(num_users), k, exclude=exclude, chunk_size=4,
+                       selection=selection)
     assert top.items[0].tolist() == [1, 3, 4, 6, 7, 8, 9, 10, 11, 12]
     assert top.items[3].tolist() == [0, 2, 3, 4, 5, 6, 7, 8, 10, 11]
     assert top.items[1].tolist() == list(range(10))
 
 
-def test_negative_zero_ties_with_positive_zero():
+@pytest.mark.parametrize("selection", SELECTIONS)
+def test_negative_zero_ties_with_positive_zero(selection):
     # top_k orders -0.0 below +0.0; the kernel must treat them as a tie (lower id first).
     scores = np.array([[-0.0, 0.0, -0.0, 0.0, -1.0]], dtype=np.float32)
-    top = full_ranking(ScoreMatrix(scores), np.array([0]), 5)
+    top = full_ranking(ScoreMatrix(scores), np.array([0]), 5, selection=selection)
     assert top.items[0].tolist() == [0, 1, 2, 3, 4]
+    # In a catalogue long enough for blocks (of 16 here): a block of -0.0 ties with +0.0.
+    scores = np.full((1, 512), -1.0, np.float32)
+    scores[0, :16], scores[0, 16:48] = -0.0, 0.0
+    top = full_ranking(ScoreMatrix(scores), np.array([0]), 3, selection=selection)
+    assert top.items[0].tolist() == [0, 1, 2]
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_many_exact_ties_match_lexsort_reference(seed):
+@pytest.mark.parametrize("selection", SELECTIONS)
+@pytest.mark.parametrize("seed,num_items,k", [(0, 300, 50), (1, 300, 50), (2, 2000, 7)])
+def test_many_exact_ties_match_lexsort_reference(selection, seed, num_items, k):
+    # 2000 items and K = 7 is long enough for the blocked selection's blocks (of 16).
     rng = np.random.default_rng(seed)
-    num_users, num_items, k = 37, 300, 50
+    num_users = 37
     scores = rng.integers(-2, 3, size=(num_users, num_items)).astype(np.float32)
     exclude = _random_exclusions(rng, num_users, num_items, 40)
     for source in (ScoreMatrix(scores), ScoreFunction(lambda u: jnp.asarray(scores[u]),
                                                       num_items)):
-        top = full_ranking(source, np.arange(num_users), k, exclude=exclude, chunk_size=8)
+        top = full_ranking(source, np.arange(num_users), k, exclude=exclude, chunk_size=8,
+                           selection=selection)
         np.testing.assert_array_equal(top.items, _reference_top_k(scores, exclude, k))
 
 
-def test_embedding_path_ties_match_reference():
+@pytest.mark.parametrize("selection", SELECTIONS)
+@pytest.mark.parametrize("num_items,k", [(200, 60), (3000, 5)])
+def test_embedding_path_ties_match_reference(selection, num_items, k):
     # Integer embeddings make exact, heavily tied dot products.
     rng = np.random.default_rng(3)
     users = rng.integers(-1, 2, size=(29, 3)).astype(np.float32)
-    items = rng.integers(-1, 2, size=(200, 3)).astype(np.float32)
-    exclude = _random_exclusions(rng, 29, 200, 30)
-    top = full_ranking(Embeddings(users, items), np.arange(29), 60, exclude=exclude,
-                       chunk_size=16)
-    np.testing.assert_array_equal(top.items, _reference_top_k(users @ items.T, exclude, 60))
+    items = rng.integers(-1, 2, size=(num_items, 3)).astype(np.float32)
+    exclude = _random_exclusions(rng, 29, num_items, 30)
+    top = full_ranking(Embeddings(users, items), np.arange(29), k, exclude=exclude,
+                       chunk_size=16, selection=selection)
+    np.testing.assert_array_equal(top.items, _reference_top_k(users @ items.T, exclude, k))
 
 
 @given(seed=st.integers(0, 2**31 - 1), k=st.integers(1, 70), chunk=st.sampled_from([1, 3, 8]))
@@ -135,31 +158,50 @@ def test_cosine_normalises_both_sides():
     np.testing.assert_allclose(top.scores[0], [1.0, np.sqrt(0.5), 0.0, 0.0], rtol=1e-6)
 
 
-def test_k_beyond_catalogue_and_neg_inf_scores_pad_with_minus_one():
+@pytest.mark.parametrize("selection", SELECTIONS)
+def test_k_beyond_catalogue_and_neg_inf_scores_pad_with_minus_one(selection):
     scores = np.array([[0.5, -np.inf, 0.2], [1.0, 2.0, 3.0]], dtype=np.float32)
     exclude = interaction_matrix([1], [2], 2, 3)
-    top = full_ranking(ScoreMatrix(scores), np.arange(2), 5, exclude=exclude)
+    top = full_ranking(ScoreMatrix(scores), np.arange(2), 5, exclude=exclude,
+                       selection=selection)
     assert top.items.tolist() == [[0, 2, -1, -1, -1], [1, 0, -1, -1, -1]]
     assert np.isneginf(top.scores[0, 2:]).all()
+    # Blocks (of 16 over 700 items): three finite candidates, one in the short last block.
+    scores = np.full((2, 700), -np.inf, np.float32)
+    scores[:, [5, 300, 699]] = [[1.0, 3.0, 2.0]]
+    exclude = interaction_matrix([1], [300], 2, 700)
+    top = full_ranking(ScoreMatrix(scores), np.arange(2), 5, exclude=exclude,
+                       selection=selection)
+    assert top.items.tolist() == [[300, 699, 5, -1, -1], [699, 5, -1, -1, -1]]
 
 
-def test_nan_scores_raise():
-    scores = np.zeros((3, 20), np.float32)
+@pytest.mark.parametrize("selection", SELECTIONS)
+@pytest.mark.parametrize("num_items", [20, 700])
+def test_nan_scores_raise(selection, num_items):
+    scores = np.zeros((3, num_items), np.float32)
     scores[1, 7] = np.nan
-    with pytest.raises(ValueError, match=r"NaN scores for user\(s\) \[1\]"):
-        full_ranking(ScoreMatrix(scores), np.arange(3), 2)
+    scores[1, 9] = np.nan
+    with pytest.raises(ValueError, match=r"NaN scores for user\(s\) \[1\] \(first NaN: "
+                                         r"user 1 item 7\)"):
+        full_ranking(ScoreMatrix(scores), np.arange(3), 2, selection=selection)
     with pytest.raises(ValueError, match="NaN"):
-        full_ranking(Embeddings(np.full((1, 2), np.nan), np.ones((3, 2))), [0], 2)
+        full_ranking(Embeddings(np.full((1, 2), np.nan), np.ones((3, 2))), [0], 2,
+                     selection=selection)
 
 
-@pytest.mark.parametrize("wrap", [ScoreMatrix, lambda s: ScoreFunction(lambda u: s[u], 20)])
-def test_nan_on_an_excluded_item_raises_naming_user_and_item(wrap):
+@pytest.mark.parametrize("selection", SELECTIONS)
+@pytest.mark.parametrize("num_items", [20, 700])
+@pytest.mark.parametrize("wrap", [ScoreMatrix, lambda s: ScoreFunction(lambda u: s[u],
+                                                                       s.shape[1])])
+def test_nan_on_an_excluded_item_raises_naming_user_and_item(wrap, num_items, selection):
     # Item 7 is excluded for user 1: masking would hide its NaN, a model bug all the same.
-    scores = np.zeros((3, 20), np.float32)
-    scores[1, 7] = np.nan
-    exclude = interaction_matrix([1, 1], [7, 3], 3, 20)
-    with pytest.raises(ValueError, match=r"user\(s\) \[1\].*user 1 item 7"):
-        full_ranking(wrap(scores), np.arange(3), 2, exclude=exclude, chunk_size=2)
+    # User 2's row, in the next chunk, has a NaN too: the first chunk's is the one reported.
+    scores = np.zeros((3, num_items), np.float32)
+    scores[1, 7] = scores[1, 12] = scores[2, 3] = np.nan
+    exclude = interaction_matrix([1, 1], [7, 3], 3, num_items)
+    with pytest.raises(ValueError, match=r"user\(s\) \[1\].*user 1 item 7\)"):
+        full_ranking(wrap(scores), np.arange(3), 2, exclude=exclude, chunk_size=2,
+                     selection=selection)
 
 
 def test_nan_in_an_unranked_user_row_is_not_reported():
@@ -212,6 +254,12 @@ def test_input_validation():
         full_ranking(Embeddings(np.zeros((2, 3)), np.zeros((4, 3))), [5], 2)
     with pytest.raises(ValueError, match="columns"):
         full_ranking(ScoreFunction(lambda u: np.zeros((len(u), 3)), 4), [0], 2)
+
+
+def test_selection_defaults_to_blocked_on_cpu_and_is_checked():
+    assert default_selection() == "blocked"  # the tests run on the CPU backend
+    with pytest.raises(ValueError, match="selection"):
+        full_ranking(ScoreMatrix(np.zeros((1, 3))), [0], 2, selection="approx")
 
 
 def test_default_chunk_size_is_bounded():
