@@ -290,6 +290,10 @@ def fit(model: nnx.Module, optimizer: nnx.Optimizer, loss_fn: LossFn,
     Raises:
       DivergenceError: when an epoch ends with a non-finite loss, state or monitored metric
         (nothing of that epoch is logged or saved), or a restored checkpoint is not finite.
+      ValueError: on a device mesh whose data axis does not divide ``config.batch_size``.
+
+    Inside ``sharding.use_mesh(mesh)`` training runs on that mesh (see the module docstring);
+    ``model`` and ``optimizer`` end with their real arrays on it.
 
     If training raises, ``model`` and ``optimizer`` may hold donated (deleted) arrays; the
     checkpoints in ``workdir`` are intact and a new call resumes from them.

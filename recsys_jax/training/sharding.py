@@ -37,7 +37,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
@@ -234,8 +233,3 @@ def check_divisible(batch_size: int, mesh: Mesh | None, what: str = "training.ba
         raise ValueError(f"{what} = {batch_size} must be a multiple of the data axis's "
                          f"{size} devices (mesh.data): each device takes an equal part of "
                          "every batch")
-
-
-def host_array(x: Any) -> np.ndarray:
-    """``x`` gathered to the host as NumPy."""
-    return np.asarray(jax.device_get(x))

@@ -116,19 +116,20 @@ def _float_arrays(state) -> dict[str, np.ndarray]:
             if jnp.issubdtype(x.dtype, jnp.inexact)}
 
 
-def fit_in_stages(stages: list[tuple[str | None, int]], workdir: Path) -> dict:
+def fit_in_stages(stages: list[tuple[str | None, int, str]], workdir: Path) -> dict:
     """MF (lazy Adam) fitted in ``workdir`` up to each stage's epoch count on that stage's mesh
-    (``None``: one device); each stage after the first resumes from the checkpoints of the one
-    before. Returns the last stage's history, the epoch each stage resumed from and the final
-    state."""
+    (``None``: one device) with its ``data_on_device``; each stage after the first resumes from
+    the checkpoints of the one before. Returns the last stage's history, the epoch each stage
+    resumed from and the final state."""
     val = planted_ratings(100, seed=1)
     resumed = []
-    for mesh_name, epochs in stages:
+    for mesh_name, epochs, data_on_device in stages:
         model, optimizer, loss = mf("lazy_adam")
         mesh = None if mesh_name is None else sharding.make_mesh(*MESHES[mesh_name])
         with sharding.use_mesh(mesh):
             result = fit(model, optimizer, loss, TRAIN, RatingEvaluator(val, (1, 5)),
-                         FitConfig(batch_size=BATCH, num_epochs=epochs, seed=5),
+                         FitConfig(batch_size=BATCH, num_epochs=epochs, seed=5,
+                                   data_on_device=data_on_device),
                          workdir=workdir, tensorboard=False)
         resumed.append(result.resumed_from)
     return {"history": [{k: r[k] for k in ("epoch", "train_loss", "val_rmse")}
@@ -158,10 +159,12 @@ def main(out: Path) -> None:
                "gathered_table": gathered_table()}
     with tempfile.TemporaryDirectory() as tmp:
         results["checkpoints"] = {
-            "uninterrupted": fit_in_stages([(None, 4)], Path(tmp) / "straight"),
-            # Saved on 8 devices, resumed on 1; saved there, resumed on 8.
-            "8_to_1_to_8": fit_in_stages([("2x4", 2), (None, 3), ("1x8", 4)],
-                                         Path(tmp) / "across"),
+            "uninterrupted": fit_in_stages([(None, 4, "always")], Path(tmp) / "straight"),
+            # Saved on 8 devices, resumed on 1; saved there, resumed on 8 with the batches
+            # streamed from the host (placed by sharding.place_batches).
+            "8_to_1_to_8": fit_in_stages(
+                [("2x4", 2, "always"), (None, 3, "always"), ("1x8", 4, "never")],
+                Path(tmp) / "across"),
         }
     (out / "results.json").write_text(json.dumps(results))
 

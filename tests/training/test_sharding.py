@@ -48,7 +48,8 @@ def worker(tmp_path_factory):
 @pytest.mark.parametrize("case", CASES)
 def test_training_on_a_mesh_matches_one_device(worker, case, mesh):
     """20 steps of the same global batches: the same losses and final parameters and
-    optimizer state (real rows; rtol 1e-5) as on one device."""
+    optimizer state (real rows) as on one device, to rtol 1e-5 (entries near zero: within
+    1e-5 of their array's largest magnitude, float32 summation order)."""
     out, _ = worker
     one = np.load(out / f"{case}_one.npz")
     sharded = np.load(out / f"{case}_{mesh}.npz")
@@ -57,7 +58,8 @@ def test_training_on_a_mesh_matches_one_device(worker, case, mesh):
     table = "0/embedding/value" if case.startswith("mf") else "0/item_id_embedding/value"
     assert not np.allclose(one[table], one[f"initial:{table}"], atol=1e-3)  # It trained.
     for name in one.files:
-        np.testing.assert_allclose(sharded[name], one[name], rtol=1e-5, atol=1e-6,
+        np.testing.assert_allclose(sharded[name], one[name], rtol=1e-5,
+                                   atol=1e-5 * np.abs(one[name]).max(),
                                    err_msg=f"{case} on {mesh}: {name}")
 
 
@@ -93,8 +95,9 @@ def test_the_all_gather_check_sees_a_gathered_table(worker):
 
 
 def test_checkpoints_restore_across_meshes_and_continue(worker):
-    """Saved on 8 devices (2×4), resumed on 1; saved there, resumed on 8 (1×8): the same
-    epochs, metrics and final state as one uninterrupted run on one device."""
+    """Saved on 8 devices (2×4), resumed on 1; saved there, resumed on 8 (1×8, batches
+    streamed from the host): the same epochs, metrics and final state as one uninterrupted run
+    on one device."""
     runs = worker[1]["checkpoints"]
     straight, across = runs["uninterrupted"], runs["8_to_1_to_8"]
     assert across["resumed_from"] == [None, 2, 3] and straight["resumed_from"] == [None]
