@@ -69,6 +69,7 @@ def make_mesh(data: int = -1, model: int = 1,
                              "devices the other axis leaves)")
     if data == -1 and model == -1:
         raise ValueError("mesh.data and mesh.model cannot both be -1")
+    asked = f"mesh.data={data}, mesh.model={model}"
     if data == -1:
         data = count // model if count % model == 0 else 0
     elif model == -1:
@@ -76,7 +77,7 @@ def make_mesh(data: int = -1, model: int = 1,
     if data * model != count or data < 1 or model < 1:
         raise ValueError(
             f"a mesh of mesh.data × mesh.model devices must use all {count} device(s) "
-            f"({jax.default_backend()}); got data={data}, model={model}. Choose sizes whose "
+            f"({jax.default_backend()}); got {asked}. Choose sizes whose "
             f"product is {count}, or limit the visible devices (CUDA_VISIBLE_DEVICES, "
             "--xla_force_host_platform_device_count on a CPU)")
     return jax.make_mesh((data, model), AXES, axis_types=(AxisType.Auto, AxisType.Auto),
