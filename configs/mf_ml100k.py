@@ -15,6 +15,8 @@ Override any field on the command line, e.g.
 import ml_collections
 from ml_collections import config_dict
 
+from recsys_jax.config_files import mesh_config
+
 
 def get_config() -> ml_collections.ConfigDict:
     """The default MF experiment."""
@@ -52,6 +54,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.training.seed = 0
     config.training.data_on_device = "auto"  # auto | always | never
     config.training.eval_chunk_size = 65536
+
+    # Devices: a (data, model) mesh; batches split over data, table rows over model; -1 = all
+    # the devices the other axis leaves (docs/scaling_out.md). One device: nothing sharded.
+    config.mesh = mesh_config()
 
     # Test users' inputs: "train+val" refits each user's vector and bias on their train + val
     # ratings, items frozen, before the test (fold-in; docs/models/mf.md); "train" does not.

@@ -31,6 +31,8 @@ Run (models: gmf | mlp | neumf | dot_mf):
 import ml_collections
 from ml_collections import config_dict
 
+from recsys_jax.config_files import mesh_config
+
 
 def get_config() -> ml_collections.ConfigDict:
     """The default NCF experiment (GMF)."""
@@ -69,6 +71,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.training.seed = 0
     config.training.data_on_device = "auto"
     config.training.positive_set = "auto"     # auto | dense | sorted (negatives.py)
+
+    # Devices: a (data, model) mesh; batches split over data, table rows over model; -1 = all
+    # the devices the other axis leaves (docs/scaling_out.md). One device: nothing sharded.
+    config.mesh = mesh_config()
 
     config.evaluation = ml_collections.ConfigDict()
     config.evaluation.ks = (10, 100)          # full ranking

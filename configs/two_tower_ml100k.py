@@ -20,6 +20,8 @@ Variants, e.g.
 import ml_collections
 from ml_collections import config_dict
 
+from recsys_jax.config_files import mesh_config
+
 
 def get_config() -> ml_collections.ConfigDict:
     """The default two-tower experiment."""
@@ -81,6 +83,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.training.min_rating = 0.0  # Every training event is a positive.
     config.training.monitor = "val_recall@100"  # val_<hr|ndcg|recall|...>@<k>, maximised.
     config.training.data_on_device = "auto"
+
+    # Devices: a (data, model) mesh; batches split over data, table rows over model; -1 = all
+    # the devices the other axis leaves (docs/scaling_out.md). One device: nothing sharded.
+    config.mesh = mesh_config()
 
     config.index = ml_collections.ConfigDict()
     config.index.kind = "flat"        # flat | ivf | hnsw

@@ -1,4 +1,5 @@
-"""Loading one config file from another: variants import and override a base config.
+"""Loading one config file from another (variants import and override a base config), and the
+config blocks every experiment config shares.
 
 Config files live in ``configs/``, which is not a package and may be used from any working
 directory, so a variant loads its base by path, next to itself.
@@ -42,3 +43,18 @@ def load_config_file(spec: str | os.PathLike, *args: Any) -> ml_collections.Conf
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
     return module.get_config(*args)
+
+
+def mesh_config() -> ml_collections.ConfigDict:
+    """The ``mesh`` block of every experiment config: the devices a run uses, as a (data,
+    model) mesh (``recsys_jax.training.sharding``; docs/scaling_out.md).
+
+    ``data``: devices that split each batch; ``model``: devices that split each embedding
+    table's rows. -1 means all the devices the other axis leaves. The default, all devices on the
+    data axis, is a single device on a machine with one (then nothing is sharded and a run is
+    exactly what it was before meshes existed).
+    """
+    mesh = ml_collections.ConfigDict()
+    mesh.data = -1
+    mesh.model = 1
+    return mesh

@@ -22,6 +22,10 @@ equal. Items scored -inf rank nowhere: a list with fewer than K finite-scored ca
 padded with -1. A NaN score anywhere in a scored row, excluded items included, raises
 ``ValueError`` naming the user and the item (a model bug, not a ranking).
 
+On a device mesh (``jax.set_mesh``; ``training.sharding.use_mesh``) each chunk's users are split
+over the mesh's ``data`` axis (the chunk is rounded up to a multiple of its size) and the item
+side is replicated, so every device scores and ranks its users against the whole catalogue.
+
 Scores are ranked in float32 (JAX runs without x64). A float64 source whose values do not
 survive the cast warns (``Float64ScoresWarning``): scores closer than float32 precision then
 tie, and the tie goes to the lower item id.
@@ -40,6 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from recsys_jax.evaluation.interactions import gather_rows, row_counts
 from recsys_jax.evaluation.metrics import PAD
@@ -63,6 +68,8 @@ _MAX_CHUNK = 8192
 SELECTIONS = ("top_k", "blocked")
 # Chunks ranked at once, each on its own host thread (and so on its own core on a CPU).
 _WORKERS = 2
+# The mesh axis that splits users (training.sharding.DATA_AXIS; evaluation sits below training).
+_DATA_AXIS = "data"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,7 +162,11 @@ def full_ranking(source: ScoreSource, users: np.ndarray, k: int, *,
         raise ValueError(f"user id {int(users.max())} outside the exclusion matrix "
                          f"({exclude.shape[0]} rows)")
 
+    users_on = user_sharding()
     chunk = int(chunk_size or default_chunk_size(num_items, len(users)))
+    if users_on is not None:  # Each device of the data axis takes an equal part of a chunk.
+        split = users_on.mesh.shape[_DATA_AXIS]
+        chunk = -(-chunk // split) * split
     k_eff = min(k, num_items)
     starts = list(range(0, len(users), chunk))
     per_user = row_counts(exclude)[users] if len(users) else np.zeros(0, np.int64)
@@ -169,8 +180,10 @@ def full_ranking(source: ScoreSource, users: np.ndarray, k: int, *,
             warn_if_float64_lossy(m, what)
         user_emb, item_emb = source.prepared()
         kernel, compile_s, fresh = _compiled_kernel(
-            "embeddings", selection, chunk, num_items, user_emb.shape[1], pad, k_eff)
-        item_emb_dev = jax.device_put(item_emb)
+            "embeddings", selection, chunk, num_items, user_emb.shape[1], pad, k_eff, users_on)
+        item_emb_dev = jax.device_put(
+            item_emb, None if users_on is None else NamedSharding(users_on.mesh,
+                                                                  PartitionSpec()))
 
         def chunk_inputs(start, ids):
             block = np.zeros((chunk, user_emb.shape[1]), np.float32)
@@ -178,7 +191,7 @@ def full_ranking(source: ScoreSource, users: np.ndarray, k: int, *,
             return block, item_emb_dev
     else:
         kernel, compile_s, fresh = _compiled_kernel("scores", selection, chunk, num_items, 0,
-                                                    pad, k_eff)
+                                                    pad, k_eff, users_on)
         score_fn = source if isinstance(source, (ScoreMatrix, ScoreFunction)) else None
         if score_fn is None:
             raise TypeError(f"unsupported score source {type(source).__name__}")
@@ -187,7 +200,10 @@ def full_ranking(source: ScoreSource, users: np.ndarray, k: int, *,
             scores = score_fn.rows(ids)
             if start == 0:  # once per call: the first chunk shows the source's dtype
                 warn_if_float64_lossy(scores, type(source).__name__)
-            return (_pad_rows(scores, chunk, num_items),)
+            scores = _pad_rows(scores, chunk, num_items)
+            if users_on is not None:  # A score function's array may live anywhere.
+                scores = jax.device_put(scores, users_on)
+            return (scores,)
 
     stats.compile_seconds, stats.compiled_now = compile_s, fresh
     items_out = np.full((len(users), k), PAD, dtype=np.int64)
@@ -276,28 +292,41 @@ def _score_kernel(scores, rows, cols, *, k, selection):
     return _SELECT[selection](scores, rows, cols, k)
 
 
+def user_sharding() -> NamedSharding | None:
+    """How a chunk's ``[users, ...]`` arrays are split: over the current mesh's ``data`` axis,
+    or ``None`` (no mesh, or a data axis of one device)."""
+    mesh = jax.sharding.get_mesh()
+    if not isinstance(mesh, Mesh) or mesh.empty or mesh.shape.get(_DATA_AXIS, 1) <= 1:
+        return None
+    return NamedSharding(mesh, PartitionSpec(_DATA_AXIS))
+
+
 @functools.lru_cache(maxsize=32)
 def _compiled(kind: str, selection: str, chunk: int, num_items: int, dim: int, pad: int,
-              k: int):
-    """Ahead-of-time compiled kernel for these shapes, with its compile time."""
+              k: int, users_on: NamedSharding | None = None):
+    """Ahead-of-time compiled kernel for these shapes (users split as ``users_on`` says, the
+    rest replicated), with its compile time."""
     f32, i32 = jnp.float32, jnp.int32
-    index = jax.ShapeDtypeStruct((pad,), i32)
+    whole = None if users_on is None else NamedSharding(users_on.mesh, PartitionSpec())
+    index = jax.ShapeDtypeStruct((pad,), i32, sharding=whole)
     t0 = time.perf_counter()
     if kind == "embeddings":
         fn = jax.jit(functools.partial(_embedding_kernel, k=k, selection=selection))
-        lowered = fn.lower(jax.ShapeDtypeStruct((chunk, dim), f32),
-                           jax.ShapeDtypeStruct((num_items, dim), f32), index, index)
+        lowered = fn.lower(jax.ShapeDtypeStruct((chunk, dim), f32, sharding=users_on),
+                           jax.ShapeDtypeStruct((num_items, dim), f32, sharding=whole),
+                           index, index)
     else:
         fn = jax.jit(functools.partial(_score_kernel, k=k, selection=selection))
-        lowered = fn.lower(jax.ShapeDtypeStruct((chunk, num_items), f32), index, index)
+        lowered = fn.lower(jax.ShapeDtypeStruct((chunk, num_items), f32, sharding=users_on),
+                           index, index)
     compiled = lowered.compile()
     return compiled, time.perf_counter() - t0
 
 
 def _compiled_kernel(kind: str, selection: str, chunk: int, num_items: int, dim: int,
-                     pad: int, k: int):
+                     pad: int, k: int, users_on: NamedSharding | None = None):
     hits_before = _compiled.cache_info().hits
-    compiled, seconds = _compiled(kind, selection, chunk, num_items, dim, pad, k)
+    compiled, seconds = _compiled(kind, selection, chunk, num_items, dim, pad, k, users_on)
     fresh = _compiled.cache_info().hits == hits_before
     return compiled, (seconds if fresh else 0.0), fresh
 

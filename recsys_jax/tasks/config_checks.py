@@ -10,8 +10,10 @@ left for training, names that must be known (task, model, optimizer, schedule, l
 data set, index kind, ...), the task's own settings, and row-sparse tables
 (``optimizer.tables``) only where they are served exactly (a model that declares tables; for
 the two-tower, a history table or id embeddings; ``adamw``'s decoupled decay only with
-``lazy_adam``, which applies it decoupled). The modules that use the values keep
-their own checks; this one only makes sure they fail before any work, not after training.
+``lazy_adam``, which applies it decoupled), and the device mesh (``mesh.data`` ×
+``mesh.model`` must be the visible devices, and the data axis must divide
+``training.batch_size``). The modules that use the values keep their own checks; this one only
+makes sure they fail before any work, not after training.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from recsys_jax.tasks.fold_in import TEST_USER_INPUTS
 from recsys_jax.tasks.implicit_losses import IMPLICIT_LOSSES
 from recsys_jax.tasks.negatives import KINDS as POSITIVE_SET_KINDS
 from recsys_jax.tasks.rating import RATING_LOSSES
+from recsys_jax.training import sharding
 from recsys_jax.training.optimizers import OPTIMIZERS, SCHEDULES, TABLE_OPTIMIZERS
 from recsys_jax.training.tables import has_tables
 
@@ -132,6 +135,8 @@ COMMON: dict[str, Check] = {
     "training.seed": integer(0),
     "training.data_on_device": one_of(("auto", "always", "never")),
     "training.eval_chunk_size": integer(1),
+    "mesh.data": integer(-1),
+    "mesh.model": integer(-1),
 }
 
 # The data and split blocks (not checked when the caller passes prepared data).
@@ -301,6 +306,25 @@ def _table_problems(tree: Mapping[str, Any], task: str) -> list[str]:
     return problems
 
 
+def _mesh_problems(tree: Mapping[str, Any]) -> list[str]:
+    """The mesh the ``mesh`` block asks for, on the visible devices, and the batch it splits."""
+    data, model = _lookup(tree, "mesh.data"), _lookup(tree, "mesh.model")
+    data = -1 if data is _MISSING else data
+    model = 1 if model is _MISSING else model
+    if not (_is_int(data) and _is_int(model)) or data < -1 or model < -1:
+        return []  # Reported by COMMON.
+    try:
+        mesh = sharding.make_mesh(int(data), int(model))
+    except ValueError as e:
+        return [f"mesh.data = {data}, mesh.model = {model}: {e}"]
+    batch = _lookup(tree, "training.batch_size")
+    if _is_int(batch) and batch >= 1 and batch % sharding.data_size(mesh):
+        return [_problem("training.batch_size", batch,
+                         f"must be a multiple of the {sharding.data_size(mesh)} devices of the "
+                         "mesh's data axis (each takes an equal part of every batch)")]
+    return []
+
+
 def config_problems(config: ml_collections.ConfigDict, task: str, *,
                     data_given: bool = False) -> list[str]:
     """Every problem of ``config`` for ``task``, one line each naming the key; ``[]`` if none.
@@ -319,7 +343,8 @@ def config_problems(config: ml_collections.ConfigDict, task: str, *,
             problems.append(_problem(key, value, what))
     if not data_given:
         problems += _split_problems(tree)
-    return problems + _monitor_problems(tree, task) + _table_problems(tree, task)
+    return (problems + _monitor_problems(tree, task) + _table_problems(tree, task)
+            + _mesh_problems(tree))
 
 
 def check_config(config: ml_collections.ConfigDict, task: str, *,

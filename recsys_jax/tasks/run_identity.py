@@ -38,9 +38,9 @@ IDENTITY_FORMAT = 1
 # between the invocations that share one workdir: labels, where the same files are read from,
 # logging, post-training analyses (recomputed by every invocation), the number of timed
 # queries, and how the same computation is laid out (data on the device or streamed, evaluation
-# chunks, the exact structure that tests negatives, the rows the item tower runs on per step).
-# Every other key is part of the identity.
-# A key ending in ".*" covers its whole block. Later: the device mesh.
+# chunks, the exact structure that tests negatives, the rows the item tower runs on per step, the
+# device mesh: a run saved on one mesh resumes on another). Every other key is part of the
+# identity. A key ending in ".*" covers its whole block.
 RESULT_NEUTRAL_KEYS = (
     "run_name",
     "tensorboard",
@@ -54,6 +54,7 @@ RESULT_NEUTRAL_KEYS = (
     "training.eval_chunk_size",
     "training.positive_set",
     "model.max_step_items",
+    "mesh.*",
 )
 
 # Config keys added after runs were recorded without them, with the value such a run had: a

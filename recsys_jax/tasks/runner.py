@@ -27,6 +27,10 @@ Files under ``workdir`` (besides each task's own, listed in its module):
   test_metrics.json the run's record (``RunResult.summary``)
   learning_curve.png, report.md
 
+Devices: the model is built on one device, then trained, tested and exported on the mesh of
+``config.mesh`` (``training.sharding``; ``summary["mesh"]`` records its shape); on one device
+there is no mesh and nothing is sharded.
+
 Timings in every record: ``total_wall_time_s`` (the whole call), ``compile_time_s``,
 ``epoch_times_s`` (training only, per epoch), ``median_epoch_time_s`` (over epochs 2.. when
 there are several, since epoch 1 can include compilation, else epoch 1), ``train_time_s``
@@ -65,6 +69,7 @@ from recsys_jax.tasks.run_identity import (
     write_identity,
 )
 from recsys_jax.tasks.workdir_lock import WorkdirLock, WorkdirLocked
+from recsys_jax.training import sharding
 from recsys_jax.training.curves import plot_learning_curve
 from recsys_jax.training.loop import DivergenceError, FitConfig, FitResult, fit, nonfinite_arrays
 from recsys_jax.training.optimizers import make_model_optimizer
@@ -284,7 +289,16 @@ def _run(config: ml_collections.ConfigDict, task: Task, workdir: Path | None,
     data = _prepare(config, task, workdir, data)
     model = task.build_model(config, data)
     require(model, task.model_protocol, f"the {task.name} task")
+    # Built on one device, trained, tested and exported on the config's mesh (none: one device).
+    mesh = sharding.mesh_from_config(config)
+    with sharding.use_mesh(mesh):
+        return _train_and_test(config, task, workdir, data, model, start, test,
+                               mesh_shape=dict(mesh.shape) if mesh else {"data": 1, "model": 1})
 
+
+def _train_and_test(config: ml_collections.ConfigDict, task: Task, workdir: Path | None,
+                    data: TaskData, model: nnx.Module, start: float, test: bool,
+                    mesh_shape: dict[str, int]) -> RunResult:
     result, facts = None, {}
     if isinstance(model, SelfFitting):
         t0 = time.perf_counter()
@@ -306,6 +320,7 @@ def _run(config: ml_collections.ConfigDict, task: Task, workdir: Path | None,
         "num_parameters": task.num_parameters(model),
         "dataset": data.dataset, "split_protocol": data.split_protocol,
         "split_fingerprint": data.split_fingerprint,
+        "mesh": mesh_shape,
     }
     if workdir is not None:
         save_model(model, workdir / MODEL_DIR, model_config=config.model.to_dict(),

@@ -12,6 +12,14 @@ a missing or non-finite metric is refused.
 Steps are epoch numbers. States are saved as host copies (the train step donates the device
 buffers, which must not be read by an asynchronous save) and restored onto the layout of a
 template state.
+
+On a device mesh (a ``sharding.Layout``) the state is saved sharded: orbax copies each device's
+shards to the host before ``save`` returns (so the next step may donate the buffers) and writes
+them in the background; no host ever holds a whole table. The padded arrays are saved as they
+are and each step records the real row count of every padded array (``real_rows`` in the step's
+custom metadata). A restore reads onto the template's shapes and shardings: the target mesh's
+padding rows are cut off or added (zeros) by orbax (``strict=False``), so a checkpoint written on
+8 devices restores on 1 and the reverse. Shapes are checked on the real rows first.
 """
 
 from __future__ import annotations
@@ -27,6 +35,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from recsys_jax.training.sharding import Layout
+
 
 def abstract_state(state: nnx.State) -> nnx.State:
     """Shapes, dtypes and shardings of ``state``, usable as a restore template."""
@@ -35,8 +45,10 @@ def abstract_state(state: nnx.State) -> nnx.State:
         state)
 
 
-def _to_saveable(state: nnx.State) -> dict:
-    return jax.device_get(nnx.to_pure_dict(state))
+def _to_saveable(state: nnx.State, layout: Layout | None) -> dict:
+    if layout is None:
+        return jax.device_get(nnx.to_pure_dict(state))
+    return nnx.to_pure_dict(state)  # Sharded: orbax copies the shards to the host in save().
 
 
 def _restore_into(template: nnx.State, restored: dict) -> nnx.State:
@@ -48,19 +60,27 @@ def _restore_into(template: nnx.State, restored: dict) -> nnx.State:
 class CheckpointStore:
     """The ``latest`` and ``best`` checkpoints of one training run."""
 
-    def __init__(self, directory: str | os.PathLike, *, monitor: str, mode: str = "min"):
+    def __init__(self, directory: str | os.PathLike, *, monitor: str, mode: str = "min",
+                 layout: Layout | None = None):
         """Opens (creating if needed) ``directory/latest`` and ``directory/best``.
 
         Args:
           directory: the run's checkpoint directory.
           monitor: the metric that defines "best", e.g. ``"val_rmse"``.
           mode: ``"min"`` or ``"max"``.
+          layout: the states' layout on a device mesh (saved sharded; restore templates are
+            then ``layout.padded``), or ``None`` (one device: saved as host copies).
         """
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
         directory = os.path.abspath(os.fspath(directory))
         self.directory = directory
         self.monitor = monitor
+        self.layout = layout
+        # Real row counts of the padded arrays, by the checkpoint's key ("/0/embedding").
+        self._real_rows = {} if layout is None else {
+            "/" + path.removesuffix("/value"): real
+            for path, (real, _) in layout.padded_rows().items()}
         # Handlers named up front so a fresh process can read metadata before restoring.
         self._latest = ocp.CheckpointManager(
             os.path.join(directory, "latest"),
@@ -88,8 +108,8 @@ class CheckpointStore:
         """Saves the state and JSON-serialisable loop state after ``epoch``."""
         _free_step(self._latest, epoch)
         self._latest.save(epoch, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(_to_saveable(state)),
-            loop=ocp.args.JsonSave(loop_state)))
+            state=ocp.args.StandardSave(_to_saveable(state, self.layout)),
+            loop=ocp.args.JsonSave(loop_state)), custom_metadata=self._metadata())
 
     def save_best(self, epoch: int, state: nnx.State, metrics: dict[str, float]) -> None:
         """Saves the state as the new best, with ``metrics`` (must include the monitor).
@@ -104,8 +124,12 @@ class CheckpointStore:
                              f"{epoch}: {self.monitor} is {value}, not a finite number")
         _free_step(self._best, epoch)
         self._best.save(epoch, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(_to_saveable(state))),
-            metrics={k: float(v) for k, v in metrics.items()})
+            state=ocp.args.StandardSave(_to_saveable(state, self.layout))),
+            metrics={k: float(v) for k, v in metrics.items()},
+            custom_metadata=self._metadata())
+
+    def _metadata(self) -> dict[str, Any] | None:
+        return {"real_rows": self._real_rows} if self._real_rows else None
 
     def restore_latest(self, template: nnx.State) -> tuple[nnx.State, dict[str, Any]]:
         """The latest state (on ``template``'s layout) and loop state."""
@@ -114,9 +138,10 @@ class CheckpointStore:
         if epoch is None:
             raise FileNotFoundError(f"no checkpoint under {self.directory}/latest")
         target = nnx.to_pure_dict(abstract_state(template))
-        _check_compatible(self._latest, epoch, target)
+        strict = self._check_compatible(self._latest, epoch, target)
         restored = self._latest.restore(epoch, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(target), loop=ocp.args.JsonRestore()))
+            state=ocp.args.StandardRestore(target, strict=strict),
+            loop=ocp.args.JsonRestore()))
         return _restore_into(template, restored.state), dict(restored.loop)
 
     def restore_best(self, template: nnx.State) -> nnx.State:
@@ -126,10 +151,32 @@ class CheckpointStore:
         if epoch is None:
             raise FileNotFoundError(f"no checkpoint under {self.directory}/best")
         target = nnx.to_pure_dict(abstract_state(template))
-        _check_compatible(self._best, epoch, target)
+        strict = self._check_compatible(self._best, epoch, target)
         restored = self._best.restore(epoch, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(target)))
+            state=ocp.args.StandardRestore(target, strict=strict)))
         return _restore_into(template, restored.state)
+
+    def _check_compatible(self, manager: ocp.CheckpointManager, step: int, target: dict
+                          ) -> bool:
+        """Raises a readable ``ValueError`` when the saved arrays differ from the target's
+        (compared on their real rows), before orbax fails deep inside an asynchronous read;
+        returns whether the saved and target shapes are also equal padded (orbax's
+        ``strict``)."""
+        saved = _flat_shapes(manager.item_metadata(step)["state"].tree)
+        wanted = _flat_shapes(target)
+        custom = manager.metadata(step).custom_metadata or {}
+        saved_real = _real_shapes(saved, custom.get("real_rows", {}))
+        wanted_real = _real_shapes(wanted, self._real_rows)
+        problems = [f"{k}: saved {saved_real.get(k, 'nothing')}, model has "
+                    f"{wanted_real.get(k, 'nothing')}"
+                    for k in sorted(saved_real.keys() | wanted_real.keys())
+                    if saved_real.get(k) != wanted_real.get(k)]
+        if problems:
+            raise ValueError(
+                f"the checkpoint {manager.directory}/{step} does not fit this model and "
+                f"optimizer (written with another config?); use a new workdir. "
+                f"{len(problems)} difference(s), e.g. " + "; ".join(problems[:3]))
+        return saved == wanted
 
     def discard_best_after(self, epoch: int) -> None:
         """Deletes best checkpoints later than ``epoch``: a run resumed from ``epoch`` redoes
@@ -172,18 +219,11 @@ def _flat_shapes(tree: Any, prefix: str = "") -> dict[str, tuple]:
     return {prefix: (tuple(tree.shape), np.dtype(tree.dtype).name)}
 
 
-def _check_compatible(manager: ocp.CheckpointManager, step: int, target: dict) -> None:
-    """Raises a readable ``ValueError`` when the saved arrays differ from the target's, before
-    orbax fails deep inside an asynchronous read."""
-    saved = _flat_shapes(manager.item_metadata(step)["state"].tree)
-    wanted = _flat_shapes(target)
-    problems = [f"{k}: saved {saved.get(k, 'nothing')}, model has {wanted.get(k, 'nothing')}"
-                for k in sorted(saved.keys() | wanted.keys()) if saved.get(k) != wanted.get(k)]
-    if problems:
-        raise ValueError(
-            f"the checkpoint {manager.directory}/{step} does not fit this model and optimizer "
-            f"(written with another config?); use a new workdir. {len(problems)} "
-            f"difference(s), e.g. " + "; ".join(problems[:3]))
+def _real_shapes(shapes: dict[str, tuple], real_rows: Mapping[str, int]) -> dict[str, tuple]:
+    """``shapes`` (by key: ``(shape, dtype)``) with each padded array's rows set to its real
+    row count."""
+    return {k: ((int(real_rows[k]),) + shape[1:] if k in real_rows else shape, dtype)
+            for k, (shape, dtype) in shapes.items()}
 
 
 class _DropOrbaxInfo(std_logging.Filter):

@@ -14,6 +14,12 @@ as it ends; ``metric_log``), ``checkpoints/latest`` and ``checkpoints/best`` (se
 Running ``fit`` again on the same workdir resumes after the latest checkpoint; a run that had
 finished (early stop or all epochs) just restores its best state.
 
+On a device mesh (``sharding.use_mesh``; ``sharding.current_mesh`` is not ``None``) the
+state is padded and placed on the mesh (``sharding.Layout``: tables' rows split over the model
+axis, the rest replicated), the training columns and tables are replicated and every batch is
+split over the data axis; the validator and the caller see the real (unpadded) arrays;
+checkpoints are written sharded and restore onto any mesh. Without one, nothing of this runs.
+
 Divergence guard: after every epoch the training loss, every floating-point array of the model
 and optimizer state and the monitored metric must be finite, checked before anything of that
 epoch is logged or saved; otherwise ``DivergenceError`` names the epoch and what went
@@ -40,6 +46,7 @@ from absl import logging
 from flax import nnx
 
 from recsys_jax.data.columns import num_rows
+from recsys_jax.training import sharding
 from recsys_jax.training import steps as steps_lib
 from recsys_jax.training.checkpoints import CheckpointStore, abstract_state
 from recsys_jax.training.early_stopping import EarlyStopping
@@ -212,28 +219,38 @@ def _format_epoch(record: Mapping[str, Any], num_epochs: int, monitor: str) -> s
             + (" *" if record["improved"] else ""))
 
 
+def _replicate(arrays: Mapping[str, np.ndarray], layout: sharding.Layout | None
+               ) -> dict[str, jax.Array]:
+    if layout is None:
+        return jax.device_put(dict(arrays))
+    return jax.device_put(dict(arrays), sharding.replicated(layout.mesh))
+
+
 def _epoch_runner(graphdef: nnx.GraphDef, loss_fn: LossFn, train: Mapping[str, np.ndarray],
                   config: FitConfig, state: nnx.State, key: jax.Array,
-                  on_device: bool, tables: Mapping[str, np.ndarray]
-                  ) -> tuple[Callable, float]:
+                  on_device: bool, tables: Mapping[str, np.ndarray],
+                  layout: sharding.Layout | None = None) -> tuple[Callable, float]:
     """``(run(state, epoch) -> (state, per-step metrics on host), compile seconds)``."""
     # On the device in both modes: each step reads them whole.
-    device_tables = jax.device_put(dict(tables)) if tables else None
+    device_tables = _replicate(tables, layout) if tables else None
     if not on_device:
-        run_chunk = steps_lib.make_train_steps(graphdef, loss_fn)
+        run_chunk = steps_lib.make_train_steps(graphdef, loss_fn, layout)
 
         def run_streamed(state, epoch):
             step_metrics = []
             for chunk in steps_lib.host_epoch_chunks(train, key, epoch, config.batch_size,
                                                       config.chunk_steps):
+                if layout is not None:  # (steps, batch, ...): the batch axis split.
+                    chunk = sharding.place_batches(chunk, layout.mesh, batch_axis=1)
                 state, chunk_metrics = run_chunk(state, chunk, key, device_tables)
                 step_metrics.append(chunk_metrics)
             return state, jax.device_get(step_metrics)
         return run_streamed, 0.0
 
     t0 = time.perf_counter()
-    data = jax.device_put(dict(train))
-    compiled = steps_lib.make_train_epoch(graphdef, loss_fn, config.batch_size).compile(
+    # On a mesh the columns are replicated: each device gathers its part of every batch.
+    data = _replicate(train, layout)
+    compiled = steps_lib.make_train_epoch(graphdef, loss_fn, config.batch_size, layout).compile(
         state, data, key, device_tables)
     compile_time = time.perf_counter() - t0
     logging.info("compiled the train epoch (%d steps of %d) in %.2fs",
@@ -273,6 +290,10 @@ def fit(model: nnx.Module, optimizer: nnx.Optimizer, loss_fn: LossFn,
     Raises:
       DivergenceError: when an epoch ends with a non-finite loss, state or monitored metric
         (nothing of that epoch is logged or saved), or a restored checkpoint is not finite.
+      ValueError: on a device mesh whose data axis does not divide ``config.batch_size``.
+
+    Inside ``sharding.use_mesh(mesh)`` training runs on that mesh (see the module docstring);
+    ``model`` and ``optimizer`` end with their real arrays on it.
 
     If training raises, ``model`` and ``optimizer`` may hold donated (deleted) arrays; the
     checkpoints in ``workdir`` are intact and a new call resumes from them.
@@ -286,7 +307,15 @@ def fit(model: nnx.Module, optimizer: nnx.Optimizer, loss_fn: LossFn,
                          "also column names: the loss could not tell them apart")
     steps_per_epoch = steps_lib.steps_per_epoch(n, config.batch_size)
     graphdef, state = nnx.split((model, optimizer))
-    template = abstract_state(state)
+    mesh = sharding.current_mesh()
+    layout = None
+    if mesh is None:
+        template = abstract_state(state)
+    else:
+        sharding.check_divisible(config.batch_size, mesh)
+        layout = sharding.Layout.of(state, mesh)
+        template = layout.padded
+        state = layout.shard(state)
     key = jax.random.key(config.seed)
     early = EarlyStopping(config.patience, config.mode, config.min_delta)
     store = log = None
@@ -295,7 +324,7 @@ def fit(model: nnx.Module, optimizer: nnx.Optimizer, loss_fn: LossFn,
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         store = CheckpointStore(workdir / CHECKPOINT_DIR, monitor=config.monitor,
-                                mode=config.mode)
+                                mode=config.mode, layout=layout)
         resumed_from = store.latest_epoch()
     if resumed_from is not None:
         try:
@@ -322,7 +351,7 @@ def fit(model: nnx.Module, optimizer: nnx.Optimizer, loss_fn: LossFn,
     try:
         if not finished and start_epoch <= config.num_epochs:
             run_epoch, compile_time = _epoch_runner(graphdef, loss_fn, train, config, state, key,
-                                                    on_device, tables)
+                                                    on_device, tables, layout)
             for epoch in range(start_epoch, config.num_epochs + 1):
                 t0 = time.perf_counter()
                 state, step_metrics = run_epoch(state, epoch)
@@ -332,8 +361,9 @@ def fit(model: nnx.Module, optimizer: nnx.Optimizer, loss_fn: LossFn,
                              epoch - 1 if store is not None else None)
 
                 t0 = time.perf_counter()
+                real = state if layout is None else layout.unshard(state)
                 eval_metrics = {k: float(v) for k, v in
-                                evaluate(nnx.merge(graphdef, state)[0]).items()}
+                                evaluate(nnx.merge(graphdef, real)[0]).items()}
                 eval_time = time.perf_counter() - t0
                 if config.monitor not in eval_metrics:
                     raise KeyError(f"evaluate returned {sorted(eval_metrics)}, without the "
@@ -390,7 +420,7 @@ def fit(model: nnx.Module, optimizer: nnx.Optimizer, loss_fn: LossFn,
             store.close()  # Finishes pending saves even when training failed.
         if log is not None:
             log.close()
-    nnx.update((model, optimizer), state)
+    nnx.update((model, optimizer), state if layout is None else layout.unshard(state))
     return FitResult(
         best_epoch=early.best_epoch, best_value=early.best_value,
         last_epoch=max(epoch, start_epoch - 1), epochs_run=epochs_run,

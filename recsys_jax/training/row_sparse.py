@@ -51,7 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from flax.nnx.training.optimizer import to_opt_state
+from flax.nnx.training.optimizer import OptVariable
 
 from recsys_jax.training.tables import (
     DENSE_PARAMS,
@@ -59,6 +59,7 @@ from recsys_jax.training.tables import (
     TablePath,
     TableReads,
     has_tables,
+    row_sharding,
     sum_per_row,
 )
 
@@ -207,16 +208,17 @@ class RowSparseOptimizer(nnx.Optimizer):
         per_table = {path: rule.init(variable.get_value())
                      for path, variable in nnx.to_flat_state(nnx.state(model, Table))}
         names = next(iter(per_table.values())).keys()
-        self.table_state = nnx.data(to_opt_state({
-            name: nnx.from_flat_state([(path, state[name]) for path, state in per_table.items()])
-            for name in names}))
-        self.row_slots = nnx.data(to_opt_state(nnx.from_flat_state([
-            (path, jnp.zeros(variable.shape[:1], jnp.int32))
-            for path, variable in nnx.to_flat_state(nnx.state(model, Table))])))
-        self.trainable_rows = None if trainable_rows is None else nnx.data(to_opt_state(
+        self.table_state = nnx.data({
+            name: nnx.from_flat_state([(path, _per_row(state[name]))
+                                       for path, state in per_table.items()])
+            for name in names})
+        self.row_slots = nnx.data(nnx.from_flat_state([
+            (path, _per_row(jnp.zeros(variable.shape[:1], jnp.int32)))
+            for path, variable in nnx.to_flat_state(nnx.state(model, Table))]))
+        self.trainable_rows = None if trainable_rows is None else nnx.data(
             nnx.from_flat_state([
-                (path, jnp.asarray(trainable_rows.get(path, False), jnp.bool_))
-                for path in per_table])))
+                (path, _per_row(jnp.asarray(trainable_rows.get(path, False), jnp.bool_)))
+                for path in per_table]))
 
     def update(self, model: nnx.Module, grads: Any, /, *,
                reads: Mapping[TablePath, TableReads] | None = None, **kwargs: Any) -> Any:
@@ -263,6 +265,13 @@ class RowSparseOptimizer(nnx.Optimizer):
             for name, s in states.items():
                 s[path].set_value(_scatter(s[path].get_value(), read.rows, new_state[name]))
         return super().update(model, grads, **kwargs)
+
+
+def _per_row(array: jax.Array) -> OptVariable:
+    # Optimizer state with one entry (or row) per table row: laid out like the table's rows on
+    # a mesh (training.sharding); a scalar (a whole-table mask) is replicated.
+    return OptVariable(array, out_sharding=row_sharding(array.ndim) if array.ndim else None,
+                       eager_sharding=False)
 
 
 def _gather(array: jax.Array, rows: jax.Array) -> jax.Array:

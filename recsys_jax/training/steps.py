@@ -26,6 +26,13 @@ Tables: arrays that every step reads whole rather than row by row (e.g. the per-
 training pair's columns point into, ``data.causal_events``) are passed to the compiled calls as
 arguments, never gathered into batches, and the loss sees them in its batch next to the rows'
 columns, by name.
+
+On a device mesh (``layout``, a ``sharding.Layout`` of the state) the functions are the same
+programs with the state pinned to its layout (tables' rows split over the model axis, the rest
+replicated) and every batch split over the data axis (``with_sharding_constraint``); XLA's SPMD
+partitioner turns the one global program into per-device programs. Losses see the global batch,
+so a loss that mixes examples (the in-batch softmax) is computed over all of it, as on one
+device. Without a layout nothing is constrained: the one-device programs are unchanged.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from flax import nnx
 from recsys_jax.data.columns import num_rows
 from recsys_jax.training.losses import LossFn, batch_weight
 from recsys_jax.training.row_sparse import RowSparseOptimizer
+from recsys_jax.training.sharding import Layout
 from recsys_jax.training.tables import value_and_row_grads
 
 Batch = Mapping[str, jax.Array]
@@ -148,7 +156,7 @@ def epoch_batches(data: Batch, key: jax.Array, epoch: int | jax.Array,
 
 
 def _train_step(graphdef: nnx.GraphDef, loss_fn: LossFn, state: nnx.State, batch: Batch,
-                key: jax.Array) -> tuple[nnx.State, Metrics]:
+                key: jax.Array, layout: Layout | None = None) -> tuple[nnx.State, Metrics]:
     model, optimizer = nnx.merge(graphdef, state)
     rng = step_key(key, optimizer.step[...])
     if isinstance(optimizer, RowSparseOptimizer):
@@ -159,7 +167,8 @@ def _train_step(graphdef: nnx.GraphDef, loss_fn: LossFn, state: nnx.State, batch
         (loss, aux), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model, batch, rng)
         optimizer.update(model, grads)
     metrics = {"loss": loss, **aux, "weight": jnp.sum(batch_weight(batch))}
-    return nnx.state((model, optimizer)), metrics
+    state = nnx.state((model, optimizer))
+    return (state if layout is None else layout.constrain(state)), metrics
 
 
 def with_tables(batch: Batch, tables: Batch | None) -> Batch:
@@ -167,26 +176,36 @@ def with_tables(batch: Batch, tables: Batch | None) -> Batch:
     return {**tables, **batch} if tables else batch
 
 
+def _split_batch(batch: Batch, layout: Layout | None, batch_axis: int = 0) -> Batch:
+    return batch if layout is None else layout.constrain_batch(batch, batch_axis)
+
+
 def _scan_steps(graphdef: nnx.GraphDef, loss_fn: LossFn, state: nnx.State, batches: Batch,
-                key: jax.Array, tables: Batch | None = None) -> tuple[nnx.State, Metrics]:
+                key: jax.Array, tables: Batch | None = None,
+                layout: Layout | None = None) -> tuple[nnx.State, Metrics]:
     def body(state, batch):
-        return _train_step(graphdef, loss_fn, state, with_tables(batch, tables), key)
-    return jax.lax.scan(body, state, batches)
+        return _train_step(graphdef, loss_fn, state,
+                           with_tables(_split_batch(batch, layout), tables), key, layout)
+    return jax.lax.scan(body, state, _split_batch(batches, layout, batch_axis=1))
 
 
-def make_train_step(graphdef: nnx.GraphDef, loss_fn: LossFn) -> StepFn:
+def make_train_step(graphdef: nnx.GraphDef, loss_fn: LossFn,
+                    layout: Layout | None = None) -> StepFn:
     """``step(state, batch, key, tables=None) -> (state, metrics)``: one update, jitted, state
-    donated."""
+    donated (on ``layout``'s mesh when given: the state padded and placed by
+    ``layout.shard``)."""
     return jax.jit(lambda state, batch, key, tables=None: _train_step(
-        graphdef, loss_fn, state, with_tables(batch, tables), key), donate_argnums=0)
+        graphdef, loss_fn, state, with_tables(_split_batch(batch, layout), tables), key,
+        layout), donate_argnums=0)
 
 
-def make_train_steps(graphdef: nnx.GraphDef, loss_fn: LossFn) -> StepFn:
+def make_train_steps(graphdef: nnx.GraphDef, loss_fn: LossFn,
+                     layout: Layout | None = None) -> StepFn:
     """``steps(state, batches, key, tables=None) -> (state, metrics)``: a ``lax.scan`` over the
     leading axis of stacked batches (for data streamed from the host in chunks); metrics are
     per step."""
     return jax.jit(lambda state, batches, key, tables=None: _scan_steps(
-        graphdef, loss_fn, state, batches, key, tables), donate_argnums=0)
+        graphdef, loss_fn, state, batches, key, tables, layout), donate_argnums=0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,11 +239,14 @@ class TrainEpoch:
         return TrainEpoch(self.scan.lower(state, data, order, key, tables).compile())
 
 
-def make_train_epoch(graphdef: nnx.GraphDef, loss_fn: LossFn, batch_size: int) -> TrainEpoch:
-    """The scanned on-device epoch of ``graphdef``'s model under ``loss_fn``; see ``TrainEpoch``."""
+def make_train_epoch(graphdef: nnx.GraphDef, loss_fn: LossFn, batch_size: int,
+                     layout: Layout | None = None) -> TrainEpoch:
+    """The scanned on-device epoch of ``graphdef``'s model under ``loss_fn``; see ``TrainEpoch``.
+    With a ``layout`` the data and tables are replicated on its mesh and each batch is split
+    over the data axis."""
     def scan(state, data, order, key, tables=None):
         return _scan_steps(graphdef, loss_fn, state, gather_batches(data, order, batch_size),
-                           key, tables)
+                           key, tables, layout)
     return TrainEpoch(jax.jit(scan, donate_argnums=0))
 
 

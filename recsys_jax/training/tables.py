@@ -55,6 +55,15 @@ from flax import nnx
 # A table's path in the model's state, e.g. ("tower", "user_embedding").
 TablePath = tuple[Any, ...]
 
+# The mesh axis a table's rows are split over (``training.sharding``'s model axis).
+ROW_AXIS = "model"
+
+
+def row_sharding(ndim: int) -> tuple[str | None, ...]:
+    """The partitioning of an array with one entry (or row) per table row: rows split over
+    ``ROW_AXIS``, the rest of each row kept together."""
+    return (ROW_AXIS,) + (None,) * (ndim - 1)
+
 
 class Table(nnx.Param):
     """A parameter whose rows are read by id (an embedding table, a bias vector per id).
@@ -62,7 +71,24 @@ class Table(nnx.Param):
     Row-sparse optimizers update only the rows a step reads through ``lookup``; dense optimizers
     treat it as any ``nnx.Param``. The leading axis indexes rows; a row may be a vector (an
     embedding) or a scalar (a bias).
+
+    The layout on a device mesh is declared here, once for every model: a table carries the
+    Flax partitioning metadata ``out_sharding=("model", None, ...)`` (rows split over the mesh's
+    model axis; ``training.sharding`` applies it, and ``nnx.Optimizer`` copies it to the
+    table's optimizer moments), and ``num_rows``, its real row count (on a mesh whose model axis
+    does not divide it the rows are padded; ``all_rows`` never shows the padding). The metadata
+    is only a declaration (``eager_sharding=False``): a table is created where its value is, as
+    any parameter, and without a mesh nothing changes.
     """
+
+    def __init__(self, value: Any, **metadata: Any):
+        """Args: the initial rows, and any ``nnx.Variable`` metadata (the defaults above can be
+        overridden, e.g. ``out_sharding=None`` to replicate the table)."""
+        shape = tuple(getattr(value, "shape", jnp.shape(value)))
+        metadata.setdefault("out_sharding", row_sharding(len(shape)) if shape else None)
+        metadata.setdefault("eager_sharding", False)
+        metadata.setdefault("num_rows", shape[0] if shape else None)
+        super().__init__(value, **metadata)
 
     def lookup(self, ids: jax.Array) -> jax.Array:
         """Rows ``ids`` of the table, shape ``ids.shape + row shape``: ``table[...][ids]``.
@@ -82,9 +108,10 @@ class Table(nnx.Param):
         costs a pass over the whole table on every step."""
         value = self.get_value()
         active = _ACTIVE_PASS.get()
-        if isinstance(value, _Guard) and active is not None:
-            return jax.lax.stop_gradient(active.tables[value.path])
-        return jax.lax.stop_gradient(self[...])
+        rows = active.tables[value.path] if isinstance(value, _Guard) and active is not None \
+            else self[...]
+        # A table padded for a mesh (training.sharding) has zero rows after its real ones.
+        return jax.lax.stop_gradient(rows[:self.get_metadata("num_rows", rows.shape[0])])
 
 
 # Every parameter that is not a table: what the dense optax transform of a row-sparse optimizer

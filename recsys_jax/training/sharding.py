@@ -1,0 +1,236 @@
+"""The device mesh and where every array of a run lives on it (JAX SPMD).
+
+A run's devices form a 2-D ``jax.sharding.Mesh`` with a ``data`` and a ``model`` axis
+(``config.mesh``; ``make_mesh``). What goes where:
+
+* embedding tables (``tables.Table``) are split row-wise over the ``model`` axis: each device of
+  a model group holds ``1/model`` of the rows. The layout is declared once, on the model side:
+  ``Table`` carries the partitioning metadata ``out_sharding=("model", None, ...)`` and
+  ``nnx.get_partition_spec`` reads it. The optimizer state of a table follows its rows: the
+  dense optax moments inherit the metadata (``nnx.Optimizer`` copies it), the row-sparse
+  optimizer declares it for its moments, accumulators and ``row_slots``;
+* every other array (towers, μ, feature tables, the step counter) is replicated;
+* batches are split over the ``data`` axis (``batch_sharding``; with ``model > 1`` a batch is
+  replicated over the model axis of each data group).
+
+The mesh is a context (``use_mesh``: ``jax.set_mesh``), as JAX recommends; ``current_mesh``
+returns it, or ``None`` when the run has a single device, in which case nothing here is used
+and every array lives on the default device as before (bit for bit).
+
+Padding. JAX shards an axis only if the mesh axes divide its length, so ``Layout`` pads every
+sharded axis (a table's rows) up to a multiple of the mesh axes' size with zero rows after the
+real ones. Padding rows are never read (ids stay below the real row count), never ranked or
+exported (``Layout.unshard`` cuts them off before any validator, export or fold-in sees the
+model) and never move: their gradient is zero, and zero rows with zero gradients stay zero
+under every optimizer here (weight decay of 0 is 0; row-sparse rules touch only rows read).
+Checkpoints hold the padded arrays and record each array's real row count
+(``checkpoints.CheckpointStore``), so a checkpoint restores onto any mesh.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+from recsys_jax.training.tables import ROW_AXIS
+
+DATA_AXIS = "data"
+MODEL_AXIS = ROW_AXIS
+AXES = (DATA_AXIS, MODEL_AXIS)
+
+
+def make_mesh(data: int = -1, model: int = 1,
+              devices: list[jax.Device] | None = None) -> Mesh:
+    """A ``(data, model)`` mesh over ``devices`` (default: all of ``jax.devices()``).
+
+    Args:
+      data: devices on the data axis; -1: all the devices the model axis leaves.
+      model: devices on the model axis (each table's rows are split over them); -1: all the
+        devices the data axis leaves.
+      devices: the devices to use.
+
+    Raises:
+      ValueError: when the sizes are not positive (or -1) or do not multiply to the number of
+        devices.
+    """
+    devices = list(jax.devices() if devices is None else devices)
+    count = len(devices)
+    for name, size in (("mesh.data", data), ("mesh.model", model)):
+        if size != -1 and size < 1:
+            raise ValueError(f"{name} = {size} must be a positive device count or -1 (all the "
+                             "devices the other axis leaves)")
+    if data == -1 and model == -1:
+        raise ValueError("mesh.data and mesh.model cannot both be -1")
+    asked = f"mesh.data={data}, mesh.model={model}"
+    if data == -1:
+        data = count // model if count % model == 0 else 0
+    elif model == -1:
+        model = count // data if count % data == 0 else 0
+    if data * model != count or data < 1 or model < 1:
+        raise ValueError(
+            f"a mesh of mesh.data × mesh.model devices must use all {count} device(s) "
+            f"({jax.default_backend()}); got {asked}. Choose sizes whose "
+            f"product is {count}, or limit the visible devices (CUDA_VISIBLE_DEVICES, "
+            "--xla_force_host_platform_device_count on a CPU)")
+    return jax.make_mesh((data, model), AXES, axis_types=(AxisType.Auto, AxisType.Auto),
+                         devices=devices)
+
+
+def mesh_from_config(config: Mapping[str, Any]) -> Mesh | None:
+    """The mesh of a run config's ``mesh`` block (``data``, ``model``; both optional, default
+    all devices on the data axis), or ``None`` when that is a single device: a one-device run
+    uses none of this module."""
+    block = config.get("mesh") or {}
+    mesh = make_mesh(int(block.get("data", -1)), int(block.get("model", 1)))
+    return mesh if mesh.size > 1 else None
+
+
+@contextlib.contextmanager
+def use_mesh(mesh: Mesh | None) -> Iterator[Mesh | None]:
+    """Makes ``mesh`` the current mesh (``jax.set_mesh``) inside the block; ``None`` does
+    nothing."""
+    if mesh is None:
+        yield None
+        return
+    with jax.set_mesh(mesh):
+        yield mesh
+
+
+def current_mesh() -> Mesh | None:
+    """The mesh set by ``use_mesh`` (or ``jax.set_mesh``), or ``None`` when there is none or it
+    has a single device."""
+    mesh = jax.sharding.get_mesh()
+    if not isinstance(mesh, Mesh) or mesh.empty or mesh.size <= 1:
+        return None
+    return mesh
+
+
+def data_size(mesh: Mesh | None) -> int:
+    """Devices on the data axis (1 without a mesh)."""
+    return 1 if mesh is None else int(mesh.shape.get(DATA_AXIS, 1))
+
+
+def batch_sharding(mesh: Mesh, batch_axis: int = 0) -> NamedSharding:
+    """Arrays whose axis ``batch_axis`` is the batch: split over the data axis."""
+    return NamedSharding(mesh, PartitionSpec(*([None] * batch_axis), DATA_AXIS))
+
+
+def place_batches(columns: Mapping[str, Any], mesh: Mesh | None,
+                  batch_axis: int = 0) -> dict[str, jax.Array]:
+    """Puts host columns on the devices, their ``batch_axis`` split over the data axis (on the
+    default device without a mesh). The one place batches are placed: with several processes
+    each would pass its own part (``jax.make_array_from_process_local_data``)."""
+    if mesh is None:
+        return jax.device_put(dict(columns))
+    return {name: jax.device_put(column, batch_sharding(mesh, batch_axis))
+            for name, column in columns.items()}
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """Every device holds the whole array."""
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def _axis_size(mesh: Mesh, entry: Any) -> int:
+    if entry is None:
+        return 1
+    names = entry if isinstance(entry, tuple) else (entry,)
+    return math.prod(mesh.shape[name] for name in names)
+
+
+def _is_spec(x: Any) -> bool:
+    return isinstance(x, PartitionSpec)
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Where each array of a state (a model, or ``(model, optimizer)``) lives on a mesh.
+
+    Attributes:
+      mesh: the mesh.
+      shardings: a ``NamedSharding`` per array (the state's structure), from the variables'
+        partitioning metadata (``nnx.get_partition_spec``); arrays without metadata are
+        replicated.
+      logical: ``jax.ShapeDtypeStruct`` per array, the real shapes.
+      padded: the shapes on the mesh (sharded axes padded to a multiple of their mesh axes),
+        with their shardings: the abstract state the compiled steps see.
+    """
+
+    mesh: Mesh
+    shardings: Any
+    logical: Any
+    padded: Any
+
+    @classmethod
+    def of(cls, state: nnx.State, mesh: Mesh) -> Layout:
+        """The layout of ``state`` (arrays or ``ShapeDtypeStruct`` leaves) on ``mesh``."""
+        specs = nnx.get_partition_spec(state)
+        shardings = jax.tree.map(lambda p: NamedSharding(mesh, p), specs, is_leaf=_is_spec)
+        logical = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+
+        def pad(x, sharding):
+            shape = tuple(-(-n // s) * s for n, s in zip(
+                x.shape, _spec_sizes(mesh, sharding.spec, len(x.shape)), strict=True))
+            return jax.ShapeDtypeStruct(shape, x.dtype, sharding=sharding)
+        return cls(mesh, shardings, logical, jax.tree.map(pad, logical, shardings))
+
+    def padded_rows(self) -> dict[str, tuple[int, int]]:
+        """``{path: (real rows, padded rows)}`` of the arrays this layout pads."""
+        out = {}
+        for (path, real), padded in zip(jax.tree_util.tree_leaves_with_path(self.logical),
+                                        jax.tree.leaves(self.padded), strict=True):
+            if real.shape != padded.shape:
+                out[jax.tree_util.keystr(path, simple=True, separator="/")] = (
+                    real.shape[0], padded.shape[0])
+        return out
+
+    def shard(self, state: Any) -> Any:
+        """``state`` (real shapes, anywhere) padded and placed on the mesh."""
+        def place(x, target):
+            x = jnp.asarray(x)
+            if x.shape != target.shape:
+                x = jnp.pad(x, [(0, t - n) for n, t in zip(x.shape, target.shape, strict=True)])
+            return jax.device_put(x, target.sharding)
+        return jax.tree.map(place, state, self.padded)
+
+    def unshard(self, state: Any) -> Any:
+        """``state`` (padded, on the mesh) with the padding cut off: the real arrays, still on
+        the mesh (an array that was padded comes back replicated)."""
+        def cut(x, real):
+            if x.shape == real.shape:
+                return x
+            return x[tuple(slice(0, n) for n in real.shape)]
+        return jax.tree.map(cut, state, self.logical)
+
+    def constrain(self, state: Any) -> Any:
+        """Inside ``jit``: ``state`` (padded) pinned to its shardings, so the compiled step's
+        output state keeps the layout of its input (``jax.lax.with_sharding_constraint``)."""
+        return jax.lax.with_sharding_constraint(state, self.shardings)
+
+    def constrain_batch(self, batch: Any, batch_axis: int = 0) -> Any:
+        """Inside ``jit``: every array of ``batch`` split over the data axis on ``batch_axis``."""
+        return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(
+            x, batch_sharding(self.mesh, batch_axis)), batch)
+
+
+def _spec_sizes(mesh: Mesh, spec: PartitionSpec, ndim: int) -> list[int]:
+    entries = list(spec) + [None] * (ndim - len(spec))
+    return [_axis_size(mesh, entry) for entry in entries]
+
+
+def check_divisible(batch_size: int, mesh: Mesh | None, what: str = "training.batch_size"
+                    ) -> None:
+    """Raises ``ValueError`` unless the data axis divides ``batch_size``."""
+    size = data_size(mesh)
+    if batch_size % size:
+        raise ValueError(f"{what} = {batch_size} must be a multiple of the data axis's "
+                         f"{size} devices (mesh.data): each device takes an equal part of "
+                         "every batch")

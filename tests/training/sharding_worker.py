@@ -1,0 +1,173 @@
+"""The checks of test_sharding.py, run in a process that sees 8 host devices.
+
+``python -m tests.training.sharding_worker OUT`` (with
+``XLA_FLAGS=--xla_force_host_platform_device_count=8`` set before JAX starts) trains the same
+models on one device (no mesh) and on 1×8, 2×4 and 8×1 (data × model) meshes and writes what the
+tests compare into ``OUT``: per run ``<case>_<mesh>.npz`` (the per-step losses and the final
+state, real rows only, by path) and ``results.json`` (rows each device holds, the shapes of the
+compiled step's all-gathers and of the row-sharded arrays, checkpoint histories). The tests
+assert; this script only measures, so one process (one JAX start, 8 devices) serves them all.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+
+from recsys_jax.evaluation.validators import RatingEvaluator
+from recsys_jax.models.mf import build_mf
+from recsys_jax.models.two_tower import TwoTower
+from recsys_jax.tasks.rating import make_rating_loss
+from recsys_jax.tasks.retrieval_losses import make_retrieval_loss, sampling_log_q
+from recsys_jax.training import sharding, steps
+from recsys_jax.training.loop import FitConfig, fit
+from recsys_jax.training.optimizers import make_model_optimizer
+from recsys_jax.training.tables import row_sharding
+from tests.tasks.planted import NUM_ITEMS, NUM_USERS, planted_ratings
+
+jax.config.update("jax_disable_most_optimizations", True)  # As tests/conftest.py.
+
+MESHES = {"1x8": (1, 8), "2x4": (2, 4), "8x1": (8, 1)}
+BATCH, STEPS = 32, 20
+TRAIN = planted_ratings(BATCH * STEPS, seed=0)  # One epoch = the 20 steps.
+KEY = jax.random.key(3)
+
+
+def mf(tables: str):
+    model = build_mf({"dim": 4, "init_std": 0.1}, num_users=NUM_USERS,
+                     num_items=NUM_ITEMS, train=TRAIN, rngs=nnx.Rngs(0))
+    optimizer, _ = make_model_optimizer(
+        model, {"name": "adam", "lr": 0.05, "weight_decay": 1e-3, "tables": tables},
+        steps_per_epoch=STEPS, num_epochs=1)
+    return model, optimizer, make_rating_loss("mse")
+
+
+def two_tower(tables: str):
+    rng = np.random.default_rng(0)
+    model = TwoTower(rng.normal(size=(NUM_USERS, 5)).astype(np.float32),
+                     rng.normal(size=(NUM_ITEMS, 6)).astype(np.float32), rngs=nnx.Rngs(0),
+                     hidden_dim=16, dim=8, item_id_dim=4)
+    optimizer, _ = make_model_optimizer(model, {"name": "adam", "lr": 0.01, "tables": tables},
+                                        steps_per_epoch=STEPS, num_epochs=1)
+    loss = make_retrieval_loss(num_items=NUM_ITEMS, num_random_negatives=3,
+                               item_log_q=sampling_log_q(TRAIN["item"], NUM_ITEMS))
+    return model, optimizer, loss
+
+
+CASES = {"mf_dense": lambda: mf("dense"), "mf_lazy_adam": lambda: mf("lazy_adam"),
+         "two_tower": lambda: two_tower("dense")}
+
+
+def all_gather_shapes(hlo: str) -> list[list[int]]:
+    """The result shapes of the all-gathers in compiled HLO text."""
+    shapes = []
+    for result in re.findall(r"= (.+?) all-gather(?:-start)?\(", hlo):
+        shapes += [[int(d) for d in dims.split(",") if d]
+                   for dims in re.findall(r"\[([\d,]*)\]", result)]
+    return shapes
+
+
+def train(case: str, mesh_name: str | None) -> dict:
+    """One epoch of 20 steps; writes the losses and final state, returns layout facts."""
+    model, optimizer, loss = CASES[case]()
+    graphdef, state = nnx.split((model, optimizer))
+    initial = _float_arrays(state)
+    facts = {}
+    if mesh_name is None:
+        layout, data = None, jax.device_put(TRAIN)
+    else:
+        mesh = sharding.make_mesh(*MESHES[mesh_name])
+        layout = sharding.Layout.of(state, mesh)
+        state = layout.shard(state)
+        data = jax.device_put(TRAIN, sharding.replicated(mesh))
+        table = state[0]["embedding" if "mf" in case else "item_id_embedding"][...]
+        facts["table_shape"] = list(table.shape)
+        facts["rows_per_device"] = sorted({s.data.shape[0] for s in table.addressable_shards})
+        facts["row_sharded_shapes"] = sorted(
+            {tuple(p.shape) for p, s in zip(jax.tree.leaves(layout.padded),
+                                            jax.tree.leaves(layout.shardings), strict=True)
+             if s.spec and s.spec[0] == sharding.MODEL_AXIS}
+            | {tuple(x.shape) for x, s in zip(jax.tree.leaves(layout.logical),
+                                              jax.tree.leaves(layout.shardings), strict=True)
+               if s.spec and s.spec[0] == sharding.MODEL_AXIS})
+    epoch = steps.make_train_epoch(graphdef, loss, BATCH, layout).compile(state, data, KEY)
+    if layout is not None:
+        facts["all_gathers"] = all_gather_shapes(epoch.scan.as_text())
+    state, metrics = epoch(state, data, KEY, 1)
+    if layout is not None:
+        state = layout.unshard(state)
+    np.savez(OUT / f"{case}_{mesh_name or 'one'}.npz", losses=np.asarray(metrics["loss"]),
+             **_float_arrays(state), **{f"initial:{k}": v for k, v in initial.items()})
+    return facts
+
+
+def _float_arrays(state) -> dict[str, np.ndarray]:
+    return {jax.tree_util.keystr(path, simple=True, separator="/"): np.asarray(x)
+            for path, x in jax.tree_util.tree_leaves_with_path(state)
+            if jnp.issubdtype(x.dtype, jnp.inexact)}
+
+
+def fit_in_stages(stages: list[tuple[str | None, int, str]], workdir: Path) -> dict:
+    """MF (lazy Adam) fitted in ``workdir`` up to each stage's epoch count on that stage's mesh
+    (``None``: one device) with its ``data_on_device``; each stage after the first resumes from
+    the checkpoints of the one before. Returns the last stage's history, the epoch each stage
+    resumed from and the final state."""
+    val = planted_ratings(100, seed=1)
+    resumed = []
+    for mesh_name, epochs, data_on_device in stages:
+        model, optimizer, loss = mf("lazy_adam")
+        mesh = None if mesh_name is None else sharding.make_mesh(*MESHES[mesh_name])
+        with sharding.use_mesh(mesh):
+            result = fit(model, optimizer, loss, TRAIN, RatingEvaluator(val, (1, 5)),
+                         FitConfig(batch_size=BATCH, num_epochs=epochs, seed=5,
+                                   data_on_device=data_on_device),
+                         workdir=workdir, tensorboard=False)
+        resumed.append(result.resumed_from)
+    return {"history": [{k: r[k] for k in ("epoch", "train_loss", "val_rmse")}
+                        for r in result.history],
+            "resumed_from": resumed,
+            "embedding": np.asarray(model.embedding[...]).tolist(),
+            "moments": np.asarray(
+                optimizer.table_state["moments"]["embedding"][...]).tolist()}
+
+
+def gathered_table() -> dict:
+    """A program that does all-gather a row-sharded table (replicating it), to show that
+    ``all_gather_shapes`` finds one."""
+    mesh = sharding.make_mesh(2, 4)
+    table = jax.device_put(jnp.ones((72, 4)), NamedSharding(mesh, PartitionSpec(
+        *row_sharding(2))))
+    replicate = jax.jit(lambda t: t * 2, out_shardings=sharding.replicated(mesh))
+    return {"all_gathers": all_gather_shapes(replicate.lower(table).compile().as_text())}
+
+
+def main(out: Path) -> None:
+    global OUT
+    OUT = out
+    assert jax.device_count() == 8, jax.devices()
+    results = {"cases": {case: {name or "one": train(case, name) for name in [None, *MESHES]}
+                         for case in CASES},
+               "gathered_table": gathered_table()}
+    with tempfile.TemporaryDirectory() as tmp:
+        results["checkpoints"] = {
+            "uninterrupted": fit_in_stages([(None, 4, "always")], Path(tmp) / "straight"),
+            # Saved on 8 devices, resumed on 1; saved there, resumed on 8 with the batches
+            # streamed from the host (placed by sharding.place_batches).
+            "8_to_1_to_8": fit_in_stages(
+                [("2x4", 2, "always"), (None, 3, "always"), ("1x8", 4, "never")],
+                Path(tmp) / "across"),
+        }
+    (out / "results.json").write_text(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
