@@ -59,8 +59,10 @@ def benchmark_full_ranking(num_users: int, num_items: int, dim: int, ks: Sequenc
       Per selection: sizes, chunking, ``compile_s`` (the ranking kernel's ahead-of-time
       compile, paid once per shape), and per repeat ``rank_s`` (top-K over all users),
       ``metrics_s`` (ranking and beyond-accuracy metrics) and ``total_s`` (both, compilation
-      excluded); the best repeat's figures at the top level, ``median_total_s`` over the
-      repeats; ``users_per_s`` is num_users / best total_s.
+      excluded), ``cpu_s`` (the process's CPU seconds over the evaluation, every thread, any
+      compile included: steadier than wall time on a shared machine); the best repeat's
+      figures at the top level, ``median_total_s`` and ``median_cpu_s`` over the repeats;
+      ``users_per_s`` is num_users / best total_s.
     """
     t0 = time.perf_counter()
     problem = synthetic_problem(num_users, num_items, dim, train_per_user=train_per_user,
@@ -73,15 +75,15 @@ def benchmark_full_ranking(num_users: int, num_items: int, dim: int, ks: Sequenc
     for _ in range(repeats):
         for selection in selections:
             stats[selection] = RankingStats()
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), time.process_time()
             result = evaluate_ranking(problem.source, problem.target, ks, chunk_size=chunk_size,
                                       selection=selection, stats=stats[selection])
-            wall = time.perf_counter() - t0
+            wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
             compile_s.setdefault(selection, stats[selection].compile_seconds)
             total = wall - stats[selection].compile_seconds
             runs[selection].append({"rank_s": stats[selection].rank_seconds,
                                     "metrics_s": total - stats[selection].rank_seconds,
-                                    "total_s": total})
+                                    "total_s": total, "cpu_s": cpu})
             mean_ndcg[selection] = result.mean(f"ndcg@{max(ks)}")
     out = []
     for selection in selections:
@@ -94,6 +96,7 @@ def benchmark_full_ranking(num_users: int, num_items: int, dim: int, ks: Sequenc
             "exclusion_pad": stats[selection].exclusion_pad, "setup_s": setup_s,
             "compile_s": compile_s[selection], "repeats": runs[selection], **best,
             "median_total_s": float(np.median([r["total_s"] for r in runs[selection]])),
+            "median_cpu_s": float(np.median([r["cpu_s"] for r in runs[selection]])),
             "users_per_s": num_users / best["total_s"],
             "rank_users_per_s": num_users / best["rank_s"],
             # This process's own peak (not ru_maxrss, which carries a parent's over fork and

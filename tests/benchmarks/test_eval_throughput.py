@@ -29,6 +29,7 @@ def test_eval_throughput_script(tmp_path):
     assert (result["num_users"], result["num_items"], result["dim"]) == (300, 2000, 8)
     assert result["users_per_s"] > 0 and result["compile_s"] >= 0
     assert len(result["repeats"]) == 2 and result["median_total_s"] >= result["total_s"]
+    assert result["median_cpu_s"] > 0
     assert "| 300 × 2,000 × 8 | 10 | top_k |" in done.stdout
     assert "| 300 × 2,000 × 8 | 10 | blocked |" in done.stdout
     assert f"CPU: {saved['environment']['cpu']}, " in done.stdout
