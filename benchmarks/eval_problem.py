@@ -12,25 +12,27 @@ import jax
 import numpy as np
 
 from benchmarks import harness
-from recsys_jax.evaluation.baselines import item_popularity
-from recsys_jax.evaluation.evaluate import EvaluationTarget, evaluate_ranking
-from recsys_jax.evaluation.interactions import binary_union, interaction_matrix
+from recsys_jax.evaluation.evaluate import EvaluationTarget, evaluate_ranking, target_from_arrays
 from recsys_jax.evaluation.ranking import RankingStats
 from recsys_jax.evaluation.sources import Embeddings
 
 
 @dataclasses.dataclass(frozen=True)
 class BenchmarkProblem:
-    """Random embeddings plus a target: ``train_per_user`` excluded items, one held out."""
+    """Random embeddings plus a target: ``train_per_user`` excluded items, one held out.
+
+    ``target_s`` is the time ``target_from_arrays`` took to build the target from the pairs.
+    """
 
     source: Embeddings
     target: EvaluationTarget
+    target_s: float = 0.0
 
 
 def synthetic_problem(num_users: int, num_items: int, dim: int, *, train_per_user: int = 20,
                       seed: int = 0) -> BenchmarkProblem:
     """Gaussian embeddings; each user has up to ``train_per_user`` training items (excluded
-    from ranking) and one different held-out item."""
+    from ranking) and one different held-out item; no validation part."""
     rng = np.random.default_rng(seed)
     users = rng.standard_normal((num_users, dim), dtype=np.float32)
     items = rng.standard_normal((num_items, dim), dtype=np.float32)
@@ -39,12 +41,12 @@ def synthetic_problem(num_users: int, num_items: int, dim: int, *, train_per_use
     train_items = drawn[:, 1:]
     keep = train_items != held_out[:, None]  # a held-out item is never also a training item
     train_users = np.repeat(np.arange(num_users), train_per_user).reshape(train_items.shape)
-    train = interaction_matrix(train_users[keep], train_items[keep], num_users, num_items)
-    test = interaction_matrix(np.arange(num_users), held_out, num_users, num_items)
-    target = EvaluationTarget(part="test", relevant=test, exclude=train,
-                              interacted=binary_union(train, test), train=train,
-                              train_counts=item_popularity(train))
-    return BenchmarkProblem(source=Embeddings(users, items), target=target)
+    no_pairs = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+    t0 = time.perf_counter()
+    target = target_from_arrays((train_users[keep], train_items[keep]), no_pairs,
+                                (np.arange(num_users), held_out), num_users, num_items)
+    return BenchmarkProblem(source=Embeddings(users, items), target=target,
+                            target_s=time.perf_counter() - t0)
 
 
 def benchmark_full_ranking(num_users: int, num_items: int, dim: int, ks: Sequence[int], *,
@@ -56,11 +58,14 @@ def benchmark_full_ranking(num_users: int, num_items: int, dim: int, ks: Sequenc
     turns so that a change in machine load reaches all of them.
 
     Returns:
-      Per selection: sizes, chunking, ``compile_s`` (the ranking kernel's ahead-of-time
+      Per selection: sizes, ``target_s`` (building the target from the pairs, once), chunking,
+      ``compile_s`` (the ranking kernel's ahead-of-time
       compile, paid once per shape), and per repeat ``rank_s`` (top-K over all users),
       ``metrics_s`` (ranking and beyond-accuracy metrics) and ``total_s`` (both, compilation
-      excluded); the best repeat's figures at the top level, ``median_total_s`` over the
-      repeats; ``users_per_s`` is num_users / best total_s.
+      excluded), ``cpu_s`` (the process's CPU seconds over the evaluation, every thread, any
+      compile included: steadier than wall time on a shared machine); the best repeat's
+      figures at the top level, ``median_total_s`` and ``median_cpu_s`` over the repeats;
+      ``users_per_s`` is num_users / best total_s.
     """
     t0 = time.perf_counter()
     problem = synthetic_problem(num_users, num_items, dim, train_per_user=train_per_user,
@@ -73,15 +78,15 @@ def benchmark_full_ranking(num_users: int, num_items: int, dim: int, ks: Sequenc
     for _ in range(repeats):
         for selection in selections:
             stats[selection] = RankingStats()
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), time.process_time()
             result = evaluate_ranking(problem.source, problem.target, ks, chunk_size=chunk_size,
                                       selection=selection, stats=stats[selection])
-            wall = time.perf_counter() - t0
+            wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
             compile_s.setdefault(selection, stats[selection].compile_seconds)
             total = wall - stats[selection].compile_seconds
             runs[selection].append({"rank_s": stats[selection].rank_seconds,
                                     "metrics_s": total - stats[selection].rank_seconds,
-                                    "total_s": total})
+                                    "total_s": total, "cpu_s": cpu})
             mean_ndcg[selection] = result.mean(f"ndcg@{max(ks)}")
     out = []
     for selection in selections:
@@ -92,8 +97,10 @@ def benchmark_full_ranking(num_users: int, num_items: int, dim: int, ks: Sequenc
             "devices": [str(d) for d in jax.devices()], "selection": stats[selection].selection,
             "chunk_size": stats[selection].chunk_size, "num_chunks": stats[selection].num_chunks,
             "exclusion_pad": stats[selection].exclusion_pad, "setup_s": setup_s,
+            "target_s": problem.target_s,
             "compile_s": compile_s[selection], "repeats": runs[selection], **best,
             "median_total_s": float(np.median([r["total_s"] for r in runs[selection]])),
+            "median_cpu_s": float(np.median([r["cpu_s"] for r in runs[selection]])),
             "users_per_s": num_users / best["total_s"],
             "rank_users_per_s": num_users / best["rank_s"],
             # This process's own peak (not ru_maxrss, which carries a parent's over fork and

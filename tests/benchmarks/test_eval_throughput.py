@@ -29,8 +29,9 @@ def test_eval_throughput_script(tmp_path):
     assert (result["num_users"], result["num_items"], result["dim"]) == (300, 2000, 8)
     assert result["users_per_s"] > 0 and result["compile_s"] >= 0
     assert len(result["repeats"]) == 2 and result["median_total_s"] >= result["total_s"]
-    assert "| 300 × 2,000 × 8 | 10 | top_k |" in done.stdout
-    assert "| 300 × 2,000 × 8 | 10 | blocked |" in done.stdout
+    assert result["median_cpu_s"] > 0
+    assert f"| 300 × 2,000 × 8 | 10 | {result['target_s']:.2f} | top_k |" in done.stdout
+    assert f"| 300 × 2,000 × 8 | 10 | {result['target_s']:.2f} | blocked |" in done.stdout
     assert f"CPU: {saved['environment']['cpu']}, " in done.stdout
     # The selections rank alike (2,000 items is long enough for blocks at K = 10).
     assert np.isfinite(result["mean_ndcg"]) and blocked["mean_ndcg"] == result["mean_ndcg"]
