@@ -20,9 +20,12 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.sparse as sp
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
+from recsys_jax.evaluation.ranking import RankingStats, full_ranking
+from recsys_jax.evaluation.sources import Embeddings
 from recsys_jax.evaluation.validators import RatingEvaluator
 from recsys_jax.models.mf import build_mf
 from recsys_jax.models.two_tower import TwoTower
@@ -168,13 +171,31 @@ def gathered_table() -> dict:
     return {"all_gathers": all_gather_shapes(replicate.lower(table).compile().as_text())}
 
 
+def ranking_on_a_mesh() -> dict:
+    """Full ranking (top 5 of 53 items for 37 users, some excluded, chunks of 6 users) on one
+    device and on a 4×2 mesh, whose data axis splits each chunk (rounded up to 8 users)."""
+    rng = np.random.default_rng(2)
+    source = Embeddings(rng.normal(size=(37, 8)).astype(np.float32),
+                        rng.normal(size=(53, 8)).astype(np.float32), similarity="dot")
+    exclude = sp.csr_array(rng.random((37, 53)) < 0.2)
+    runs = {}
+    for name, mesh in (("one", None), ("4x2", sharding.make_mesh(4, 2))):
+        stats = RankingStats()
+        with sharding.use_mesh(mesh):
+            top = full_ranking(source, np.arange(37), 5, exclude=exclude, chunk_size=6,
+                               stats=stats)
+        runs[name] = {"items": top.items.tolist(), "scores": top.scores.tolist(),
+                      "chunk_size": stats.chunk_size}
+    return runs
+
+
 def main(out: Path) -> None:
     global OUT
     OUT = out
     assert jax.device_count() == 8, jax.devices()
     results = {"cases": {case: {name or "one": train(case, name) for name in [None, *MESHES]}
                          for case in CASES},
-               "gathered_table": gathered_table()}
+               "gathered_table": gathered_table(), "ranking": ranking_on_a_mesh()}
     with tempfile.TemporaryDirectory() as tmp:
         results["checkpoints"] = {
             "uninterrupted": fit_in_stages([(None, 4, "always")], Path(tmp) / "straight"),

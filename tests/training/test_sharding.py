@@ -119,6 +119,15 @@ def test_a_checkpoint_saved_on_1_device_restores_split_on_8(worker):
         np.testing.assert_array_equal(back[key], runs["8_to_1"][key])
 
 
+def test_full_ranking_splits_users_over_the_data_axis(worker):
+    """On a 4×2 mesh a chunk of 6 users grows to 8 (2 per data device) and the top-K lists and
+    scores are those of one device."""
+    one, mesh = worker[1]["ranking"]["one"], worker[1]["ranking"]["4x2"]
+    assert one["chunk_size"] == 6 and mesh["chunk_size"] == 8
+    assert mesh["items"] == one["items"]
+    np.testing.assert_allclose(mesh["scores"], one["scores"], rtol=1e-6)
+
+
 def test_one_device_has_no_mesh():
     """The default mesh on one device is no mesh: nothing is sharded."""
     assert sharding.mesh_from_config(tiny_config()) is None
