@@ -94,19 +94,38 @@ def test_the_all_gather_check_sees_a_gathered_table(worker):
     assert [72, 4] in worker[1]["gathered_table"]["all_gathers"]
 
 
-def test_checkpoints_restore_across_meshes_and_continue(worker):
-    """Saved on 8 devices (2×4), resumed on 1; saved there, resumed on 8 (1×8, batches
-    streamed from the host): the same epochs, metrics and final state as one uninterrupted run
-    on one device."""
+def test_a_checkpoint_saved_on_8_devices_resumes_on_1_as_if_uninterrupted(worker):
+    """Saved on 8 devices (2×4, batches streamed from the host), resumed on 1: the same
+    epochs, metrics and final state as one uninterrupted run on one device."""
     runs = worker[1]["checkpoints"]
-    straight, across = runs["uninterrupted"], runs["8_to_1_to_8"]
-    assert across["resumed_from"] == [None, 2, 3] and straight["resumed_from"] == [None]
+    straight, across = runs["uninterrupted"], runs["8_to_1"]
+    assert across["resumed_from"] == [None, 2] and straight["resumed_from"] == [None]
     assert [r["epoch"] for r in across["history"]] == [1, 2, 3, 4]
     for key in ("train_loss", "val_rmse"):
         np.testing.assert_allclose([r[key] for r in across["history"]],
                                    [r[key] for r in straight["history"]], rtol=1e-5)
     for key in ("embedding", "moments"):
         np.testing.assert_allclose(across[key], straight[key], rtol=1e-5, atol=1e-6)
+
+
+def test_a_checkpoint_saved_on_1_device_restores_split_on_8(worker):
+    """The one-device checkpoint of epoch 4 restored onto a 1×8 mesh: its 70 rows padded to
+    72, 9 per device, and the same values as the run that saved it."""
+    runs = worker[1]["checkpoints"]
+    back = runs["1_to_8"]
+    assert back["epoch"] == 4 and back["table_shape"] == [72, 4]
+    assert back["rows_per_device"] == [9]
+    for key in ("embedding", "moments"):
+        np.testing.assert_array_equal(back[key], runs["8_to_1"][key])
+
+
+def test_full_ranking_splits_users_over_the_data_axis(worker):
+    """On a 4×2 mesh a chunk of 6 users grows to 8 (2 per data device) and the top-K lists and
+    scores are those of one device."""
+    one, mesh = worker[1]["ranking"]["one"], worker[1]["ranking"]["4x2"]
+    assert one["chunk_size"] == 6 and mesh["chunk_size"] == 8
+    assert mesh["items"] == one["items"]
+    np.testing.assert_allclose(mesh["scores"], one["scores"], rtol=1e-6)
 
 
 def test_one_device_has_no_mesh():
