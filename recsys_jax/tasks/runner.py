@@ -288,7 +288,7 @@ def _run(config: ml_collections.ConfigDict, task: Task, workdir: Path | None,
     result, facts = None, {}
     if isinstance(model, SelfFitting):
         t0 = time.perf_counter()
-        facts = dict(model.fit(data.train, config))
+        facts = dict(model.fit(task.fit_columns(data), config))
         facts["fit_time_s"] = time.perf_counter() - t0
         bad = nonfinite_arrays(nnx.state(model))
         if bad:
