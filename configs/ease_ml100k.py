@@ -19,8 +19,8 @@ import ml_collections
 from recsys_jax.config_files import sibling_config
 
 # Chosen on ML-100K validation HR/NDCG@10 (workdirs/sweep/ease; docs/models/baselines.md).
-PLAIN = {"l2": 500.0, "recency_weight": 1.0}
-RECENCY = {"l2": 500.0, "recency_weight": 0.9}
+PLAIN = {"l2": 100.0, "recency_weight": 1.0}
+RECENCY = {"l2": 500.0, "recency_weight": 0.8}
 
 
 def get_config(variant: str = "plain") -> ml_collections.ConfigDict:

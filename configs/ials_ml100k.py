@@ -21,9 +21,9 @@ def get_config() -> ml_collections.ConfigDict:
         "name": "ials",
         "dim": 128,
         "iterations": 15,
-        "alpha": 2.0,               # α, weight of an observed pair
+        "alpha": 2.0,               # α, weight of an observed pair (chosen on validation)
         "unobserved_weight": 1.0,   # α₀, weight of every unobserved pair
-        "l2": 0.1,                  # λ
+        "l2": 10.0,                 # λ (chosen on validation)
         "reg_exponent": 0.0,        # ν: λ_u = λ (|I_u| + α₀|I|)^ν
         "solver": "cg",             # cg | exact
         "cg_steps": 3,

@@ -26,7 +26,7 @@ from flax import nnx
 
 from recsys_jax.models.item_item import ItemItemModel, check_catalogue
 
-DEFAULT_L2 = 500.0
+DEFAULT_L2 = 100.0
 
 
 def ease_weights(interactions: sp.csr_array | np.ndarray, l2: float) -> np.ndarray:

@@ -96,9 +96,9 @@ class EventRows(nnx.Module):
         """Stores ``matrix`` (``[num_users, num_items]`` CSR) as the rows."""
         matrix = sp.csr_array(matrix)
         matrix.sort_indices()
-        self.row_starts.value = jnp.asarray(matrix.indptr, jnp.int32)
-        self.items.value = jnp.asarray(matrix.indices, jnp.int32)
-        self.weights.value = jnp.asarray(matrix.data, jnp.float32)
+        self.row_starts.set_value(jnp.asarray(matrix.indptr, jnp.int32))
+        self.items.set_value(jnp.asarray(matrix.indices, jnp.int32))
+        self.weights.set_value(jnp.asarray(matrix.data, jnp.float32))
 
     def replace_users(self, matrix: sp.csr_array, users: np.ndarray) -> None:
         """Replaces the rows of ``users`` by theirs in ``matrix``; other rows stay."""

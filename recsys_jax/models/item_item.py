@@ -77,7 +77,7 @@ class ItemItemModel(nnx.Module):
         binary = event_csr(train["user"], train["item"], np.ones(len(train["user"])),
                            self.num_users, self.num_items)
         weights, facts = self.item_weights_from(binary)
-        self.item_weights.value = jnp.asarray(weights, jnp.float32)
+        self.item_weights.set_value(jnp.asarray(weights, jnp.float32))
         self.rows.set_matrix(events_matrix(train, self.num_users, self.num_items,
                                            self.recency_weight))
         return {**facts, "events": int(binary.nnz), "recency_weight": self.recency_weight}
