@@ -5,6 +5,11 @@ from their train + val events with the items fixed (one user step), full ranking
 sampled-99. 128 factors, 15 iterations, 3 conjugate-gradient steps per solve: the settings
 of the `implicit` comparison (benchmarks/peers_implicit.py).
 
+α and λ were chosen on validation (docs/models/baselines.md; Rendle et al.'s weighting,
+experiments/spaces/ials_ml100k_rendle.json, scored lower):
+  python experiments/sweep.py --config=configs/ials_ml100k.py --search=grid \
+      --space=experiments/spaces/ials_ml100k.json --output_dir=workdirs/sweep/ials
+
 Run:
   python experiments/train.py --config=configs/ials_ml100k.py --workdir=workdirs/baselines/ials
 """
