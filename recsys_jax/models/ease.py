@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import scipy.linalg
+import scipy.linalg.lapack
 import scipy.sparse as sp
 from flax import nnx
 
@@ -38,11 +39,16 @@ def ease_weights(interactions: sp.csr_array | np.ndarray, l2: float) -> np.ndarr
     if not l2 > 0:
         raise ValueError(f"model.l2 must be > 0, got {l2}")
     x = sp.csr_array(interactions, dtype=np.float64)
-    gram = (x.T @ x).toarray()
+    gram = np.asfortranarray((x.T @ x).toarray())
     gram[np.diag_indices_from(gram)] += l2
-    # The Gram matrix plus λI is symmetric positive definite: Cholesky, then P = G⁻¹.
-    precision = scipy.linalg.cho_solve(scipy.linalg.cho_factor(gram, overwrite_a=True),
-                                       np.eye(len(gram)), overwrite_b=True)
+    # XᵀX + λI is symmetric positive definite: P from its Cholesky factor (LAPACK potrf and
+    # potri, a third of the work of solving against the identity). potri fills one triangle.
+    factor, info = scipy.linalg.lapack.dpotrf(gram, lower=False, overwrite_a=True)
+    if info == 0:
+        factor, info = scipy.linalg.lapack.dpotri(factor, lower=False, overwrite_c=True)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"XᵀX + λI is not positive definite (LAPACK info {info})")
+    precision = np.triu(factor) + np.triu(factor, 1).T
     weights = precision / -np.diag(precision)[None, :]
     np.fill_diagonal(weights, 0.0)
     return weights
