@@ -7,7 +7,7 @@ import pytest
 
 from recsys_jax.config_files import load_config_file
 from recsys_jax.evaluation.validators import score_matrix
-from recsys_jax.models.registry import load_model
+from recsys_jax.models.registry import build_model, load_model
 from recsys_jax.tasks.runner import train_and_evaluate
 
 MODELS = {
@@ -34,5 +34,12 @@ def test_fit_validate_refit_test_users_save_and_reload(tmp_path, name):
     if name != "ials":  # Test users' rows hold their validation events (item-item models).
         rows = run.model.rows.matrix()
         assert np.all(rows[data.val["user"], data.val["item"]] > 0)
+        # best_val was measured before that refit: it is a train-only model's validation.
+        fresh = build_model(config.model, num_users=data.num_users, num_items=data.num_items,
+                            train=data.train, rngs=None)
+        fresh.fit(run.task.fit_columns(data), config)
+        validate = run.task.validator(config, data)
+        assert validate(fresh)["val_ndcg@10"] == summary["best_val"]
+        assert validate(run.model)["val_ndcg@10"] != summary["best_val"]
     loaded = load_model(tmp_path / name / "model")
     np.testing.assert_allclose(score_matrix(loaded), score_matrix(run.model), atol=1e-6)
