@@ -11,7 +11,7 @@ the train + val row for test users (``UserRefit``), optionally recency-weighted.
 Config (``model`` block): ``l2`` (λ, default ``DEFAULT_L2``, chosen on ML-100K validation),
 ``recency_weight`` (γ ∈ (0, 1]; 1 = binary rows), ``max_items`` (refuse larger catalogues;
 ``item_item.DEFAULT_MAX_ITEMS``). Cost: O(I³) time and about three ``I × I`` float64 arrays
-while fitting (1,682 items: 0.07 GB, a fraction of a second; 26,744 items: ≈ 17 GB).
+while fitting (1,682 items: 0.07 GB, about a second on 2 CPU cores; 26,744 items: ≈ 17 GB).
 """
 
 from __future__ import annotations
