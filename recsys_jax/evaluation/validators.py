@@ -10,7 +10,8 @@ the model contract (``recsys_jax.models.contract``):
   epoch costs one call and two scalars back. Predictions are clipped to the rating scale before
   the errors are taken, as the evaluation suite does.
 * ranking models: ``score_source`` hands a ``RankingEmbedder``'s (bias-augmented) embeddings to
-  the suite's embedding kernel; other ``PairScorer`` models (GMF, MLP, NeuMF are not dot
+  the suite's embedding kernel, a ``UserScores`` model's own whole-row scores (EASE, ItemKNN)
+  as a ``ScoreFunction``; other ``PairScorer`` models (GMF, MLP, NeuMF are not dot
   products) hand over a ``ScoreFunction`` that computes the scores of a chunk of users against
   all items with one jitted call. Inside that call users are scored a block at a time
   (``lax.map``), so the ``[users, items, width]`` activations of an MLP never exceed about
@@ -32,7 +33,7 @@ from recsys_jax.evaluation.evaluate import EvaluationTarget, evaluate_ranking
 from recsys_jax.evaluation.results import FULL_PROTOCOL
 from recsys_jax.evaluation.sampled import DEFAULT_NUM_NEGATIVES, sampled_candidates
 from recsys_jax.evaluation.sources import Embeddings, ScoreFunction, ScoreSource
-from recsys_jax.models.contract import RankingEmbedder
+from recsys_jax.models.contract import RankingEmbedder, UserScores
 
 
 def _chunking(n: int, chunk_size: int) -> tuple[int, int]:
@@ -180,11 +181,14 @@ def score_function(model: nnx.Module) -> ScoreFunction:
 
 
 def score_source(model: nnx.Module) -> ScoreSource:
-    """Embeddings for a ``RankingEmbedder`` (dot product), else a score function over all
-    items of a ``PairScorer``."""
+    """Embeddings for a ``RankingEmbedder`` (dot product), the model's own ``user_scores``
+    for a ``UserScores`` model (item-item models), else a score function over all items of a
+    ``PairScorer``."""
     if isinstance(model, RankingEmbedder):
         users, items = model.ranking_embeddings()
         return Embeddings(users, items, similarity="dot")
+    if isinstance(model, UserScores):
+        return ScoreFunction(fn=model.user_scores, num_items=model.num_items)
     return score_function(model)
 
 

@@ -30,6 +30,12 @@ protocol            members                                                asked
 ``FoldIn``          ``begin_fold_in(users)``, ``user_side_rows(users)``    rating and implicit
                     -> the user-side parameter rows of ``users``           tasks' test
                                                                            (``tasks.fold_in``)
+``UserScores``      ``user_scores(users)`` -> ``[len(users), num_items]``  ranking evaluation
+                    scores (models whose scores are neither a dot product  and runs, instead of
+                    nor cheap per pair: x_u · B of item-item models)       pair-by-pair scoring
+``UserRefit``       ``refit_users(events, users)`` -> facts: the user      implicit task's test
+                    side of ``users`` set from their train + val events    (``tasks.fold_in``),
+                    without gradients, the item side frozen                before ``FoldIn``
 ==================  =====================================================  =================
 
 Every model also has a registry builder (``models.registry``) and is saved and loaded through
@@ -164,6 +170,31 @@ class FoldIn(Protocol):
         (``"/"``-joined, e.g. ``"gmf/user_embedding"``), each with a boolean mask over its
         first axis that is True exactly on the rows of ``users``; every other parameter (and
         every other row) stays bit-identical."""
+        ...
+
+
+@runtime_checkable
+class UserScores(Protocol):
+    """Models that score a user against the whole catalogue at once (item-item models: the
+    user's event row times an item-item matrix), cheaper than scoring pair by pair."""
+
+    def user_scores(self, users: np.ndarray) -> np.ndarray:
+        """float32 ``[len(users), num_items]``: each user's score for every item (the model's
+        own ranking; excluded items are masked by the evaluation)."""
+        ...
+
+
+@runtime_checkable
+class UserRefit(Protocol):
+    """Models whose user side is set from a user's events without gradients (stored event
+    rows, a closed-form or alternating solve), e.g. for test users from train + val events."""
+
+    def refit_users(self, events: Mapping[str, np.ndarray], users: np.ndarray
+                    ) -> Mapping[str, Any]:
+        """Sets the user side of ``users`` in place from ``events`` (columns ``user``, ``item``
+        and, when the data has them, ``timestamp``: every event of those users the protocol
+        allows), with the item side frozen; every other user stays as it was. Returns
+        JSON-able facts."""
         ...
 
 

@@ -29,6 +29,7 @@ from flax import nnx
 
 from recsys_jax import fileio
 from recsys_jax.models import mf, ncf, two_tower
+from recsys_jax.models.fitted import DataSized
 
 ModelBuilder = Callable[..., nnx.Module]
 
@@ -41,6 +42,9 @@ MODELS: dict[str, ModelBuilder | str] = {
     "mlp": ncf.build_mlp,
     "neumf": ncf.build_neumf,
     "dot_mf": ncf.build_dot_mf,
+    "ease": "recsys_jax.models.ease:build",
+    "ials": "recsys_jax.models.ials:build",
+    "item_knn": "recsys_jax.models.item_knn:build",
 }
 
 MODEL_FILE = "model.json"
@@ -86,6 +90,9 @@ def load_flat_state(model: nnx.Module, arrays: Mapping[str, np.ndarray], *, sour
                     kind: type = nnx.Variable) -> None:
     """Sets the model's ``kind`` variables from ``flat_state``-style arrays, in place.
 
+    ``DataSized`` variables (stored events) take the saved length; every other variable must
+    have the model's shape.
+
     Raises:
       ValueError: when names or shapes differ from the model's (another architecture).
     """
@@ -93,10 +100,12 @@ def load_flat_state(model: nnx.Module, arrays: Mapping[str, np.ndarray], *, sour
     leaves, treedef = jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(state))
     names = ["/".join(str(getattr(k, "key", k)) for k in path) for path, _ in leaves]
     current = dict(zip(names, (v for _, v in leaves)))
+    sized_by_data = set(flat_state(model, DataSized))
     problems = [f"{n}: only in {'the file' if n in arrays else 'the model'}"
                 for n in sorted(set(current) ^ set(arrays))]
     problems += [f"{n}: saved {np.shape(arrays[n])}, model {np.shape(v)}"
-                 for n, v in current.items() if n in arrays and np.shape(arrays[n]) != v.shape]
+                 for n, v in current.items() if n in arrays and np.shape(arrays[n]) != v.shape
+                 and (n not in sized_by_data or np.ndim(arrays[n]) != np.ndim(v))]
     if problems:
         raise ValueError(f"{source} does not fit this model: {problems[:5]}")
     restored = jax.tree_util.tree_unflatten(

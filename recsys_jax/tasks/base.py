@@ -24,6 +24,7 @@ import numpy as np
 from flax import nnx
 
 from recsys_jax.data.columns import Columns
+from recsys_jax.models.fitted import Fitted
 from recsys_jax.models.registry import build_model
 from recsys_jax.training.loop import Evaluate, FitResult
 from recsys_jax.training.losses import LossFn
@@ -177,7 +178,14 @@ class Task(abc.ABC):
         return ", ".join(f"{k} {v:.4f}" for k, v in summary.items()
                          if k.startswith("test_") and isinstance(v, float))
 
+    def fit_columns(self, data: TaskData) -> Columns:
+        """The columns a ``SelfFitting`` model's ``fit`` reads: ``data.train`` by default (a
+        task may add columns the gradient loop does not carry, e.g. timestamps)."""
+        return data.train
+
     def num_parameters(self, model: nnx.Module) -> int:
-        """Trainable parameters of ``model``."""
+        """Parameters of ``model``: trainable (``nnx.Param``) and fitted without gradients
+        (``models.fitted.Fitted``)."""
         import jax
-        return int(sum(np.size(x) for x in jax.tree.leaves(nnx.state(model, nnx.Param))))
+        state = nnx.state(model, nnx.Any(nnx.Param, Fitted))
+        return int(sum(np.size(x) for x in jax.tree.leaves(state)))

@@ -29,6 +29,7 @@ from flax import nnx
 from recsys_jax.data.movielens import MOVIELENS_NAMES
 from recsys_jax.data.splits import PROTOCOLS, TIE_ORDERS
 from recsys_jax.evaluation.results import FULL_PROTOCOL
+from recsys_jax.models.ials import SAMPLED_DOTS, SOLVERS
 from recsys_jax.models.registry import MODELS, build_model
 from recsys_jax.models.two_tower import HISTORY_SOURCES
 from recsys_jax.retrieval.index import KINDS as INDEX_KINDS
@@ -178,6 +179,20 @@ TASK_KEYS: dict[str, dict[str, Check]] = {
         "evaluation.sample_seed": integer(0),
         "implicit.min_rating": optional(real()),
         "model.pretrained.alpha": real(0, 1),
+        # Models fitted without gradients (EASE, ItemKNN, iALS; docs/models/baselines.md).
+        "model.l2": real(0, low_open=True),
+        "model.recency_weight": real(0, 1, low_open=True),
+        "model.max_items": integer(1),
+        "model.k": integer(1),
+        "model.shrink": real(0),
+        "model.iterations": integer(0),
+        "model.alpha": real(0, low_open=True),
+        "model.unobserved_weight": real(0),
+        "model.reg_exponent": real(0),
+        "model.solver": one_of(SOLVERS),
+        "model.cg_steps": integer(1),
+        "model.sampled_dots": one_of(SAMPLED_DOTS),
+        "model.max_dense_scores": integer(1),
     },
     "retrieval": {
         "features.history_len": integer(0),

@@ -11,6 +11,11 @@ validation events) is kept bit-identical: the optimizer's updates are zeroed out
 user-side rows after every other transformation (weight decay included), so ``θ + 0`` leaves
 them as they were (``optimizers.make_model_optimizer``'s ``only``).
 
+A model fitted without gradients (``contract.UserRefit``: EASE, ItemKNN, iALS) sets those
+users' user side from the same train + val events itself, in closed form (its stored event
+rows, or one iALS user step), items frozen; ``fold_in_epochs`` does not apply to it. The
+implicit task hands it the events with their timestamps (recency-weighted rows).
+
 Config (``evaluation`` block): ``test_user_inputs`` (``"train+val"``, the default, or
 ``"train"``: no fold-in, the numbers of before), ``fold_in_epochs`` (default
 ``DEFAULT_FOLD_IN_EPOCHS``). The run records ``seen_parts`` and the summary
@@ -30,7 +35,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from recsys_jax.models.contract import FoldIn
+from recsys_jax.models.contract import FoldIn, UserRefit
 from recsys_jax.training import steps as steps_lib
 from recsys_jax.training.loop import DivergenceError, nonfinite_arrays
 from recsys_jax.training.losses import LossFn
@@ -159,17 +164,31 @@ def fold_in(model: FoldIn, loss_fn: LossFn, columns: Mapping[str, np.ndarray],
 
 
 def fold_in_for_test(config: ml_collections.ConfigDict, model: Any, train: Mapping[str,
-                     np.ndarray], val: Mapping[str, np.ndarray], loss_for: Any
-                     ) -> dict[str, Any]:
+                     np.ndarray], val: Mapping[str, np.ndarray], loss_for: Any, *,
+                     events: tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]]
+                     | None = None) -> dict[str, Any]:
     """Applies the configured test-time inputs to ``model`` in place; returns the summary
     facts ``test_user_inputs`` (what the test users were scored from) and ``fold_in``.
 
-    ``loss_for(columns)`` builds the task's loss for the fold-in rows. A model without
-    ``contract.FoldIn`` keeps its train-only user side, and the facts say so.
+    ``loss_for(columns)`` builds the task's loss for the fold-in rows. A ``contract.UserRefit``
+    model refits itself from ``events`` (train and val columns with any extra columns it may
+    read, e.g. ``timestamp``; ``(train, val)`` when not given). A model without
+    ``contract.FoldIn`` or ``UserRefit`` keeps its train-only user side, and the facts say so.
     """
     inputs = test_user_inputs(config)
     if inputs == "train":
         return {"test_user_inputs": "train", "fold_in": None}
+    if isinstance(model, UserRefit):
+        columns, users = fold_in_rows(*(events or (train, val)))
+        t0 = time.perf_counter()
+        facts = dict(model.refit_users(columns, users))
+        facts.update(users=int(len(users)), rows=int(len(columns["user"])), epochs=0,
+                     time_s=time.perf_counter() - t0, closed_form=True)
+        bad = nonfinite_arrays(nnx.state(model))
+        if bad:
+            raise DivergenceError(f"refitting the test users left NaN/inf in "
+                                  f"{', '.join(bad[:6])}")
+        return {"test_user_inputs": inputs, "fold_in": facts}
     if not isinstance(model, FoldIn):
         logging.warning("%s cannot fold in validation events (no contract.FoldIn): its test "
                         "users are scored from train only", type(model).__name__)
@@ -185,6 +204,9 @@ def fold_in_for_test(config: ml_collections.ConfigDict, model: Any, train: Mappi
 def describe(summary: Mapping[str, Any]) -> str:
     """One Markdown line for ``report.md``: what the test users were scored from."""
     facts = summary.get("fold_in")
+    if isinstance(facts, dict) and facts.get("closed_form"):
+        return (f"- test users scored from train + val: user side of {facts['users']:,} users "
+                f"set from {facts['rows']:,} train + val rows without gradients, items frozen")
     if isinstance(facts, dict):
         return (f"- test users scored from train + val: user side of {facts['users']:,} users "
                 f"refitted on {facts['rows']:,} train + val rows for {facts['epochs']} epoch(s), "

@@ -81,11 +81,23 @@ class ImplicitData(TaskData):
     Attributes:
       val, test: columns ``user``, ``item`` (int32).
       split: the data layer's ``Split`` (evaluation targets are built from it).
+      timestamps: each part's event times, aligned with its columns (empty when the data
+        set has none); kept out of the columns the gradient loop carries, read by models
+        fitted without gradients (``events``).
     """
 
     val: Columns = dataclasses.field(default_factory=dict)
     test: Columns = dataclasses.field(default_factory=dict)
     split: splits.Split | None = None
+    timestamps: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+    def events(self, part: str) -> Columns:
+        """The columns of ``part`` (``"train"`` or ``"val"``) plus ``timestamp`` when the
+        data has times."""
+        columns = dict(getattr(self, part))
+        if part in self.timestamps:
+            columns["timestamp"] = self.timestamps[part]
+        return columns
 
     def target(self, part: str) -> EvaluationTarget:
         """The evaluation target of ``part`` (``"val"`` excludes train items from ranking,
@@ -100,7 +112,10 @@ class ImplicitData(TaskData):
                                           part["item_id"].to_numpy(), num_users=num_users,
                                           num_items=num_items)
                 for name, part in split.parts().items()}
+        times = {name: part["timestamp"].to_numpy() for name, part in split.parts().items()
+                 if "timestamp" in part.columns}
         return cls(**cols, num_users=num_users, num_items=num_items, split=split,
+                   timestamps=times,
                    dataset=dataset, split_protocol=split.protocol,
                    split_fingerprint=split.fingerprint(), report_section=report_section)
 
@@ -176,6 +191,10 @@ class ImplicitTask(Task):
                          pretrained.gmf_workdir, pretrained.mlp_workdir, alpha)
         return model
 
+    def fit_columns(self, data: ImplicitData) -> Columns:
+        """Training columns with their timestamps (recency-weighted item-item rows)."""
+        return data.events("train")
+
     def loss(self, config: ml_collections.ConfigDict, data: ImplicitData) -> LossFn:
         t = config.training
         name = t.get("loss", "bce")
@@ -225,7 +244,8 @@ class ImplicitTask(Task):
         ``evaluation.test_user_inputs="train"``."""
         inputs = fold_in_for_test(
             config, model, data.train, data.val,
-            lambda columns: self._loss_avoiding(config, data, (data.train, data.val)))
+            lambda columns: self._loss_avoiding(config, data, (data.train, data.val)),
+            events=(data.events("train"), data.events("val")))
         results = self.test_results(config, data, model)
         pretrained = config.model.get("pretrained")
         return {"test": {label: r.summary() for label, r in results.items()}, **inputs,

@@ -240,8 +240,9 @@ class RatingTask(Task):
                  f"| test RMSE | {summary['test_rmse']:.4f} |",
                  f"| test MAE | {summary['test_mae']:.4f} |"]
         if summary.get("best_val") is not None:
-            lines.append(f"| best val RMSE | {summary['best_val']:.4f} (epoch "
-                         f"{summary['best_epoch']}) |")
+            epoch = summary.get("best_epoch")
+            lines.append(f"| best val RMSE | {summary['best_val']:.4f}"
+                         + (f" (epoch {epoch})" if epoch is not None else "") + " |")
         lines += ["", describe(summary)]
         cold = summary.get("test_cold_start")
         if cold:

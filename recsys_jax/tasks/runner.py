@@ -300,17 +300,19 @@ def _train_and_test(config: ml_collections.ConfigDict, task: Task, workdir: Path
                     data: TaskData, model: nnx.Module, start: float, test: bool,
                     mesh_shape: dict[str, int]) -> RunResult:
     result, facts = None, {}
+    monitor = task.monitor(config)
     if isinstance(model, SelfFitting):
         t0 = time.perf_counter()
-        facts = dict(model.fit(data.train, config))
+        facts = dict(model.fit(task.fit_columns(data), config))
         facts["fit_time_s"] = time.perf_counter() - t0
         bad = nonfinite_arrays(nnx.state(model))
         if bad:
             raise DivergenceError(f"{config.model.name}'s fit left NaN/inf in "
                                   f"{', '.join(bad[:6])}; nothing was saved")
+        # Validated now, before the test's fold-in changes the user side (sweeps choose on it).
+        facts["best_val"] = facts[monitor] = task.validator(config, data)(model)[monitor]
     else:
         result = fit_model(task, config, data, model, workdir)
-    monitor = task.monitor(config)
     summary: dict[str, Any] = {
         "task": task.name, "model": config.model.name,
         **(task.evaluate(config, data, model) if test else {}),
@@ -373,7 +375,9 @@ def format_report(config: ml_collections.ConfigDict, task: Task, summary: Mappin
             + f" (data {'on device' if summary['data_on_device'] else 'streamed from host'})",
         ]
     else:
-        lines += [f"- fitted without the gradient loop in {summary['fit_time_s']:.2f}s"]
+        lines += [f"- fitted without the gradient loop in {summary['fit_time_s']:.2f}s"
+                  + (f"; {summary['monitor']} {summary['best_val']:.4f}"
+                     if summary.get("best_val") is not None else "")]
     lines += [f"- {summary['num_parameters']:,} parameters; whole run "
               f"{summary['total_wall_time_s']:.1f}s wall", ""]
     if "best_epoch" in summary:

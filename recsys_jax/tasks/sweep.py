@@ -288,8 +288,9 @@ class Trial:
 
 
 def validation_value(run: RunResult) -> float:
-    """The run's best validation value of its monitor: ``best_val`` from the gradient loop,
-    or, for a self-fitting model (no loop), the task's validator on the fitted model."""
+    """The run's best validation value of its monitor: ``best_val`` from the gradient loop or,
+    for a self-fitting model, from the runner's validation right after its fit (before any
+    test-time fold-in); the task's validator on the model for runs that recorded none."""
     value = run.summary.get("best_val")
     if value is None:
         value = run.task.validator(run.config, run.data)(run.model)[run.summary["monitor"]]
