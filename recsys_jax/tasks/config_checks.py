@@ -164,6 +164,7 @@ TASK_KEYS: dict[str, dict[str, Check]] = {
     "implicit": {
         **FOLD_IN,
         "training.loss": one_of(tuple(IMPLICIT_LOSSES)),
+        "training.l2_reg": real(0),
         "training.num_negatives": integer(1),
         "training.val_protocol": one_of((FULL_PROTOCOL, "sampled")),
         "training.positive_set": one_of(("auto", *POSITIVE_SET_KINDS)),
