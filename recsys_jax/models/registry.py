@@ -41,6 +41,7 @@ MODELS: dict[str, ModelBuilder | str] = {
     "mlp": ncf.build_mlp,
     "neumf": ncf.build_neumf,
     "dot_mf": ncf.build_dot_mf,
+    "sasrec": "recsys_jax.models.sasrec:build_sasrec",
 }
 
 MODEL_FILE = "model.json"
