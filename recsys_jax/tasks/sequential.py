@@ -94,8 +94,9 @@ class SequenceRanker:
         if np.ndim(sequences) != 2 or np.shape(sequences)[1] != model.max_len:
             raise ValueError(f"sequences must be [num_users, {model.max_len}], got "
                              f"{np.shape(sequences)}")
-        self.model, self.sequences, self.chunk = model, np.asarray(sequences, np.int32), chunk
+        self.model, self.sequences = model, np.asarray(sequences, np.int32)
         self.num_users, self.num_items = len(self.sequences), model.num_items
+        self.chunk = max(1, min(chunk, self.num_users))
 
     def ranking_embeddings(self) -> tuple[np.ndarray, np.ndarray]:
         """``(users [num_users, d], items [num_items, d])`` float32 NumPy."""

@@ -63,7 +63,7 @@ def test_left_padding_changes_nothing_at_the_item_positions():
 
 
 def test_dropout_only_with_rngs(model):
-    sequences = jnp.array([[1, 2, 3, 4, 5, 6]])
+    sequences = jnp.array([[1, 2, 3, 4, 5, 6], [PAD, PAD, 1, 2, 3, 4]])
     plain = forward(model, sequences)
     first = forward_dropout(model, sequences, jax.random.key(1))
     np.testing.assert_array_equal(first, forward_dropout(model, sequences, jax.random.key(1)))
@@ -73,7 +73,7 @@ def test_dropout_only_with_rngs(model):
 
 
 def test_input_and_output_embeddings_are_one_table(model):
-    sequences = jnp.array([[1, 2, 3, 4, 5, 6]])
+    sequences = jnp.array([[1, 2, 3, 4, 5, 6], [PAD, PAD, 1, 2, 3, 4]])
     grads = nnx.jit(nnx.grad(
         lambda m: jnp.sum(m(sequences)[:, -1] * m.item_vectors(jnp.array([9])))))(model)
     rows = np.abs(np.asarray(grads.item_embedding[...])).sum(axis=1)
@@ -89,7 +89,7 @@ def test_save_and_load_give_the_same_model(tmp_path, model):
     for a, b in zip(jax.tree.leaves(nnx.state(model)), jax.tree.leaves(nnx.state(loaded)),
                     strict=True):
         np.testing.assert_array_equal(a, b)
-    sequences = jnp.array([[PAD, 1, 2, 3, 4, 5]])
+    sequences = jnp.array([[PAD, 1, 2, 3, 4, 5], [1, 2, 3, 4, 5, 6]])
     np.testing.assert_array_equal(forward(model, sequences), forward(loaded, sequences))
 
 

@@ -73,11 +73,9 @@ def test_softmax_equals_a_hand_computation_with_log_q_and_accidental_hits():
     assert abs(float(plain) - float(loss)) > 1e-4
 
 
-def test_losses_train_with_dropout_drawn_from_the_step_rng():
+def test_dropout_is_drawn_from_the_step_rng():
     model = SASRec(NUM_ITEMS, max_len=3, dim=4, num_blocks=1, num_heads=1, dropout=0.5,
                    rngs=nnx.Rngs(0))
     loss_fn = nnx.jit(make_sequence_softmax_loss(num_items=NUM_ITEMS))
     a, b, c = (float(loss_fn(model, BATCH, jax.random.key(k))[0]) for k in (1, 1, 2))
     assert a == b and a != c
-    grads = nnx.jit(nnx.grad(lambda m: loss_fn(m, BATCH, jax.random.key(1))[0]))(model)
-    assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
