@@ -67,6 +67,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.training.patience = 10     # Epochs without improvement of `monitor`; 0 = never.
     config.training.monitor = "val_ndcg@10"   # val_<hr|ndcg|recall|...>@<k>, maximised.
     config.training.loss = "bce"      # bce (pointwise) | bpr (pairwise)
+    # λ of the L2 on the rows each scored pair reads (dot_mf only; tasks/implicit_losses.py).
+    config.training.l2_reg = 0.0
     config.training.val_protocol = "full"     # full | sampled
     config.training.seed = 0
     config.training.data_on_device = "auto"

@@ -604,6 +604,17 @@ def make_split(interactions: pd.DataFrame, protocol: str, *, seed: int = 0,
     return dataclasses.replace(split, params={**split.params, **core_params})
 
 
+def user_time_order(data: pd.DataFrame, tie_order: str = "random", seed: int = 0) -> np.ndarray:
+    """Row positions of deduplicated events ordered by (user, timestamp), equal timestamps by
+    ``tie_order``: the order ``user_temporal`` and ``leave_one_out`` split by (the random tie
+    order is drawn over ``data``'s events, so on a part of a split it is a seeded order of
+    that part's ties, not the one drawn over the whole data set)."""
+    _check_tie_order(tie_order)
+    users = _id_codes(data["user_id"], "user")
+    # Both tie keys are distinct per user after deduplication, so this order is total.
+    return _order_by(users, _timestamps(data), _tie_keys(data, tie_order, seed))
+
+
 # --------------------------------------------------------------------------- internals
 
 def _per_user_holdout(data: pd.DataFrame, val_fraction: float, test_fraction: float,
@@ -611,10 +622,8 @@ def _per_user_holdout(data: pd.DataFrame, val_fraction: float, test_fraction: fl
                       seed: int) -> dict[str, np.ndarray]:
     """Row positions of each part for the per-user protocols (no loop over users)."""
     n = len(data)
-    users = _id_codes(data["user_id"], "user")
-    # Both tie keys are distinct per user after deduplication, so this order is total.
-    order = _order_by(users, _timestamps(data), _tie_keys(data, tie_order, seed))
-    sorted_users = users[order]
+    order = user_time_order(data, tie_order, seed)
+    sorted_users = _id_codes(data["user_id"], "user")[order]
     starts = np.flatnonzero(np.r_[True, sorted_users[1:] != sorted_users[:-1]])
     counts = np.diff(np.r_[starts, n])
     if holdout_k is None:

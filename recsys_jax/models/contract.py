@@ -36,6 +36,9 @@ protocol            members                                                asked
 ``UserRefit``       ``refit_users(events, users)`` -> facts: the user      implicit task's test
                     side of ``users`` set from their train + val events    (``tasks.fold_in``),
                     without gradients, the item side frozen                before ``FoldIn``
+``SequenceEncoder`` ``num_items``, ``max_len``, ``__call__(sequences,      sequential task
+                    rngs=None)`` -> hidden states per position,            (loss, validation,
+                    ``item_vectors(items)`` -> output embeddings           test, run export)
 ==================  =====================================================  =================
 
 Every model also has a registry builder (``models.registry``) and is saved and loaded through
@@ -195,6 +198,31 @@ class UserRefit(Protocol):
         and, when the data has them, ``timestamp``: every event of those users the protocol
         allows), with the item side frozen; every other user stays as it was. Returns
         JSON-able facts."""
+        ...
+
+
+@runtime_checkable
+class SequenceEncoder(Protocol):
+    """Encodes item sequences for next-item prediction (SASRec and kin).
+
+    A sequence is ``max_len`` item ids, oldest first, left-padded with the id ``num_items``
+    (so the last position holds the most recent item). The score of item i as the next item
+    after position t is ``h_t · item_vectors(i)``; a user is ranked from the hidden state at
+    the last position of their sequence, so ``(h_last per user, item_vectors(all items))`` are
+    the user's ranking embeddings.
+    """
+
+    num_items: int
+    max_len: int
+
+    def __call__(self, sequences: jax.Array, *, rngs: Any = None) -> jax.Array:
+        """Hidden states ``[B, max_len, d]`` of ``[B, max_len]`` sequences; h_t depends on the
+        items at positions ≤ t only. ``rngs`` (``nnx.Rngs`` with a ``dropout`` stream) turns
+        training-time randomness on; ``None`` is deterministic."""
+        ...
+
+    def item_vectors(self, items: jax.Array) -> jax.Array:
+        """Output embeddings ``items.shape + (d,)`` of item ids in ``[0, num_items)``."""
         ...
 
 

@@ -238,6 +238,16 @@ class DotMF(_FoldsInUsers, nnx.Module):
         return (self.global_bias[...] + self.user_bias.lookup(users)
                 + self.item_bias.lookup(items) + jnp.sum(p * q, axis=-1))
 
+    def row_l2(self, users: jax.Array, items: jax.Array) -> jax.Array:
+        """‖p_u‖² + ‖q_i‖² + b_u² + b_i² per (user, item) pair (broadcast together): the L2 of
+        the rows a pair's logit reads (``contract.RowRegularized``; ``training.l2_reg``)."""
+        users, items = jnp.broadcast_arrays(users, items)
+        p = self.user_embedding.lookup(users)
+        q = self.item_embedding.lookup(items)
+        return (jnp.sum(p * p, axis=-1) + jnp.sum(q * q, axis=-1)
+                + jnp.square(self.user_bias.lookup(users))
+                + jnp.square(self.item_bias.lookup(items)))
+
     def ranking_embeddings(self) -> tuple[np.ndarray, np.ndarray]:
         """User and item vectors whose dot products rank items as the logits do:
         [p_u, 1]·[q_i, b_i] = p_u·q_i + b_i (μ + b_u is the same for all of a user's items)."""

@@ -45,6 +45,7 @@ MODELS: dict[str, ModelBuilder | str] = {
     "ease": "recsys_jax.models.ease:build",
     "ials": "recsys_jax.models.ials:build",
     "item_knn": "recsys_jax.models.item_knn:build",
+    "sasrec": "recsys_jax.models.sasrec:build_sasrec",
 }
 
 MODEL_FILE = "model.json"

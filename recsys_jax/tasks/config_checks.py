@@ -27,6 +27,7 @@ import numpy as np
 from flax import nnx
 
 from recsys_jax.data.movielens import MOVIELENS_NAMES
+from recsys_jax.data.sequences import WINDOWS
 from recsys_jax.data.splits import PROTOCOLS, TIE_ORDERS
 from recsys_jax.evaluation.results import FULL_PROTOCOL
 from recsys_jax.models.ials import SAMPLED_DOTS, SOLVERS
@@ -38,6 +39,8 @@ from recsys_jax.tasks.fold_in import TEST_USER_INPUTS
 from recsys_jax.tasks.implicit_losses import IMPLICIT_LOSSES
 from recsys_jax.tasks.negatives import KINDS as POSITIVE_SET_KINDS
 from recsys_jax.tasks.rating import RATING_LOSSES
+from recsys_jax.tasks.sequential import SEQUENTIAL_PROTOCOLS
+from recsys_jax.tasks.sequential_losses import SEQUENCE_LOSSES
 from recsys_jax.training import sharding
 from recsys_jax.training.optimizers import OPTIMIZERS, SCHEDULES, TABLE_OPTIMIZERS
 from recsys_jax.training.tables import has_tables
@@ -170,6 +173,7 @@ TASK_KEYS: dict[str, dict[str, Check]] = {
     "implicit": {
         **FOLD_IN,
         "training.loss": one_of(tuple(IMPLICIT_LOSSES)),
+        "training.l2_reg": real(0),
         "training.num_negatives": integer(1),
         "training.val_protocol": one_of((FULL_PROTOCOL, "sampled")),
         "training.positive_set": one_of(("auto", *POSITIVE_SET_KINDS)),
@@ -193,6 +197,23 @@ TASK_KEYS: dict[str, dict[str, Check]] = {
         "model.cg_steps": integer(1),
         "model.sampled_dots": one_of(SAMPLED_DOTS),
         "model.max_dense_scores": integer(1),
+    },
+    "sequential": {
+        "evaluation.test_user_inputs": one_of(TEST_USER_INPUTS),
+        "split.name": one_of(SEQUENTIAL_PROTOCOLS),
+        "model.max_len": integer(1),
+        "model.num_blocks": integer(1),
+        "model.num_heads": integer(1),
+        "model.dropout": real(0, 1, high_open=True),
+        "loss.name": one_of(SEQUENCE_LOSSES),
+        "loss.num_random_negatives": integer(0),
+        "training.windows": one_of(WINDOWS),
+        "training.positive_set": one_of(("auto", *POSITIVE_SET_KINDS)),
+        "evaluation.ks": integers(1),
+        "evaluation.sampled_ks": integers(1),
+        "evaluation.num_negatives": integer(1),
+        "evaluation.sample_seed": integer(0),
+        "implicit.min_rating": optional(real()),
     },
     "retrieval": {
         "features.history_len": integer(0),
@@ -268,6 +289,15 @@ def _monitor_problems(tree: Mapping[str, Any], task: str) -> list[str]:
     except (ValueError, TypeError, AttributeError) as e:
         return [_problem("training.monitor", monitor, f"is not a monitor name: {e}")]
     return []
+
+
+def _head_problems(tree: Mapping[str, Any], task: str) -> list[str]:
+    """Attention heads must split the model width evenly (the sequential task's models)."""
+    dim, heads = _lookup(tree, "model.dim"), _lookup(tree, "model.num_heads")
+    if task != "sequential" or not (_is_int(dim) and _is_int(heads)) or heads < 1 \
+            or dim % heads == 0:
+        return []
+    return [_problem("model.dim", dim, f"must be a multiple of model.num_heads = {heads}")]
 
 
 def _declares_tables(model_config: Mapping[str, Any]) -> bool | None:
@@ -358,8 +388,8 @@ def config_problems(config: ml_collections.ConfigDict, task: str, *,
             problems.append(_problem(key, value, what))
     if not data_given:
         problems += _split_problems(tree)
-    return (problems + _monitor_problems(tree, task) + _table_problems(tree, task)
-            + _mesh_problems(tree))
+    return (problems + _monitor_problems(tree, task) + _head_problems(tree, task)
+            + _table_problems(tree, task) + _mesh_problems(tree))
 
 
 def check_config(config: ml_collections.ConfigDict, task: str, *,

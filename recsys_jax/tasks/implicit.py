@@ -5,7 +5,9 @@ the split, so held-out items are positives too), split by the data layer (``leav
 the NCF protocol). Model: any ``contract.PairScorer`` (the score is a logit). Loss
 (``training.loss``): ``bce`` (pointwise: binary cross-entropy on each positive and
 ``num_negatives`` sampled negatives) or ``bpr`` (pairwise: −log σ(s⁺ − s⁻)); negatives are
-resampled on the device every step, never a training positive (``tasks.negatives``).
+resampled on the device every step, never a training positive (``tasks.negatives``);
+``training.l2_reg`` > 0 adds the per-pair L2 of the rows read (``contract.RowRegularized``;
+``tasks.implicit_losses``).
 Validation: a full-ranking metric (``training.monitor``, default ``val_ndcg@10``). Test, by
 default after the validation positives are folded in (``tasks.fold_in``;
 ``evaluation.test_user_inputs``), under both protocols of the suite:
@@ -42,7 +44,7 @@ from recsys_jax.evaluation.runs import save_run
 from recsys_jax.evaluation.sampled import sampled_candidates
 from recsys_jax.evaluation.validators import RankingValidator, score_matrix, score_source
 from recsys_jax.models import ncf
-from recsys_jax.models.contract import PairScorer, RankingEmbedder
+from recsys_jax.models.contract import PairScorer, RankingEmbedder, RowRegularized, require
 from recsys_jax.models.registry import load_model, read_model_info
 from recsys_jax.tasks.base import Task, TaskData, monitor_parts
 from recsys_jax.tasks.data import load_split
@@ -178,6 +180,8 @@ class ImplicitTask(Task):
         """The configured model; NeuMF with ``model.pretrained.gmf_workdir``/``mlp_workdir``
         set starts from those runs' weights (``ncf.load_pretrained``, α = ``alpha``)."""
         model = super().build_model(config, data)
+        if config.training.get("l2_reg", 0.0) > 0:
+            require(model, RowRegularized, "training.l2_reg > 0")
         pretrained = config.model.get("pretrained")
         if config.model.name == "neumf" and pretrained is not None \
                 and pretrained.get("gmf_workdir"):
@@ -212,7 +216,8 @@ class ImplicitTask(Task):
         items = np.concatenate([p["item"] for p in parts])
         positives = build_positive_set(users, items, data.num_users, data.num_items,
                                        kind=t.get("positive_set", "auto"))
-        return IMPLICIT_LOSSES[t.get("loss", "bce")](positives, t.num_negatives)
+        return IMPLICIT_LOSSES[t.get("loss", "bce")](positives, t.num_negatives,
+                                                      l2_reg=t.get("l2_reg", 0.0))
 
     def validator(self, config: ml_collections.ConfigDict, data: ImplicitData
                   ) -> RankingValidator:
@@ -225,17 +230,8 @@ class ImplicitTask(Task):
 
     def test_results(self, config: ml_collections.ConfigDict, data: ImplicitData,
                      model: nnx.Module) -> dict[str, PerUserMetrics]:
-        """Per-user test metrics under the full protocol (``evaluation.ks``) and the sampled
-        protocol (``evaluation.sampled_ks``, N = ``evaluation.num_negatives``)."""
-        e = config.evaluation
-        target = data.target("test")
-        source = score_source(model)
-        full = evaluate_ranking(source, target, tuple(e.ks), protocol=FULL_PROTOCOL)
-        candidates = sampled_candidates(target.relevant, target.interacted, e.num_negatives,
-                                        e.sample_seed)
-        sampled = evaluate_ranking(source, target, tuple(e.sampled_ks), protocol="sampled",
-                                   candidates=candidates)
-        return {full.protocol: full, sampled.protocol: sampled}
+        """Per-user test metrics under both protocols (``ranking_test_results``)."""
+        return ranking_test_results(config, data.target("test"), model)
 
     def evaluate(self, config: ml_collections.ConfigDict, data: ImplicitData,
                  model: nnx.Module) -> dict[str, Any]:
@@ -263,17 +259,7 @@ class ImplicitTask(Task):
     def report_sections(self, config: ml_collections.ConfigDict, data: ImplicitData,
                         model: nnx.Module, summary: Mapping[str, Any],
                         workdir: Path | None) -> list[str]:
-        sections = []
-        for label, values in summary["test"].items():
-            note = (" — sampled protocol: held-out item among sampled unseen items; not "
-                    "comparable with full ranking" if label != FULL_PROTOCOL else
-                    " — all items except the user's train and validation items")
-            lines = [f"## Test, protocol `{label}`{note}", "", "| metric | value |",
-                     "|---|---|"]
-            lines += [f"| {k} | {v:.4f} |" for k, v in values.items()
-                      if k.split("@")[0] in ("hr", "ndcg", "recall", "mrr") and "@" in k]
-            lines += [f"| users | {values['num_users']} |"]
-            sections.append("\n".join(lines))
+        sections = ranking_test_sections(summary)
         m, t = config.model, config.training
         sections.append("\n".join([
             "## Model and loss", "",
@@ -282,21 +268,58 @@ class ImplicitTask(Task):
             + (f"; initialised from GMF `{m.pretrained.gmf_workdir}` and MLP "
                f"`{m.pretrained.mlp_workdir}`, α = {m.pretrained.get('alpha', 0.5):g}"
                if summary["pretrained"] else ""),
-            f"- loss: {t.get('loss', 'bce')}, {t.num_negatives} negatives per positive "
+            f"- loss: {t.get('loss', 'bce')}"
+            + (f" + {t.l2_reg:g} × row L2" if t.get("l2_reg", 0.0) > 0 else "")
+            + f", {t.num_negatives} negatives per positive "
             "resampled every step on the device (never a training positive); batch "
             f"{t.batch_size} positives", describe(summary)]))
         sections.append(data.report_section)
         return sections
 
     def headline(self, summary: Mapping[str, Any]) -> str:
-        return "; ".join(f"test ({label}): " + "  ".join(
-            f"{k} {v:.4f}" for k, v in values.items()
-            if isinstance(v, float) and k.split("@")[0] in ("hr", "ndcg", "recall"))
-            for label, values in summary["test"].items())
+        return ranking_test_headline(summary)
+
+
+def ranking_test_results(config: ml_collections.ConfigDict, target: EvaluationTarget,
+                         model: Any) -> dict[str, PerUserMetrics]:
+    """Per-user test metrics of ``model`` (a ``RankingEmbedder`` or ``PairScorer``) under
+    the full protocol (``evaluation.ks``) and the sampled protocol
+    (``evaluation.sampled_ks``, N = ``evaluation.num_negatives``), by protocol label."""
+    e = config.evaluation
+    source = score_source(model)
+    full = evaluate_ranking(source, target, tuple(e.ks), protocol=FULL_PROTOCOL)
+    candidates = sampled_candidates(target.relevant, target.interacted, e.num_negatives,
+                                    e.sample_seed)
+    sampled = evaluate_ranking(source, target, tuple(e.sampled_ks), protocol="sampled",
+                               candidates=candidates)
+    return {full.protocol: full, sampled.protocol: sampled}
+
+
+def ranking_test_sections(summary: Mapping[str, Any]) -> list[str]:
+    """One ``report.md`` table per test protocol in ``summary["test"]``."""
+    sections = []
+    for label, values in summary["test"].items():
+        note = (" — sampled protocol: held-out item among sampled unseen items; not "
+                "comparable with full ranking" if label != FULL_PROTOCOL else
+                " — all items except the user's train and validation items")
+        lines = [f"## Test, protocol `{label}`{note}", "", "| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {v:.4f} |" for k, v in values.items()
+                  if k.split("@")[0] in ("hr", "ndcg", "recall", "mrr") and "@" in k]
+        lines += [f"| users | {values['num_users']} |"]
+        sections.append("\n".join(lines))
+    return sections
+
+
+def ranking_test_headline(summary: Mapping[str, Any]) -> str:
+    """The console line of ``summary["test"]``: HR, NDCG and recall per protocol."""
+    return "; ".join(f"test ({label}): " + "  ".join(
+        f"{k} {v:.4f}" for k, v in values.items()
+        if isinstance(v, float) and k.split("@")[0] in ("hr", "ndcg", "recall"))
+        for label, values in summary["test"].items())
 
 
 def save_ranking_run(model: nnx.Module, directory: str | Path, *, name: str,
-                     model_name: str, data: ImplicitData,
+                     model_name: str, data: TaskData,
                      seen_parts: tuple[str, ...] = ("train",),
                      metadata: Mapping[str, Any] | None = None) -> Path | None:
     """Writes the model as a run: a ``RankingEmbedder``'s embeddings, else a dense score

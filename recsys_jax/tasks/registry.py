@@ -8,11 +8,13 @@ from recsys_jax.tasks.base import Task
 from recsys_jax.tasks.implicit import ImplicitTask
 from recsys_jax.tasks.rating import RatingTask
 from recsys_jax.tasks.retrieval import RetrievalTask
+from recsys_jax.tasks.sequential import SequentialTask
 
 TASKS: dict[str, type[Task]] = {
     RatingTask.name: RatingTask,
     ImplicitTask.name: ImplicitTask,
     RetrievalTask.name: RetrievalTask,
+    SequentialTask.name: SequentialTask,
 }
 
 

@@ -63,6 +63,7 @@ RESULT_NEUTRAL_KEYS = (
 ADDED_KEYS: dict[str, Any] = {
     "optimizer.tables": "dense",
     "model.history_source": "item_tower",
+    "training.l2_reg": 0.0,
 }
 
 # Outputs of a started run; a workdir with any of them must have recorded its identity.
