@@ -41,9 +41,14 @@ _NUM_USERS = flags.DEFINE_integer("num_users", 20_000, "Synthetic users.")
 _NUM_EVENTS = flags.DEFINE_integer("num_interactions", 2_000_000, "Synthetic events.")
 _EPOCHS = flags.DEFINE_integer("epochs", 2, "Training epochs of the synthetic towers.")
 _NPROBES = flags.DEFINE_list("nprobe", ["16", "32", "64"], "IVF cells searched.")
-_QUANTIZERS = flags.DEFINE_list("ivf_quantizer", ["l2"],
-                                "IVF coarse quantizers (l2: the default; ip: the former "
-                                "recipe, spherical k-means probed by inner product).")
+_QUANTIZERS = flags.DEFINE_list("ivf_quantizer", ["radius"],
+                                "IVF coarse quantizers (radius: the default, cells probed by "
+                                "u.c + radius_weight * cell radius; l2: probed by L2 distance; "
+                                "ip: the first recipe, spherical k-means probed by inner "
+                                "product).")
+_RADIUS_WEIGHTS = flags.DEFINE_list("radius_weight", ["0.5"],
+                                    "Radius weights of the radius-probed IVF (search time: "
+                                    "one index per nlist).")
 _EF_SEARCH = flags.DEFINE_list("ef_search", ["64", "128", "256"], "HNSW beam widths.")
 _HNSW_M = flags.DEFINE_integer("hnsw_m", 32, "HNSW links per node.")
 _EF_CONSTRUCTION = flags.DEFINE_integer("ef_construction", 80, "HNSW build beam width.")
@@ -55,8 +60,11 @@ _OUTPUT_DIR = flags.DEFINE_string("output_dir", "workdirs/benchmark_retrieval", 
 def _configs(num_items: int) -> list[IndexConfig]:
     nlist = default_nlist(num_items)
     return ([IndexConfig("flat")]
-            + [IndexConfig("ivf", nlist=nlist, nprobe=int(p), quantizer=q)
-               for q in _QUANTIZERS.value for p in _NPROBES.value if p]
+            + [IndexConfig("ivf", nlist=nlist, nprobe=int(p), quantizer=q,
+                           radius_weight=float(w))
+               for q in _QUANTIZERS.value
+               for w in (_RADIUS_WEIGHTS.value if q == "radius" else ["0.5"])
+               for p in _NPROBES.value if p]
             + [IndexConfig("hnsw", hnsw_m=_HNSW_M.value, ef_construction=_EF_CONSTRUCTION.value,
                            ef_search=int(e)) for e in _EF_SEARCH.value if e])
 

@@ -92,7 +92,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.index.kind = "flat"        # flat | ivf | hnsw
     config.index.nlist = config_dict.placeholder(int)
     config.index.nprobe = 32
-    config.index.quantizer = "l2"    # IVF coarse quantizer: l2 | ip (the former recipe)
+    # IVF coarse quantizer: radius (cells probed by u.c + radius_weight * cell radius) | l2 |
+    # ip (the two earlier recipes); radius_weight is a search setting, like nprobe.
+    config.index.quantizer = "radius"
+    config.index.radius_weight = 0.5
     config.index.hnsw_m = 32
     config.index.ef_construction = 80
     config.index.ef_search = 128

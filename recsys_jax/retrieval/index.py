@@ -3,21 +3,33 @@
 Scores are inner products (the two-tower embeddings are unit-norm, so this is cosine). Kinds:
 
 * ``flat``: ``IndexFlatIP``, exact search (the default, and the reference for recall).
-* ``ivf``: ``IndexIVFFlat`` with ``nlist`` k-means cells (trained on at most
-  ``train_size`` sampled vectors), searching ``nprobe`` cells. The coarse quantizer is L2
-  (plain k-means, cells probed by L2 distance to the query; ``quantizer="l2"``), not FAISS's
-  default for inner product (spherical k-means, cells probed by inner product;
-  ``quantizer="ip"``, the former recipe). On the 1M-item synthetic catalogue (4096 cells, k-means
-  on 65,536 items, 10 iterations) recall@100 at nprobe 32 / 128 / 1024 is 0.12 / 0.29 / 0.67
-  with the former recipe and 0.23 / 0.48 / 0.90 with L2. Why: the best items of every query are
-  a few hundred outliers at the cone's edge (214 distinct items make up 1000 users' top-100
-  lists); a cell's centroid is the mean of mostly ordinary items, so probing by inner product
-  ranks those outliers' cells low, while L2 probing (u·c − ‖c‖²/2) favours cells of small
-  centroid norm, i.e. spread-out cells at the edge. Cells are not lopsided under either
-  (imbalance factor 1.3), centring does not help IVF (0.10 at nprobe 32 with inner-product
-  k-means; with L2 probing the query is not in the centred space: 0.002), and fewer cells are
-  worse for the same share of items scanned (1024 cells: 0.80 scanning 21%; 4096: 0.90;
-  8192 cells on 262,144 training items: 0.95, hence ``default_nlist`` ≈ 8·√N).
+* ``ivf``: ``IndexIVFFlat`` with ``nlist`` cells from plain (L2) k-means, trained on at most
+  ``train_size`` sampled vectors, each item in its nearest centroid's cell; a query scans the
+  ``nprobe`` cells its coarse quantizer ranks first. ``quantizer`` says how cells are ranked:
+
+  - ``"radius"`` (the default): by u·c + w·r_c, with r_c the distance from centroid c to the
+    farthest item of its cell and w = ``radius_weight`` (0.5). For a unit query u, u·c + r_c
+    bounds the best score in the cell (u·v = u·c + u·(v − c) ≤ u·c + ‖v − c‖), so cells are
+    ranked by what they could hold, not by their average item. That is what trained two-tower
+    embeddings need: 1000 users' top-100 lists on the 1M-item synthetic catalogue are made of
+    214 outliers at the edge of the items' cone, and each is the farthest item of a cell of
+    ordinary items (median distance/radius ratio 1.00), whose centroid says nothing about it.
+    There, with 8192 cells, recall@100 is 0.977 at nprobe 512, scanning 4.4% of the items;
+    L2 probing needs nprobe 2048 (21%) for 0.952. w = 0.5 was chosen on 1000 other users
+    (0.4 to 0.6 within 0.002 of each other; 1, the bound itself: 0.960). The ranking lives
+    in the FAISS file: the quantizer is an ``IndexPreTransform`` mapping u to [u, w] in front
+    of an ``IndexFlatIP`` over the rows [c, r_c]; w is a search setting (``set_search_params``,
+    ``load_index(config=)``), like ``nprobe``. Queries of norm s ≠ 1 weigh the radius as w/s
+    would (the two-tower's are unit-norm).
+  - ``"l2"``: by L2 distance, u·c − ‖c‖²/2 (the same cells), which favours spread-out cells of
+    small centroid norm: 0.887 at nprobe 1024, 0.952 at 2048 on the catalogue above.
+  - ``"ip"``: FAISS's default for inner product (spherical k-means, ranked by u·c), the first
+    recipe: about half L2's recall at every nprobe there.
+
+  Centring does not help IVF (0.10 at nprobe 32 with inner-product k-means; with L2 probing
+  the query is not in the centred space: 0.002), and more cells are better for the same share
+  scanned (L2 probing: 1024 cells 0.80 scanning 21%, 4096 0.90, 8192 0.95, hence
+  ``default_nlist`` ≈ 8·√N). See docs/models/two_tower.md for the measurements.
 * ``hnsw``: ``IndexHNSWFlat`` graph with ``hnsw_m`` links per node, ``ef_construction`` at build
   time and ``ef_search`` at query time.
 
@@ -30,15 +42,19 @@ every ranking unchanged; ``CenteredIndex`` adds u·m back so scores stay true in
 Measured on the same 100K items: recall@100 0.98 at ef_search 512. (IVF does not gain from it.)
 
 When FAISS sees a GPU (``faiss.get_num_gpus() > 0``) and ``use_gpu`` allows it, the index is
-moved there with ``index_cpu_to_all_gpus`` (FAISS has no GPU HNSW: that kind stays on the CPU).
+moved there with ``index_cpu_to_all_gpus``. Two stay on the CPU: HNSW (FAISS has no GPU HNSW)
+and the radius-probed IVF (FAISS's GPU IVF accepts a CPU coarse quantizer such as its
+``IndexPreTransform``, but that path has not been run here; ``quantizer="l2"`` is the GPU IVF).
 Indexes are always saved from a CPU copy, to a temporary file renamed into place.
 
 An index file is tied to the embeddings it was built from: ``save_index`` writes a sidecar
-``<index>.meta.json`` with the index file's size and SHA-256, ``ntotal``, ``d``, the SHA-256 of the
-float32 item table it indexes (``items_sha256``), the centring offset's SHA-256 and the run's
-identity (model, dataset, split fingerprint...). ``load_index`` refuses an index whose file, offset
-or sidecar disagree, and (given the item embeddings, their checksum or an identity) one built
-from other embeddings or another run, with an ``IndexFileError`` naming the files.
+``<index>.meta.json`` with the index file's size and SHA-256, ``ntotal``, ``d``, the SHA-256 of
+the float32 item table it indexes (``items_sha256``), the centring offset's SHA-256, the IVF
+quantizer (``ivf_quantizer``) and the run's identity (model, dataset, split fingerprint...).
+``load_index`` refuses an index whose file, offset or sidecar disagree, and (given the item
+embeddings, their checksum or an identity) one built from other embeddings or another run, with
+an ``IndexFileError`` naming the files; given a config, one of another kind, quantizer or
+centring (``IndexMismatchError``).
 """
 
 from __future__ import annotations
@@ -57,7 +73,7 @@ from recsys_jax import fileio
 from recsys_jax.progress import stage
 
 KINDS = ("flat", "ivf", "hnsw")
-IVF_QUANTIZERS = ("l2", "ip")
+IVF_QUANTIZERS = ("radius", "l2", "ip")
 SIDECAR_FORMAT = 1
 # Rows compared when checking that an index holds a given item table (see ``check_index_holds``).
 SPOT_CHECK_ROWS = 16
@@ -93,10 +109,14 @@ class IndexConfig:
       use_gpu: ``"auto"`` (when FAISS sees a GPU), ``"never"`` or ``"always"``.
       seed: sampling seed of the IVF training vectors.
       center: index mean-centred items (default: HNSW only; see the module docstring).
-      quantizer: IVF coarse quantizer: ``"l2"`` (the default: plain k-means, cells probed by
-        L2 distance to the query) or ``"ip"`` (the former recipe, FAISS's default for inner
-        product: spherical k-means, cells probed by inner product; far lower recall on trained
-        embeddings, kept to reproduce old measurements).
+      quantizer: IVF coarse quantizer: ``"radius"`` (the default: plain k-means cells probed
+        by u·c + ``radius_weight``·r_c, r_c the distance from centroid c to its farthest
+        item), ``"l2"`` (the same cells probed by L2 distance to the query) or ``"ip"`` (the
+        first recipe, FAISS's default for inner product: spherical k-means, cells probed by
+        inner product). See the module docstring; ``l2`` and ``ip`` reproduce old measurements.
+      radius_weight: weight of the cell radius when probing ``"radius"`` cells (search time,
+        like ``nprobe``: applied by ``set_search_params`` and ``load_index``). 1 ranks cells by
+        an upper bound of their best inner product with a unit query, 0 by u·c alone.
     """
 
     kind: str = "flat"
@@ -109,7 +129,8 @@ class IndexConfig:
     use_gpu: str = "auto"
     seed: int = 0
     center: bool | None = None
-    quantizer: str = "l2"
+    quantizer: str = "radius"
+    radius_weight: float = 0.5
 
     @property
     def centered(self) -> bool:
@@ -124,12 +145,17 @@ class IndexConfig:
         if self.quantizer not in IVF_QUANTIZERS:
             raise ValueError(f"IVF quantizer must be one of {IVF_QUANTIZERS}, "
                              f"got {self.quantizer!r}")
+        if not (np.isfinite(self.radius_weight) and self.radius_weight >= 0):
+            raise ValueError(f"radius_weight must be finite and >= 0, got "
+                             f"{self.radius_weight!r}")
 
     def label(self) -> str:
         """A short description for tables, e.g. ``"ivf(nlist=4096,nprobe=32)"``."""
         suffix = "+center" if self.centered else ""
         if self.kind == "ivf":
-            quantizer = "" if self.quantizer == "l2" else f",quantizer={self.quantizer}"
+            quantizer = "" if self.quantizer == "radius" else f",quantizer={self.quantizer}"
+            if self.quantizer == "radius" and self.radius_weight != IndexConfig.radius_weight:
+                quantizer = f",radius_weight={self.radius_weight:g}"
             return f"ivf(nlist={self.nlist or 'auto'},nprobe={self.nprobe}{quantizer}){suffix}"
         if self.kind == "hnsw":
             return (f"hnsw(M={self.hnsw_m},efC={self.ef_construction},efS={self.ef_search})"
@@ -204,7 +230,8 @@ def build_index(item_vectors: np.ndarray, config: IndexConfig = IndexConfig()):
         index = faiss.IndexFlatIP(d)
     elif config.kind == "ivf":
         nlist = config.nlist or default_nlist(n)
-        index = _empty_ivf(d, nlist, config.quantizer)
+        # "radius" cells are the "l2" recipe's k-means cells; only their probing differs.
+        index = _empty_ivf(d, nlist, "ip" if config.quantizer == "ip" else "l2")
         rng = np.random.default_rng(config.seed)
         sample = (vectors if n <= config.train_size
                   else vectors[np.sort(rng.choice(n, config.train_size, replace=False))])
@@ -215,8 +242,11 @@ def build_index(item_vectors: np.ndarray, config: IndexConfig = IndexConfig()):
         index = faiss.IndexHNSWFlat(d, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = config.ef_construction
         index.hnsw.efSearch = config.ef_search
-    with stage(f"adding {n:,} items to a {config.kind} index"):
-        index.add(vectors)
+    if config.kind == "ivf" and config.quantizer == "radius":
+        index = _radius_ivf(index, vectors, config.radius_weight)  # Adds the items.
+    else:
+        with stage(f"adding {n:,} items to a {config.kind} index"):
+            index.add(vectors)
     index = to_device(index, config)
     return index if offset is None else CenteredIndex(index, offset)
 
@@ -236,13 +266,86 @@ def _empty_ivf(d: int, nlist: int, quantizer: str):
     return index
 
 
+def _radius_ivf(trained, vectors: np.ndarray, weight: float):
+    """An ``IndexIVFFlat`` holding ``vectors`` in the k-means cells of ``trained`` (an empty,
+    trained L2-quantizer IVF), each item in its nearest centroid's cell as ``trained.add`` would
+    put it, whose cells are probed by u·c + weight·r_c (r_c: the distance from centroid c to the
+    farthest item of its cell).
+
+    The probing lives in the coarse quantizer, so the index is one ordinary FAISS file: an
+    ``IndexPreTransform`` maps the query u to [u, weight] (a ``LinearTransform`` d → d + 1 with
+    bias e_{d+1}·weight) in front of an ``IndexFlatIP`` over the rows [c, r_c]. The items are
+    added with their precomputed cells: adding through this quantizer would put each item in its
+    best-probed cell instead of its nearest one. The transform is flagged orthonormal so that
+    FAISS can reconstruct the centroids c (A^T (y - b) = c) where it needs them.
+    """
+    faiss = _faiss()
+    from faiss.contrib.ivf_tools import add_preassigned
+
+    nlist, d = trained.nlist, trained.d
+    centroids = trained.quantizer.reconstruct_n(0, nlist)
+    with stage(f"assigning {len(vectors):,} items to {nlist:,} IVF cells"):
+        cells = trained.quantizer.assign(vectors, 1).ravel()
+    radii = _cell_radii(vectors, centroids, cells)
+    transform = faiss.LinearTransform(d, d + 1, True)
+    faiss.copy_array_to_vector(np.eye(d + 1, d, dtype=np.float32).ravel(), transform.A)
+    transform.is_trained = True
+    transform.is_orthonormal = True  # A^T A = I; FAISS's own check only covers d_out <= d_in.
+    _set_radius_weight(transform, weight)
+    cells_index = faiss.IndexFlatIP(d + 1)
+    cells_index.add(np.hstack([centroids, radii[:, None]]).astype(np.float32))
+    index = faiss.IndexIVFFlat(faiss.IndexPreTransform(transform, cells_index), d, nlist,
+                               faiss.METRIC_INNER_PRODUCT)
+    index.nprobe = trained.nprobe
+    with stage(f"adding {len(vectors):,} items to an ivf index"):
+        add_preassigned(index, vectors, cells)
+    return index
+
+
+def _cell_radii(vectors: np.ndarray, centroids: np.ndarray, cells: np.ndarray,
+                chunk: int = 65536) -> np.ndarray:
+    """Per cell, the largest L2 distance from its centroid to one of its items (0 if empty)."""
+    radii = np.zeros(len(centroids), np.float32)
+    for start in range(0, len(vectors), chunk):  # Chunks: no second copy of a large table.
+        rows = slice(start, start + chunk)
+        distance = np.linalg.norm(vectors[rows] - centroids[cells[rows]], axis=1)
+        np.maximum.at(radii, cells[rows], distance)
+    return radii
+
+
+def _radius_transform(index):
+    """The ``LinearTransform`` in front of a radius-probed IVF's quantizer, or None."""
+    faiss = _faiss()
+    quantizer = faiss.downcast_index(index.quantizer)
+    if not isinstance(quantizer, faiss.IndexPreTransform) or quantizer.chain.size() != 1:
+        return None
+    transform = faiss.downcast_VectorTransform(quantizer.chain.at(0))
+    return transform if isinstance(transform, faiss.LinearTransform) else None
+
+
+def _set_radius_weight(transform, weight: float) -> None:
+    bias = np.zeros(transform.d_out, np.float32)
+    bias[-1] = weight
+    _faiss().copy_array_to_vector(bias, transform.b)
+
+
+def radius_weight(index) -> float | None:
+    """The radius weight a radius-probed IVF (CPU or centred) searches with; None otherwise."""
+    index = _inner(to_cpu(index))
+    if ivf_quantizer(index) != "radius":
+        return None
+    return float(_faiss().vector_to_array(_radius_transform(index).b)[-1])
+
+
 def ivf_quantizer(index) -> str | None:
-    """``"l2"`` or ``"ip"``: the coarse quantizer of an IVF index (CPU, GPU or centred);
-    None for other kinds."""
+    """``"radius"``, ``"l2"`` or ``"ip"``: the coarse quantizer of an IVF index (CPU, GPU or
+    centred); None for other kinds."""
     faiss = _faiss()
     index = _inner(to_cpu(index))
     if not isinstance(index, faiss.IndexIVF):
         return None
+    if _radius_transform(index) is not None:
+        return "radius"
     return "ip" if index.quantizer.metric_type == faiss.METRIC_INNER_PRODUCT else "l2"
 
 
@@ -256,7 +359,8 @@ def to_device(index, config: IndexConfig = IndexConfig()):
     """``index`` moved to all visible GPUs when ``config.use_gpu`` asks and one is visible."""
     if isinstance(index, CenteredIndex):
         return CenteredIndex(to_device(index.index, config), index.offset)
-    if config.use_gpu == "never" or config.kind == "hnsw":
+    # No GPU HNSW in FAISS; radius-probed IVF: see the module docstring.
+    if config.use_gpu == "never" or config.kind == "hnsw" or ivf_quantizer(index) == "radius":
         return index
     if not gpu_available():
         if config.use_gpu == "always":
@@ -570,7 +674,8 @@ def load_index(path: str | os.PathLike, *, items: np.ndarray | str | os.PathLike
 
 
 def set_search_params(index, config: IndexConfig) -> None:
-    """Applies ``nprobe`` (IVF) or ``ef_search`` (HNSW) of ``config`` to ``index``."""
+    """Applies ``nprobe`` and (radius-probed IVF) ``radius_weight``, or ``ef_search`` (HNSW), of
+    ``config`` to ``index``."""
     faiss = _faiss()
     index = _inner(index)
     if "Gpu" in type(index).__name__:
@@ -579,6 +684,9 @@ def set_search_params(index, config: IndexConfig) -> None:
         return
     if isinstance(index, faiss.IndexIVF):
         index.nprobe = min(config.nprobe, index.nlist)
+        transform = _radius_transform(index)
+        if transform is not None:
+            _set_radius_weight(transform, config.radius_weight)
     elif isinstance(index, faiss.IndexHNSW):
         index.hnsw.efSearch = config.ef_search
 

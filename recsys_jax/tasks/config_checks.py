@@ -33,6 +33,7 @@ from recsys_jax.evaluation.results import FULL_PROTOCOL
 from recsys_jax.models.ials import SAMPLED_DOTS, SOLVERS
 from recsys_jax.models.registry import MODELS, build_model
 from recsys_jax.models.two_tower import HISTORY_SOURCES
+from recsys_jax.retrieval.index import IVF_QUANTIZERS
 from recsys_jax.retrieval.index import KINDS as INDEX_KINDS
 from recsys_jax.tasks.base import monitor_mode, monitor_parts
 from recsys_jax.tasks.fold_in import TEST_USER_INPUTS
@@ -226,7 +227,8 @@ TASK_KEYS: dict[str, dict[str, Check]] = {
         "index.kind": one_of(INDEX_KINDS),
         "index.nlist": optional(integer(1)),
         "index.nprobe": integer(1),
-        "index.quantizer": one_of(("l2", "ip")),
+        "index.quantizer": one_of(IVF_QUANTIZERS),
+        "index.radius_weight": real(0),
         "index.hnsw_m": integer(1),
         "index.ef_construction": integer(1),
         "index.ef_search": integer(1),

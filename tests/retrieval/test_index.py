@@ -1,5 +1,6 @@
 """FAISS indexes: exact by default, IVF/HNSW with measured recall, round trip, size checks."""
 
+import dataclasses
 import hashlib
 
 import numpy as np
@@ -166,21 +167,96 @@ def cone():
     return _cone(20_000, d, 0), queries / np.linalg.norm(queries, axis=1, keepdims=True)
 
 
-def test_ivf_l2_quantizer_beats_the_former_inner_product_recipe_on_a_cone(cone):
+def test_ivf_quantizers_on_a_cone(cone):
     items, queries = cone
     exact = index_lib.search(index_lib.build_index(items), queries, 100)[1]
     recall = {}
-    for quantizer in ("ip", "l2"):
+    for quantizer in ("ip", "l2", "radius"):
         index = index_lib.build_index(items, IndexConfig("ivf", nlist=128, quantizer=quantizer))
         for nprobe in (16, 32):
             index_lib.set_search_params(index, IndexConfig("ivf", nprobe=nprobe))
             recall[quantizer, nprobe] = index_lib.recall_at_k(
                 index_lib.search(index, queries, 100)[1], exact)
-    # Measured once: ip 0.69 / 0.90, l2 0.78 / 0.97 at nprobe 16 / 32.
-    assert recall["l2", 32] >= 0.94
+    # Measured once: ip 0.69 / 0.90, l2 0.78 / 0.97, radius 0.78 / 0.98 at nprobe 16 / 32
+    # (here the edge items form cells of their own, so the radius adds little; see the next
+    # test for the case it is made for).
+    assert recall["l2", 32] >= 0.94 and recall["radius", 32] >= 0.95
     assert recall["l2", 16] >= recall["ip", 16] + 0.05
     assert recall["l2", 32] >= recall["ip", 32] + 0.03
-    assert IndexConfig("ivf").quantizer == "l2"
+    assert recall["radius", 32] >= recall["l2", 32] - 0.01
+    assert IndexConfig("ivf").quantizer == "radius"
+
+
+def _two_cells_and_a_lonely_outlier():
+    """Worked by hand: 60 items near e1 (cell A), 60 near e2 (cell B) and one outlier
+    o = (0.75, 0, 0.66)/‖·‖ that is nearest A (distance ≈ 0.71 to A's centroid, 1.41 to B's),
+    so A's radius is ≈ 0.71 and B's ≈ 0.04. The query u ∝ (0, 0.2, 0.98) likes o best
+    (u·o = 0.647, u·B's items ≈ 0.2). L2 probing ranks B first (u·c_B − ‖c_B‖²/2 ≈ 0.2 − 0.5
+    against u·c_A − ‖c_A‖²/2 ≈ 0.01 − 0.5); probing by u·c + r_c/2 ranks A first
+    (0.01 + 0.35 against 0.2 + 0.02)."""
+    rng = np.random.default_rng(0)
+
+    def blob(center):
+        x = np.float32(center) + 0.02 * rng.normal(size=(60, 3)).astype(np.float32)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    outlier = np.float32([[0.75, 0.0, 0.66]]) / np.linalg.norm([0.75, 0.0, 0.66])
+    items = np.vstack([blob([1, 0, 0]), outlier, blob([0, 1, 0])]).astype(np.float32)
+    query = np.float32([[0.0, 0.2, 0.98]]) / np.linalg.norm([0.0, 0.2, 0.98])
+    return items, query.astype(np.float32)
+
+
+def test_radius_probing_finds_the_lonely_outlier_that_l2_probing_misses():
+    items, query = _two_cells_and_a_lonely_outlier()
+    assert index_lib.search(index_lib.build_index(items), query, 1)[1][0, 0] == 60
+    found = {}
+    for quantizer in ("l2", "radius"):
+        index = index_lib.build_index(items, IndexConfig("ivf", nlist=2, nprobe=1,
+                                                         quantizer=quantizer))
+        found[quantizer] = int(index_lib.search(index, query, 1)[1][0, 0])
+    assert found["l2"] >= 61  # An item of B.
+    assert found["radius"] == 60
+    # The radius score of A, by hand: u·c_A + 0.5 · ‖o − c_A‖ ≈ 0.01 + 0.35.
+    scores, cells = index.quantizer.search(query, 2)
+    centroids = index.quantizer.reconstruct_n(0, 2)
+    a = cells[0, 0]
+    assert np.linalg.norm(centroids[a] - [1, 0, 0]) < 0.05
+    np.testing.assert_allclose(scores[0, 0], query[0] @ centroids[a]
+                               + 0.5 * np.linalg.norm(items[60] - centroids[a]), rtol=1e-5)
+
+
+def test_radius_cells_are_the_l2_cells_probed_by_centroid_score_plus_weighted_radius(cone):
+    items, queries = cone
+    l2 = index_lib.build_index(items, IndexConfig("ivf", nlist=64, quantizer="l2"))
+    radius = index_lib.build_index(items, IndexConfig("ivf", nlist=64))
+    # Same k-means (same sample and seed), same items in each cell.
+    centroids = l2.quantizer.reconstruct_n(0, 64)
+    np.testing.assert_allclose(radius.quantizer.reconstruct_n(0, 64), centroids, atol=1e-6)
+    cells = np.empty(len(items), np.int64)
+    for cell in range(64):
+        ids = index_lib._faiss().rev_swig_ptr(radius.invlists.get_ids(cell),
+                                              radius.invlists.list_size(cell))
+        cells[ids] = cell
+        ids_l2 = index_lib._faiss().rev_swig_ptr(l2.invlists.get_ids(cell),
+                                                 l2.invlists.list_size(cell))
+        np.testing.assert_array_equal(np.sort(ids), np.sort(ids_l2))
+    distance = np.linalg.norm(items[:, None] - centroids[None], axis=2)
+    # Each item in its nearest cell (up to FAISS's rounding: ties within 1e-5 happen).
+    np.testing.assert_array_less(np.take_along_axis(distance, cells[:, None], 1)[:, 0],
+                                 distance.min(1) + 1e-5)
+    radii = np.array([distance[cells == c, c].max() for c in range(64)])
+    # Probing order = argsort of u·c + weight · r_c, for the weight set at search time.
+    for weight in (0.0, 0.5, 1.0):
+        index_lib.set_search_params(radius, IndexConfig("ivf", radius_weight=weight))
+        assert index_lib.radius_weight(radius) == weight
+        scores, probed = radius.quantizer.search(queries, 64)
+        expected = queries @ centroids.T + weight * radii
+        np.testing.assert_allclose(scores, np.take_along_axis(expected, probed, 1), atol=1e-5)
+        assert (np.diff(scores, axis=1) <= 1e-6).all()
+    assert index_lib.radius_weight(l2) is None
+    assert index_lib.to_device(radius, IndexConfig("ivf", use_gpu="always")) is radius
+    with pytest.raises(ValueError, match="radius_weight must be"):
+        IndexConfig("ivf", radius_weight=-0.1)
 
 
 def test_ivf_round_trip_records_its_recipe_and_refuses_another(cone, tmp_path):
@@ -188,16 +264,31 @@ def test_ivf_round_trip_records_its_recipe_and_refuses_another(cone, tmp_path):
     path = tmp_path / "ivf.faiss"
     config = IndexConfig("ivf", nlist=64, nprobe=8)
     built = index_lib.build_index(items, config)
-    assert index_lib.ivf_quantizer(built) == "l2"
+    assert index_lib.ivf_quantizer(built) == "radius"
     index_lib.save_index(built, path, items=items)
-    assert index_lib.read_sidecar(path)["ivf_quantizer"] == "l2"
+    assert index_lib.read_sidecar(path)["ivf_quantizer"] == "radius"
     loaded = index_lib.load_index(path, items=items, config=config)
     np.testing.assert_array_equal(index_lib.search(loaded, queries, 10)[1],
                                   index_lib.search(built, queries, 10)[1])
-    for other, problem in ((IndexConfig("ivf", quantizer="ip"), "quantizer ip"),
+    # The radius weight is a search setting: the loaded index takes the config's.
+    heavier = dataclasses.replace(config, radius_weight=2.0)
+    loaded = index_lib.load_index(path, items=items, config=heavier)
+    assert index_lib.radius_weight(loaded) == 2.0
+    index_lib.set_search_params(built, heavier)
+    np.testing.assert_array_equal(index_lib.search(loaded, queries, 10)[1],
+                                  index_lib.search(built, queries, 10)[1])
+    for other, problem in ((IndexConfig("ivf", quantizer="l2"), "quantizer l2"),
+                           (IndexConfig("ivf", quantizer="ip"), "quantizer ip"),
                            (IndexConfig("hnsw"), "asks for hnsw"),
                            (IndexConfig("ivf", center=True), "center=True")):
         with pytest.raises(index_lib.IndexMismatchError, match=problem):
             index_lib.load_index(path, items=items, config=other)
+    l2_path = tmp_path / "l2.faiss"
+    index_lib.save_index(index_lib.build_index(items, IndexConfig("ivf", nlist=64,
+                                                                  quantizer="l2")),
+                         l2_path, items=items)
+    with pytest.raises(index_lib.IndexMismatchError, match="ivf .quantizer l2. index.*"
+                                                           "quantizer radius"):
+        index_lib.load_index(l2_path, items=items, config=config)
     with pytest.raises(ValueError, match="quantizer must be one of"):
         IndexConfig("ivf", quantizer="cosine")

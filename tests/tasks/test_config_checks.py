@@ -63,6 +63,17 @@ def test_task_specific_keys():
         check_config(config, "retrieval")
 
 
+def test_the_index_config_reaches_the_index_recipe():
+    from recsys_jax.retrieval.index import IndexConfig
+
+    config = sibling_config(CONFIGS / "any.py", "two_tower_tiny")
+    index = IndexConfig(**config.index.to_dict())  # What the retrieval task builds from.
+    assert (index.quantizer, index.radius_weight) == ("radius", 0.5)
+    config.index.quantizer, config.index.radius_weight = "cosine", -1.0
+    assert [p.split(" =")[0] for p in config_problems(config, "retrieval")] == [
+        "index.quantizer", "index.radius_weight"]
+
+
 def test_holdout_k_replaces_the_fractions():
     config = sibling_config(CONFIGS / "any.py", "mf_tiny")
     config.split.name, config.split.holdout_k, config.split.val_fraction = (
