@@ -42,6 +42,27 @@ WORKER_RESULT = "result.json"  # What a worker writes into its work directory.
 
 # --- Timing ---------------------------------------------------------------------------------
 
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings (the benchmarks' ``--set``) as config overrides; values are read as
+    Python literals where they parse as one (``1024``, ``True``, ``"lazy_adam"``), else kept as
+    text.
+
+    Raises:
+      ValueError: for an item without ``=`` or with an empty key.
+    """
+    import ast
+    overrides = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"expected KEY=VALUE, got {item!r}")
+        try:
+            overrides[key.strip()] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            overrides[key.strip()] = text
+    return overrides
+
+
 def median(values: Sequence[float | None]) -> float | None:
     """Median of the values that are not None (None when there are none)."""
     values = [v for v in values if v is not None]

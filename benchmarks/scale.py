@@ -88,6 +88,9 @@ _SWEEP_REPETITIONS = flags.DEFINE_integer("sweep_repetitions", 5,
 _WORK_DIR = flags.DEFINE_string("work_dir", None, "Where the workers' scratch directories go "
                                 "(default: the system's temporary folder; the two-tower export "
                                 "writes about 1.5 GB at 1M items).")
+_SET = flags.DEFINE_multi_string("set", [], "Config overrides KEY=VALUE applied to every workload "
+                                 "cell on top of its workload's and shape's (values parsed as "
+                                 "Python literals), e.g. --set=training.batch_size=1024.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "workdirs/scale", "Output directory.")
 
 
@@ -106,13 +109,16 @@ class Cell:
 
 
 def workload_cell(shape_name: str, workload_name: str, *, epochs: int,
-                  max_epoch_steps: int | None, threads: int) -> Cell:
+                  max_epoch_steps: int | None, threads: int,
+                  extra_overrides: Mapping[str, Any] | None = None) -> Cell:
     """The worker task of ``workload_name`` on ``shape_name``.
 
     ``max_epoch_steps`` None takes the workload's default cap; 0 means full epochs.
+    ``extra_overrides`` (``--set``) go on top of the workload's and the shape's.
     """
     workload = WORKLOADS[workload_name]
-    overrides = workload_overrides(shape_name, workload_name, epochs=epochs)
+    overrides = {**workload_overrides(shape_name, workload_name, epochs=epochs),
+                 **(extra_overrides or {})}
     cap = workload.max_epoch_steps if max_epoch_steps is None else max_epoch_steps
     return Cell(shape_name, workload_name, {
         "kind": "workload", "config": workload.config, "overrides": overrides,
@@ -132,7 +138,8 @@ def table_sweep_cell(workload_name: str, table_rows: int, *, batch_size: int,
 
 def plan(shapes: Sequence[str], workloads: Sequence[str], *, epochs: int,
          max_epoch_steps: int | None, table_rows: Sequence[int], sweep_batch_size: int,
-         sweep_steps_per_call: int, sweep_repetitions: int, threads: int) -> list[Cell]:
+         sweep_steps_per_call: int, sweep_repetitions: int, threads: int,
+         extra_overrides: Mapping[str, Any] | None = None) -> list[Cell]:
     """Every cell to run, shape by shape in the given order.
 
     Raises:
@@ -147,7 +154,8 @@ def plan(shapes: Sequence[str], workloads: Sequence[str], *, epochs: int,
     for shape in dict.fromkeys(shapes):
         if shape != TABLE_SWEEP:
             cells += [workload_cell(shape, w, epochs=epochs, max_epoch_steps=max_epoch_steps,
-                                    threads=threads) for w in dict.fromkeys(workloads)]
+                                    threads=threads, extra_overrides=extra_overrides)
+                      for w in dict.fromkeys(workloads)]
             continue
         swept = [w for w in dict.fromkeys(workloads) if WORKLOADS[w].table_sweep]
         if not swept:
@@ -374,7 +382,8 @@ def main(argv: list[str]) -> None:
                      sweep_batch_size=_SWEEP_BATCH.value,
                      sweep_steps_per_call=_SWEEP_STEPS.value,
                      sweep_repetitions=_SWEEP_REPETITIONS.value,
-                     threads=harness.default_threads())
+                     threads=harness.default_threads(),
+                     extra_overrides=harness.parse_overrides(_SET.value))
     except ValueError as e:
         raise app.UsageError(str(e)) from e
     command = "python -m benchmarks.scale " + " ".join(shlex.quote(a) for a in sys.argv[1:])

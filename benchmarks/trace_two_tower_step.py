@@ -48,14 +48,6 @@ _TRACED = flags.DEFINE_integer("traced", 1, "Calls run under the profiler.")
 _TOP = flags.DEFINE_integer("top", 25, "Ops listed.")
 
 
-def _parse_value(text: str) -> Any:
-    import ast
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-
-
 def fusion_ops(hlo_text: str) -> dict[str, str]:
     """HLO instruction name → its JAX op (``metadata={op_name=...}``) and output shape."""
     ops = {}
@@ -82,14 +74,6 @@ def trace_totals(trace_dir: Path) -> dict[str, float]:
     return dict(totals)
 
 
-def _overrides(items: list[str]) -> dict[str, Any]:
-    overrides = {}
-    for item in items:
-        key, _, value = item.partition("=")
-        overrides[key] = _parse_value(value)
-    return overrides
-
-
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -110,11 +94,11 @@ def main(argv: list[str]) -> None:
     overrides = {**workload.overrides, **shape.overrides(), **BENCHMARK_OVERRIDES}
     if "two_tower" in shape.batch_size:
         overrides["training.batch_size"] = shape.batch_size["two_tower"]
-    overrides.update(_overrides(_SET.value))
+    overrides.update(harness.parse_overrides(_SET.value))
     config = apply_overrides(load_config_file(harness.REPO_ROOT / workload.config), overrides)
     variants = {"base": config}
     for text in _VARIANT.value:  # Model/optimizer settings on the same prepared data.
-        variants[text] = apply_overrides(config, _overrides(text.split(",")))
+        variants[text] = apply_overrides(config, harness.parse_overrides(text.split(",")))
     task = get_task(config)
     for variant in variants.values():
         check_config(variant, task.name)

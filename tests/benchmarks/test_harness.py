@@ -103,3 +103,14 @@ def test_process_peak_is_the_workers_own_not_the_parents():
     smaller = harness.memory_fields(1024, 2048, 1)
     assert smaller["peak_rss_process_mib"] >= now / 1024  # VmHWM only grows
     assert (smaller["rss_before_training_mib"], smaller["peak_rss_training_mib"]) == (1.0, 2.0)
+
+
+def test_parse_overrides_reads_literals_and_keeps_other_text():
+    assert harness.parse_overrides(["training.batch_size=1024", "features.titles=False",
+                                    "optimizer.tables=lazy_adam", "model.l2='1e-3'",
+                                    " a.b =1.5"]) == {
+        "training.batch_size": 1024, "features.titles": False,
+        "optimizer.tables": "lazy_adam", "model.l2": "1e-3", "a.b": 1.5}
+    for bad in ("training.batch_size", "=3"):
+        with pytest.raises(ValueError, match="expected KEY=VALUE"):
+            harness.parse_overrides([bad])

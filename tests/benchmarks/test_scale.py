@@ -43,6 +43,16 @@ def test_plan_sets_shape_batch_and_cap_per_workload():
         assert [c.spec["max_epoch_steps"] for c in cells] == [expected, expected]
 
 
+def test_set_overrides_go_on_top_of_the_workload_and_shape_in_workload_cells_only():
+    extra = {"training.batch_size": 1024, "model.dim": 32}
+    tower, = scale.plan(["1m_items"], ["two_tower"], **PLAN, extra_overrides=extra)
+    assert tower.spec["overrides"]["training.batch_size"] == 1024  # the shape said 2048
+    assert tower.spec["overrides"]["model.dim"] == 32
+    assert tower.spec["overrides"]["features.titles"] is False  # the workload's stay
+    sweep = scale.plan(["table_sweep"], ["mf"], **PLAN, extra_overrides=extra)
+    assert all(c.spec["overrides"]["model.dim"] == 64 for c in sweep)  # the sweep's own
+
+
 def test_plan_sweeps_only_the_mf_workloads_and_refuses_unknown_names():
     cells = scale.plan(["table_sweep"], ["two_tower", "mf"], **PLAN)
     assert [(c.workload, c.spec["table_rows"]) for c in cells] == [("mf", 1000), ("mf", 4000)]
