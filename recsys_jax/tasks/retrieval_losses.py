@@ -135,6 +135,31 @@ def sampling_log_q(item_ids: np.ndarray, num_items: int) -> np.ndarray:
     return np.log((counts + 1.0) / (counts.sum() + num_items)).astype(np.float32)
 
 
+def sampled_candidates(items: jax.Array, rng: jax.Array, *, num_items: int,
+                       num_random_negatives: int, log_q: jax.Array | None,
+                       num_targets: jax.Array | int
+                       ) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
+    """The candidates of an in-batch softmax: the batch's target ``items`` followed by
+    ``num_random_negatives`` uniform draws from ``[0, num_items)``, and each candidate's logQ
+    offset (None without ``log_q``).
+
+    With random negatives the offset is the log of the candidate's expected count under the
+    mixed sampler: ``num_targets`` draws from q plus M uniform ones.
+
+    Returns:
+      ``(candidate_ids, negatives or None, offsets or None)``.
+    """
+    m = int(num_random_negatives)
+    negatives = (jax.random.randint(rng, (m,), 0, num_items, dtype=items.dtype) if m else None)
+    candidate_ids = items if negatives is None else jnp.concatenate([items, negatives])
+    offsets = None
+    if log_q is not None:
+        offsets = log_q[candidate_ids]
+        if m:
+            offsets = jnp.log(num_targets * jnp.exp(offsets) + m / num_items)
+    return candidate_ids, negatives, offsets
+
+
 def make_retrieval_loss(*, num_items: int, item_log_q: np.ndarray | None = None,
                         remove_accidental_hits: bool = True,
                         num_random_negatives: int = 0,
@@ -168,15 +193,9 @@ def make_retrieval_loss(*, num_items: int, item_log_q: np.ndarray | None = None,
             batch = {**batch, **pair_inputs(batch)}
         weight = batch_weight(batch)
         items = batch["item"]
-        negatives = (jax.random.randint(rng, (m,), 0, num_items, dtype=items.dtype)
-                     if m else None)
-        candidate_ids = items if negatives is None else jnp.concatenate([items, negatives])
-        offsets = None
-        if log_q is not None:
-            offsets = log_q[candidate_ids]
-            if m:
-                # Expected count of each candidate in C under the mixed sampler.
-                offsets = jnp.log(items.shape[0] * jnp.exp(offsets) + m / num_items)
+        candidate_ids, negatives, offsets = sampled_candidates(
+            items, rng, num_items=num_items, num_random_negatives=m, log_q=log_q,
+            num_targets=items.shape[0])
         user_vectors, candidate_vectors = model.encode_batch(batch, candidate_ids)
         per_row = in_batch_softmax_loss(
             user_vectors, candidate_vectors[:items.shape[0]], items, weight,

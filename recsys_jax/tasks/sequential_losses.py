@@ -30,7 +30,7 @@ import numpy as np
 from flax import nnx
 
 from recsys_jax.tasks.negatives import PositiveSet, sample_negatives
-from recsys_jax.tasks.retrieval_losses import in_batch_softmax_loss
+from recsys_jax.tasks.retrieval_losses import in_batch_softmax_loss, sampled_candidates
 from recsys_jax.training.losses import Batch, LossFn, batch_weight
 
 SEQUENCE_LOSSES = ("bce", "softmax")
@@ -116,15 +116,10 @@ def make_sequence_softmax_loss(*, num_items: int, target_log_q: np.ndarray | Non
         hidden, targets, kept = _encode(model, batch, dropout_key)
         d = hidden.shape[-1]
         rows, items, weight = hidden.reshape(-1, d), targets.reshape(-1), kept.reshape(-1)
-        negatives = (jax.random.randint(negative_key, (m,), 0, num_items, dtype=items.dtype)
-                     if m else None)
-        candidate_ids = items if negatives is None else jnp.concatenate([items, negatives])
-        offsets = None
-        if log_q is not None:
-            offsets = log_q[candidate_ids]
-            if m:
-                # Expected count of each candidate among the kept targets plus M uniform draws.
-                offsets = jnp.log(jnp.sum(weight) * jnp.exp(offsets) + m / num_items)
+        # Expected counts: the kept targets plus M uniform draws.
+        candidate_ids, negatives, offsets = sampled_candidates(
+            items, negative_key, num_items=num_items, num_random_negatives=m, log_q=log_q,
+            num_targets=jnp.sum(weight))
         vectors = model.item_vectors(candidate_ids)
         n = items.shape[0]
         per_row = in_batch_softmax_loss(
