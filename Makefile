@@ -8,7 +8,9 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 # Test extras: CI exercises the real text encoder, the PyTorch baseline and parquet exports.
 TEST_EXTRAS := dev,text,baseline,parquet
-PYTEST_ARGS ?=
+# Two workers (pytest-xdist), each test file on one worker so that a file's shared fixtures (the
+# 8-device sharding run, trained models) are built once; PYTEST_ARGS= runs in one process.
+PYTEST_ARGS ?= -n 2 --dist loadfile
 
 .PHONY: demo test clean-venv
 
