@@ -39,7 +39,7 @@ ROWS: dict[str, tuple[str, str, str]] = {
     "sasrec_bce": ("SASRec, BCE (the paper's loss)", "recsys_jax",
                    "grid lr {1e-3, 3e-3} × dropout {0.2, 0.5} (4)"),
     "two_tower": ("two-tower (item-tower history)", "recsys_jax",
-                  "docs/models/two_tower.md (recipe; not re-swept on LOO)"),
+                  "no grid: the default recipe, its ablations on validation (two-tower page)"),
     "ease_recency": ("EASE, recency-weighted rows", "recsys_jax", "grid λ × γ (35)"),
     "ease": ("EASE", "recsys_jax", "same grid, γ = 1 (7)"),
     "ials": ("iALS", "recsys_jax", "grid α × λ (25) + Rendle et al.'s (12)"),

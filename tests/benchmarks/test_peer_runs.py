@@ -20,7 +20,7 @@ from recsys_jax.tasks.implicit import load_implicit_data
 
 @pytest.fixture(scope="module")
 def data():
-    return load_implicit_data(load_config_file("configs/ncf_tiny.py"))
+    return load_implicit_data(load_config_file(str(harness.REPO_ROOT / "configs" / "ncf_tiny.py")))
 
 
 def test_the_keras_script_imports_without_keras():
