@@ -35,7 +35,8 @@ SAMPLED_METRICS = ("hr@10", "ndcg@10")
 # model's docs page (docs/results.md lists them).
 ROWS: dict[str, tuple[str, str, str]] = {
     "sasrec_softmax": ("SASRec, in-batch softmax + logQ", "recsys_jax",
-                       "grid lr {1e-3, 3e-3} × dropout {0.2, 0.5} (4) + d 100 (1)"),
+                       "grid lr {1e-3, 3e-3} × dropout {0.2, 0.5} (4) + d 100 (1) "
+                       "+ L 200 (1, unfinished)"),
     "sasrec_bce": ("SASRec, BCE (the paper's loss)", "recsys_jax",
                    "grid lr {1e-3, 3e-3} × dropout {0.2, 0.5} (4)"),
     "two_tower": ("two-tower (item-tower history)", "recsys_jax",
