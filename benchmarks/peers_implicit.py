@@ -27,6 +27,11 @@ it was quiet.
 
   python -m benchmarks.peers_implicit --output_dir=workdirs/peers_implicit --tune
 
+With ``--runs_dir``, each `implicit` model's test scores are also written as a run directory
+(``<runs_dir>/<model>/``: its factors, or the ItemKNN score matrix, with the parts its test
+users have seen) that ``experiments/compare.py --runs`` reads beside this project's runs
+(benchmarks/headline_ml100k.sh).
+
 Needs the optional ``peers`` extra (``pip install -e '.[peers]'``: the `implicit` package).
 """
 
@@ -36,6 +41,7 @@ import dataclasses
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,6 +53,7 @@ from recsys_jax.config_files import load_config_file
 from recsys_jax.console import quiet_startup
 from recsys_jax.evaluation.evaluate import evaluate_ranking
 from recsys_jax.evaluation.results import FULL_PROTOCOL, PerUserMetrics
+from recsys_jax.evaluation.runs import save_run
 from recsys_jax.evaluation.significance import compare_paired, mean_ci
 from recsys_jax.evaluation.sources import Embeddings, ScoreFunction, ScoreSource
 from recsys_jax.evaluation.validators import score_source
@@ -65,6 +72,10 @@ _BPR = flags.DEFINE_list("bpr", ["0.01", "0.01", "100"], "BPR learning rate, reg
                          "iterations (without --tune).")
 _KNN_K = flags.DEFINE_integer("knn_k", 400, "implicit CosineRecommender K (without --tune).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of implicit's initial factors.")
+_RUNS_DIR = flags.DEFINE_string("runs_dir", None, "Also write each implicit model as a run "
+                                "directory under this one (for experiments/compare.py).")
+_OURS = flags.DEFINE_bool("ours", True, "Fit this project's models too (the paired tests need "
+                          "them; --noours with --runs_dir writes the peers' runs only).")
 
 KS = (10, 100)
 METRICS = ("hr@10", "ndcg@10", "hr@100")
@@ -91,6 +102,7 @@ class Row:
     first_fit_s: float
     settings: dict[str, Any]
     compile_s: float | None = None
+    source: ScoreSource | None = None  # the test scores, for ``save_peer_runs``
 
 
 def binary(columns: Mapping[str, np.ndarray], num_users: int, num_items: int
@@ -197,20 +209,52 @@ def peers(data: ImplicitData, repeats: int, tune: bool) -> list[Row]:
                          "ItemKNN K %d", alpha, reg, lr, bpr_reg, k)
         model, fit_s, first = timed(lambda: _als(train, alpha, reg), repeats)
         model.partial_fit_users(val_users, sp.csr_matrix(train_val[val_users]))
-        rows.append(Row("implicit ALS", "implicit", "train+val",
-                        evaluate(Embeddings(*_factors(model)), data), fit_s, first,
-                        {"factors": _FACTORS.value, "iterations": _ITERATIONS.value,
-                         "alpha": alpha, "regularization": reg, "use_cg": True}))
+        source = Embeddings(*_factors(model))
+        rows.append(Row("implicit ALS", "implicit", "train+val", evaluate(source, data), fit_s,
+                        first, {"factors": _FACTORS.value, "iterations": _ITERATIONS.value,
+                                "alpha": alpha, "regularization": reg, "use_cg": True},
+                        source=source))
         model, fit_s, first = timed(lambda: _bpr(train, lr, bpr_reg, bpr_iterations), repeats)
-        rows.append(Row("implicit BPR", "implicit", "train",
-                        evaluate(Embeddings(*_factors(model)), data), fit_s, first,
-                        {"factors": _FACTORS.value, "learning_rate": lr,
-                         "regularization": bpr_reg, "iterations": bpr_iterations}))
+        source = Embeddings(*_factors(model))
+        rows.append(Row("implicit BPR", "implicit", "train", evaluate(source, data), fit_s,
+                        first, {"factors": _FACTORS.value, "learning_rate": lr,
+                                "regularization": bpr_reg, "iterations": bpr_iterations},
+                        source=source))
         model, fit_s, first = timed(lambda: _knn(train, k), repeats)
+        source = _knn_scores(model, sp.csr_matrix(train_val), n_i)
         rows.append(Row("implicit ItemKNN (cosine)", "implicit", "train+val",
-                        evaluate(_knn_scores(model, sp.csr_matrix(train_val), n_i), data),
-                        fit_s, first, {"K": k}))
+                        evaluate(source, data), fit_s, first, {"K": k}, source=source))
     return rows
+
+
+def run_slug(name: str) -> str:
+    """A row name as a directory name: ``"implicit ItemKNN (cosine)"`` → ``implicit_itemknn``."""
+    return "_".join(name.split("(")[0].lower().replace(",", " ").split())
+
+
+def save_peer_runs(rows: Sequence[Row], directory: str | Path, data: ImplicitData
+                   ) -> dict[str, Path]:
+    """Writes every row that carries a score source as ``<directory>/<slug>/`` (a run
+    ``experiments/compare.py`` reads): embeddings as they are, score functions as a dense
+    ``[num_users, num_items]`` matrix; ``seen_parts`` from the row, fit times in the metadata.
+
+    Returns:
+      The written directories by row name.
+    """
+    written = {}
+    for r in rows:
+        if r.source is None:
+            continue
+        payload = (dict(user_embeddings=r.source.users, item_embeddings=r.source.items)
+                   if isinstance(r.source, Embeddings)
+                   else dict(scores=np.asarray(r.source(np.arange(data.num_users)), np.float32)))
+        written[r.name] = save_run(
+            Path(directory) / run_slug(r.name), name=r.name, model=f"{r.library}: {r.name}",
+            dataset=data.dataset, split_fingerprint=data.split_fingerprint,
+            split_protocol=data.split_protocol, seen_parts=tuple(r.seen.split("+")),
+            metadata={"fit_time_s": r.fit_s, "first_fit_time_s": r.first_fit_s,
+                      "settings": r.settings, "library": r.library}, **payload)
+    return written
 
 
 def _factors(model) -> tuple[np.ndarray, np.ndarray]:
@@ -270,7 +314,11 @@ def main(argv: Sequence[str]) -> None:
     del argv
     quiet_startup()
     data = load_implicit_data(load_config_file(_CONFIG.value))
-    rows = ours(data, _REPEATS.value) + peers(data, _REPEATS.value, _TUNE.value)
+    rows = ((ours(data, _REPEATS.value) if _OURS.value else [])
+            + peers(data, _REPEATS.value, _TUNE.value))
+    if _RUNS_DIR.value:
+        for name, path in save_peer_runs(rows, _RUNS_DIR.value, data).items():
+            logging.info("wrote the run of %s to %s", name, path)
     result = {**summarize(rows), "config": _CONFIG.value, "repeats": _REPEATS.value,
               "num_users": len(rows[0].metrics.users), "tuned": _TUNE.value,
               "environment": harness.environment(),

@@ -50,12 +50,14 @@ from recsys_jax.tasks.runner import DivergenceError, holds_run, train_and_evalua
 Overrides = dict[str, Any]
 SEARCHES = ("grid", "random")
 RANGES = ("log_uniform", "uniform", "int_uniform")
-# Fields the tasks' ``prepare`` reads (data set, split, features, positives threshold): the
-# data is prepared once per sweep, so they cannot vary between trials. Sweep them by running
+# Fields the tasks' ``prepare`` reads (data set, split, features, positives threshold, the
+# sequential task's window length and windows): the data is prepared once per sweep, so they
+# cannot vary between trials. Sweep them by running
 # one sweep per value (``--config.<field>=...``). The monitor cannot vary either: trials
 # would then be ranked on different metrics.
 FIXED_FIELDS = ("data.*", "split.*", "features.*", "implicit.*", "training.min_rating",
-                "model.history", "training.monitor", "task")
+                "model.history", "model.max_len", "training.windows", "training.monitor",
+                "task")
 BEST_DIR = "best"
 JSON_FILE, MARKDOWN_FILE = "sweep.json", "sweep.md"
 _MAX_DRAWS_PER_TRIAL = 100

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from recsys_jax.config_files import sibling_config
+from recsys_jax.config_files import load_config_file, sibling_config
 from recsys_jax.tasks.config_checks import (
     ConfigError,
     check_config,
@@ -21,6 +21,23 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 def test_every_shipped_config_passes(name):
     config = sibling_config(CONFIGS / "any.py", name)
     assert config_problems(config, config.task) == []
+
+
+@pytest.mark.parametrize("spec", ["ease_ml100k.py:recency", "sasrec_ml100k.py:bce"])
+def test_shipped_config_variants_pass(spec):
+    config = load_config_file(str(CONFIGS / spec))
+    assert config_problems(config, config.task) == []
+
+
+def test_sasrec_variants_differ_only_in_loss_and_batch():
+    softmax = load_config_file(str(CONFIGS / "sasrec_ml100k.py"))
+    bce = load_config_file(str(CONFIGS / "sasrec_ml100k.py:bce"))
+    assert (softmax.loss.name, softmax.training.batch_size) == ("softmax", 16)
+    assert (bce.loss.name, bce.training.batch_size) == ("bce", 128)
+    bce.loss.name, bce.training.batch_size = "softmax", 16
+    assert bce.to_dict() == softmax.to_dict()
+    with pytest.raises(ValueError, match="loss must be one of"):
+        load_config_file(str(CONFIGS / "sasrec_ml100k.py:bpr"))
 
 
 def test_check_rules_known_answers():

@@ -89,6 +89,9 @@ def test_the_space_names_each_bad_field():
         assert field in str(e.value)
     with pytest.raises(SweepError, match="empty"):
         sweep.check_space({}, "grid")
+    # The sequential task cuts its training windows and encoder inputs once per sweep.
+    with pytest.raises(SweepError, match="model.max_len: fixed within a sweep"):
+        sweep.check_space({"model.max_len": [50, 100], "model.dim": [50]}, "grid")
 
 
 def test_load_space_from_json_text_and_files(tmp_path):
