@@ -27,8 +27,11 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 from absl import flags, logging
 
 ENV_COORDINATOR = "JAX_COORDINATOR_ADDRESS"
@@ -131,6 +134,20 @@ def barrier(name: str) -> None:
     if is_multiprocess():
         from jax.experimental import multihost_utils
         multihost_utils.sync_global_devices(name)
+
+
+def local_copy(tree: Any) -> Any:
+    """The arrays of ``tree`` copied to this process's default device, for work that no other
+    process joins (each must be whole here: replicated, or on this process's devices only).
+    Typed PRNG keys stay keys."""
+    def copy(x):
+        if not isinstance(x, jax.Array):
+            return x
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            return jax.random.wrap_key_data(np.asarray(jax.random.key_data(x)),
+                                            impl=jax.random.key_impl(x))
+        return jnp.asarray(np.asarray(x))
+    return jax.tree.map(copy, tree)
 
 
 # Flags for the scripts (experiments/train.py and the workflow scripts), defined on demand so
