@@ -130,7 +130,7 @@ _OUTPUT_DIR = flags.DEFINE_string("output_dir", os.environ.get("OUT") or "workdi
                                   "Where gpu_check.json and gpu_check.md go (default: $OUT).")
 _SMOKE = flags.DEFINE_bool("smoke", False, "Tiny shapes, PyTorch on the CPU: any machine.")
 _BUDGET = flags.DEFINE_float("budget_s", None, "Seconds for all parts together (default: 450, "
-                             "with --smoke 240).")
+                             "with --smoke 420).")
 _PARTS = flags.DEFINE_list("parts", None, f"Parts to run (default: all of "
                            f"{[p.name for p in PARTS]}).")
 _TORCH_DEVICE = flags.DEFINE_enum("torch_device", None, ["cpu", "cuda"],
@@ -247,7 +247,7 @@ def main(argv: list[str]) -> None:
         return
     from recsys_jax import fileio  # After the flags: the parts import JAX, not this process.
     smoke = _SMOKE.value
-    budget = _BUDGET.value or (240.0 if smoke else 450.0)
+    budget = _BUDGET.value or (420.0 if smoke else 450.0)
     torch_device = _TORCH_DEVICE.value or ("cpu" if smoke else "cuda")
     wanted = _PARTS.value or [p.name for p in PARTS]
     unknown = set(wanted) - {p.name for p in PARTS}

@@ -19,6 +19,9 @@ state is padded and placed on the mesh (``sharding.Layout``: tables' rows split 
 axis, the rest replicated), the training columns and tables are replicated and every batch is
 split over the data axis; the validator and the caller see the real (unpadded) arrays;
 checkpoints are written sharded and restore onto any mesh. Without one, nothing of this runs.
+With several processes (``distributed``) every process calls ``fit`` alike: each builds only its
+rows of the streamed batches, all write the checkpoints together, and process 0 alone writes
+``metrics.jsonl`` and ``tensorboard/`` (the others read the records back on resume).
 
 Divergence guard: after every epoch the training loss, every floating-point array of the model
 and optimizer state and the monitored metric must be finite, checked before anything of that

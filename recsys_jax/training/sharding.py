@@ -25,6 +25,12 @@ model) and never move: their gradient is zero, and zero rows with zero gradients
 under every optimizer here (weight decay of 0 is 0; row-sparse rules touch only rows read).
 Checkpoints hold the padded arrays and record each array's real row count
 (``checkpoints.CheckpointStore``), so a checkpoint restores onto any mesh.
+
+Several processes (``distributed``): the mesh spans the devices of all of them. Host arrays
+become global arrays here only: ``place_batches`` takes each process's own rows of a batch
+(``process_batch_rows``), ``replicate`` the same whole arrays from every process, both through
+``jax.make_array_from_process_local_data``; ``Layout.unshard`` returns every array replicated,
+so each process can read it whole.
 """
 
 from __future__ import annotations
