@@ -35,6 +35,10 @@ whole); unset, it is the workload's default of the scale benchmark (2,000 steps 
 not scored epoch by epoch (each would be a full ranking of every validation user): they are
 tested at their last epoch and report no time to the best epoch.
 
+``--device=cuda`` trains the PyTorch variants on the GPU (model and training tensors on the
+device; the baseline's ``DataLoader`` stays on the host and moves each batch); the default is
+the CPU. JAX runs on its default backend either way.
+
 Prints a Markdown table and writes ``benchmark_<model>.md`` and ``benchmark_<model>.json``
 (with ``--shape``: ``benchmark_<shape>_<workload>.*``) to ``--output_dir``. Needs the
 ``baseline`` extra (torch). Smoke test:
@@ -95,6 +99,9 @@ _TORCH_COMPILE = flags.DEFINE_boolean(
 _RESAMPLES = flags.DEFINE_integer("bootstrap_resamples", 2000, "Bootstrap resamples for CIs.",
                                   lower_bound=100)
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where to write Markdown and JSON.")
+_DEVICE = flags.DEFINE_enum("device", "cpu", ["cpu", "cuda"],
+                            "Where the PyTorch variants train (JAX uses its default backend: "
+                            "a GPU when jax[cuda] is installed).")
 
 
 def main(argv: list[str]) -> None:
@@ -116,7 +123,8 @@ def main(argv: list[str]) -> None:
                 run.config, variants=variants[run.name], repetitions=_REPETITIONS.value,
                 max_epochs=run.epochs, max_epoch_steps=run.max_epoch_steps,
                 threads=_THREADS.value, torch_compile=_TORCH_COMPILE.value is not False,
-                bootstrap_resamples=_RESAMPLES.value, log=logging.info)
+                bootstrap_resamples=_RESAMPLES.value, torch_device=_DEVICE.value,
+                log=logging.info)
             markdown = (mf_benchmark.format_mf_markdown(result) + "\n"
                         + result["comparison_markdown"])
         else:
@@ -124,7 +132,7 @@ def main(argv: list[str]) -> None:
                 run.config, variants=variants[run.name], repetitions=_REPETITIONS.value,
                 epochs=run.epochs, max_epoch_steps=run.max_epoch_steps,
                 threads=_THREADS.value, torch_compile=bool(_TORCH_COMPILE.value),
-                bootstrap_resamples=_RESAMPLES.value,
+                bootstrap_resamples=_RESAMPLES.value, torch_device=_DEVICE.value,
                 epoch_embeddings=run.shape is None, log=logging.info)
             markdown = two_tower_benchmark.format_two_tower_markdown(result)
         result["command"] = command

@@ -129,7 +129,7 @@ def run_mf_benchmark(config: Any, *, variants: Sequence[str] | None = None,
                      max_epoch_steps: int | None = None,
                      threads: int | None = None, torch_compile: bool = True,
                      bootstrap_resamples: int = 2000, work_dir: str | None = None,
-                     log=print) -> dict[str, Any]:
+                     torch_device: str = "cpu", log=print) -> dict[str, Any]:
     """Trains each MF variant ``repetitions`` times (seeds ``training.seed + r``) and
     returns quality, speed and environment figures (see the module docstring).
 
@@ -146,6 +146,8 @@ def run_mf_benchmark(config: Any, *, variants: Sequence[str] | None = None,
       torch_compile: ``torch.compile`` the model in the tuned variant.
       bootstrap_resamples: bootstrap resamples of the CIs.
       work_dir: where worker files go (default: a temporary directory).
+      torch_device: the device the PyTorch variants train on (``"cpu"``, ``"cuda"``); JAX
+        uses its default backend.
     """
     from benchmarks.scale_worker import capped_training_data
     from benchmarks.torch_baseline.mf_training import MFRecipe
@@ -181,7 +183,7 @@ def run_mf_benchmark(config: Any, *, variants: Sequence[str] | None = None,
                 task = {"model": "mf", "variant": variant, "seed": seed, "threads": threads,
                         "data": str(tmp / "data.npz"), "config": config.to_dict(),
                         "recipe": vars(recipe), "compile": torch_compile,
-                        "max_epochs": recipe.max_epochs}
+                        "max_epochs": recipe.max_epochs, "torch_device": torch_device}
                 t0 = time.perf_counter()
                 result, preds = run_worker(task, tmp / f"{variant}_{rep}")
                 runs[variant].append(result)
@@ -203,7 +205,7 @@ def run_mf_benchmark(config: Any, *, variants: Sequence[str] | None = None,
         "num_val": len(data.val["rating"]),
         "num_test": len(data.test["rating"]), "recipe": vars(recipe),
         "torch_compile": torch_compile, "repetitions": repetitions,
-        "environment": harness.environment(threads, runs),
+        "torch_device": torch_device, "environment": harness.environment(threads, runs),
         "speed": speed, **scored,
         "runs": {v: [{k: r[k] for k in r if k != "environment"} for r in rs]
                  for v, rs in runs.items()},

@@ -12,6 +12,11 @@ early stopping on validation RMSE with the best epoch restored):
   the running loss accumulated as a tensor (one ``.item()`` per epoch), and optionally
   ``torch.compile`` of the model (its first call compiles; timed apart by the caller).
 
+On a GPU (``device="cuda"``) the model lives on the device; the ``baseline`` loop keeps its
+``DataLoader`` on the host and moves each batch (``.to(device)``, as the textbook loop does), the
+other two put the training tensors on the device once; the epoch orders are drawn on the host
+as on the CPU, so every device trains on the same batches.
+
 Both decay only the tables and bias vectors, not μ, exactly as ``recsys_jax``'s ``adam``
 optimizer does (a location parameter shrunk towards 0 is not regularisation).
 
@@ -119,6 +124,7 @@ class BaselineTrainer:
 
     def __init__(self, model: TorchMF, train: Mapping[str, np.ndarray], recipe: MFRecipe):
         self.model = model
+        self.device = model.global_mean.device
         self.optimizer = make_adam(model, recipe)
         self.criterion = nn.MSELoss()
         generator = torch.Generator().manual_seed(recipe.seed)
@@ -130,7 +136,8 @@ class BaselineTrainer:
         del epoch  # The DataLoader's generator carries the shuffle from epoch to epoch.
         self.model.train()
         total, count = 0.0, 0
-        for users, items, ratings in self.loader:
+        for batch in self.loader:
+            users, items, ratings = (t.to(self.device) for t in batch)
             self.optimizer.zero_grad()
             loss = self.criterion(self.model(users, items), ratings)
             loss.backward()
@@ -149,7 +156,8 @@ class TunedTrainer:
         self.optimizer = self.make_optimizer(model, recipe)
         self.forward: Callable[..., torch.Tensor] = (
             torch.compile(model) if compile_model else model)
-        self.users, self.items, self.ratings = _tensors(train)
+        self.device = model.global_mean.device
+        self.users, self.items, self.ratings = (t.to(self.device) for t in _tensors(train))
         self.batch_size = recipe.batch_size
         self.seed = recipe.seed
 
@@ -163,9 +171,9 @@ class TunedTrainer:
         n = len(self.ratings)
         # The epoch's order is a function of (seed, epoch), so a run is reproducible.
         order = torch.randperm(n, generator=torch.Generator().manual_seed(
-            self.seed * 1_000_003 + epoch))
+            self.seed * 1_000_003 + epoch)).to(self.device)
         users, items, ratings = self.users[order], self.items[order], self.ratings[order]
-        total = torch.zeros(())
+        total = torch.zeros((), device=self.device)
         for start in range(0, n, self.batch_size):
             stop = start + self.batch_size
             r = ratings[start:stop]
@@ -257,7 +265,8 @@ def clipped_rmse(predictions: np.ndarray, ratings: np.ndarray,
 
 
 def fit_torch_mf(variant: str, recipe: MFRecipe, data: Mapping[str, Any], *,
-                 compile_model: bool = False, start: float | None = None) -> FitRecord:
+                 compile_model: bool = False, start: float | None = None,
+                 device: str = "cpu") -> FitRecord:
     """Trains the PyTorch MF with early stopping on validation RMSE; restores the best epoch.
 
     Args:
@@ -268,6 +277,8 @@ def fit_torch_mf(variant: str, recipe: MFRecipe, data: Mapping[str, Any], *,
         ``rating_scale``.
       compile_model: ``torch.compile`` the model (tuned variant only).
       start: ``time.perf_counter()`` the set-up time is measured from (default: now).
+      device: the torch device to train on (``"cpu"``, ``"cuda"``); the initialisation is
+        drawn on the CPU either way, so it is the same.
 
     Raises:
       ValueError: for an unknown variant, or one that does not implement ``recipe.tables``.
@@ -282,7 +293,7 @@ def fit_torch_mf(variant: str, recipe: MFRecipe, data: Mapping[str, Any], *,
     train, val, test = data["train"], data["val"], data["test"]
     model = build_torch_mf(data["num_users"], data["num_items"], recipe.dim, train["rating"],
                            train["user"], train["item"], init_std=recipe.init_std,
-                           seed=recipe.seed, sparse=variant == "sparse")
+                           seed=recipe.seed, sparse=variant == "sparse").to(device)
     if variant == "baseline":
         trainer = BaselineTrainer(model, train, recipe)
     elif variant == "tuned":

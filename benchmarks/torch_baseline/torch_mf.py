@@ -165,8 +165,9 @@ def predict(model: nn.Module, users: np.ndarray, items: np.ndarray, *,
                              f"[{ids.min()}, {ids.max()}]")
     was_training = model.training
     model.eval()
-    out = [model(torch.from_numpy(users[s:s + chunk_size]),
-                 torch.from_numpy(items[s:s + chunk_size])).numpy()
+    device = next(model.parameters()).device
+    out = [model(torch.from_numpy(users[s:s + chunk_size]).to(device),
+                 torch.from_numpy(items[s:s + chunk_size]).to(device)).cpu().numpy()
            for s in range(0, len(users), chunk_size)]
     model.train(was_training)
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0,), np.float32)

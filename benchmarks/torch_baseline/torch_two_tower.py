@@ -96,8 +96,8 @@ class TorchTwoTower(nn.Module):
                        item_table: torch.Tensor | None = None) -> torch.Tensor:
         """Masked (position-weighted, with ``history_positions``) mean of the item-tower
         embeddings of ``history_ids`` (``item_table``: all item embeddings, if computed)."""
-        table = self.item_embeddings(torch.arange(self.num_items)) if item_table is None \
-            else item_table
+        table = self.item_embeddings(torch.arange(self.num_items, device=self.device)) \
+            if item_table is None else item_table
         weights = history_mask
         if self.history_positions:
             logits = HISTORY_POSITION_SCALE * self.history_position_logits[:history_ids.shape[-1]]
@@ -131,6 +131,11 @@ class TorchTwoTower(nn.Module):
         """Cosine scores of (user, item) pairs of equal shape."""
         return (self.user_embeddings(user_ids) * self.item_embeddings(item_ids)).sum(-1)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model's tensors live."""
+        return self.item_features.device
+
     @torch.no_grad()
     def export_arrays(self, chunk_size: int = 8192) -> dict[str, np.ndarray]:
         """``user_embeddings`` and ``item_embeddings`` as float32 NumPy (rows = encoded ids),
@@ -140,8 +145,10 @@ class TorchTwoTower(nn.Module):
         out = {}
         for name, n, fn in (("user_embeddings", self.num_users, self.user_embeddings),
                             ("item_embeddings", self.num_items, self.item_embeddings)):
-            out[name] = torch.cat([fn(torch.arange(s, min(s + chunk_size, n)))
-                                   for s in range(0, n, chunk_size)]).numpy().astype(np.float32)
+            out[name] = torch.cat([fn(torch.arange(s, min(s + chunk_size, n),
+                                                   device=self.device))
+                                   for s in range(0, n, chunk_size)]).cpu().numpy().astype(
+                                       np.float32)
         self.train(was_training)
         return out
 

@@ -168,7 +168,8 @@ def run_two_tower_benchmark(config: Any, *, variants: Sequence[str] = VARIANTS,
                             max_epoch_steps: int | None = None,
                             threads: int | None = None, torch_compile: bool = False,
                             bootstrap_resamples: int = 2000, work_dir: str | None = None,
-                            epoch_embeddings: bool = True, log=print) -> dict[str, Any]:
+                            epoch_embeddings: bool = True, torch_device: str = "cpu",
+                            log=print) -> dict[str, Any]:
     """Trains each two-tower variant ``repetitions`` times (seeds ``training.seed + r``) for
     the same fixed number of epochs; returns quality, speed and environment figures.
 
@@ -187,6 +188,8 @@ def run_two_tower_benchmark(config: Any, *, variants: Sequence[str] = VARIANTS,
       work_dir: where worker files go (default: a temporary directory).
       epoch_embeddings: export every epoch's embeddings and score them on validation for the
         time to the best validation epoch (see the module docstring).
+      torch_device: the device the PyTorch variants train on (``"cpu"``, ``"cuda"``); JAX
+        uses its default backend.
     """
     from benchmarks.scale_worker import capped_training_data
     from benchmarks.torch_baseline.jax_two_tower import (
@@ -241,7 +244,7 @@ def run_two_tower_benchmark(config: Any, *, variants: Sequence[str] = VARIANTS,
                         "features": str(tmp / "features.npz"),
                         "test_features": str(tmp / "test_features.npz"),
                         "positives": str(tmp / "positives.npz"), "split": str(tmp / "split"),
-                        "init_params": str(init_path),
+                        "init_params": str(init_path), "torch_device": torch_device,
                         # JAX validates inside loop.fit; PyTorch's epochs are scored here.
                         "epoch_embeddings": epoch_embeddings and variant != "jax"}
                 out = tmp / f"{variant}_{rep}"
@@ -277,8 +280,8 @@ def run_two_tower_benchmark(config: Any, *, variants: Sequence[str] = VARIANTS,
         "prepare_s": prepare_s,
         "recipe": dataclasses.asdict(recipe), "torch_compile": torch_compile,
         "monitor": monitor, "epoch_validation": epoch_embeddings,
-        "repetitions": repetitions, "environment": harness.environment(threads, runs),
-        "speed": speed, **scored,
+        "repetitions": repetitions, "torch_device": torch_device,
+        "environment": harness.environment(threads, runs), "speed": speed, **scored,
         "runs": {v: [{k: r[k] for k in r if k != "environment"} for r in rs]
                  for v, rs in runs.items()},
     }

@@ -164,7 +164,7 @@ class _Loss(nn.Module):
         if model.use_history:
             # As the JAX loss: one item-tower pass over the catalogue serves the history
             # pooling and the batch's items.
-            table = model.item_embeddings(torch.arange(model.num_items))
+            table = model.item_embeddings(torch.arange(model.num_items, device=model.device))
             item_vectors = table[items]
         else:
             table, item_vectors = None, model.item_embeddings(items)
@@ -185,8 +185,8 @@ class BaselineTrainer:
                  log_q: np.ndarray | None, recipe: TwoTowerRecipe):
         self.model = model
         self.optimizer = make_optimizer(model, recipe)
-        self.loss = _Loss(model, None if log_q is None else torch.as_tensor(log_q),
-                          recipe.remove_accidental_hits)
+        self.loss = _Loss(model, None if log_q is None else torch.as_tensor(log_q).to(
+            model.device), recipe.remove_accidental_hits)
         dataset = TensorDataset(*positive_tensors(positives))
         self.loader = DataLoader(dataset, batch_size=recipe.batch_size, shuffle=True,
                                  generator=torch.Generator().manual_seed(recipe.seed))
@@ -196,7 +196,8 @@ class BaselineTrainer:
         del epoch  # The DataLoader's generator carries the shuffle from epoch to epoch.
         self.model.train()
         total, count = 0.0, 0
-        for users, items, *user_inputs in self.loader:
+        for batch in self.loader:
+            users, items, *user_inputs = (t.to(self.model.device) for t in batch)
             self.optimizer.zero_grad()
             loss = self.loss(users, items, *user_inputs)
             loss.backward()
@@ -214,12 +215,12 @@ class TunedTrainer:
                  compile_model: bool = False):
         self.model = model
         self.optimizer = make_optimizer(model, recipe, fused=True)
-        loss = _Loss(model, None if log_q is None else torch.as_tensor(log_q),
+        loss = _Loss(model, None if log_q is None else torch.as_tensor(log_q).to(model.device),
                      recipe.remove_accidental_hits)
         # dynamic=True: the last, shorter batch reuses the graph instead of recompiling.
         self.loss: Callable[..., torch.Tensor] = (
             torch.compile(loss, dynamic=True) if compile_model else loss)
-        self.columns = positive_tensors(positives)
+        self.columns = [c.to(model.device) for c in positive_tensors(positives)]
         self.batch_size, self.seed = recipe.batch_size, recipe.seed
 
     def train_epoch(self, epoch: int) -> float:
@@ -228,9 +229,9 @@ class TunedTrainer:
         n = len(self.columns[0])
         # The epoch's order is a function of (seed, epoch), so a run is reproducible.
         order = torch.randperm(n, generator=torch.Generator().manual_seed(
-            self.seed * 1_000_003 + epoch))
+            self.seed * 1_000_003 + epoch)).to(self.model.device)
         columns = [c[order] for c in self.columns]
-        total = torch.zeros(())
+        total = torch.zeros((), device=self.model.device)
         for start in range(0, n, self.batch_size):
             batch = [c[start:start + self.batch_size] for c in columns]
             self.optimizer.zero_grad(set_to_none=True)
@@ -349,7 +350,8 @@ def export_for_validation_and_test(model: TorchTwoTower, arrays: Mapping[str, np
 def fit_torch_two_tower(variant: str, recipe: TwoTowerRecipe, arrays: Mapping[str, np.ndarray],
                         *, init_params: Mapping[str, np.ndarray] | None = None,
                         compile_model: bool = False, start: float | None = None,
-                        epoch_embeddings: bool = False) -> TwoTowerFitRecord:
+                        epoch_embeddings: bool = False, device: str = "cpu"
+                        ) -> TwoTowerFitRecord:
     """Trains the PyTorch two-tower for ``recipe.epochs`` epochs and exports its embeddings.
 
     Args:
@@ -366,11 +368,14 @@ def fit_torch_two_tower(variant: str, recipe: TwoTowerRecipe, arrays: Mapping[st
       epoch_embeddings: also export the embeddings after every epoch, outside the timed
         epochs, with the training-time and the test users' inputs
         (``TwoTowerFitRecord.epoch_user_embeddings`` / ``epoch_test_user_embeddings``).
+      device: the torch device to train on (``"cpu"``, ``"cuda"``); the model is built (and
+        initialised) on the CPU, then moved; the baseline's ``DataLoader`` stays on the host
+        and moves each batch, the tuned loop holds the positives on the device.
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     start = time.perf_counter() if start is None else start
-    model = build_torch_two_tower(arrays, recipe, init_params)
+    model = build_torch_two_tower(arrays, recipe, init_params).to(device)
     positives = {name[len("pos_"):]: arrays[name] for name in arrays if name.startswith("pos_")}
     if recipe.causal_inputs != ("user_features" in positives):
         raise ValueError(f"recipe.causal_inputs is {recipe.causal_inputs} but the positives "

@@ -77,7 +77,8 @@ def run_two_tower_task(task: dict[str, Any], out_dir: Path) -> dict[str, Any]:
         memory = harness.TrainingMemory.start()
         record = fit_torch_two_tower(variant, recipe, arrays, init_params=init,
                                      compile_model=bool(task.get("compile")),
-                                     epoch_embeddings=bool(task.get("epoch_embeddings")))
+                                     epoch_embeddings=bool(task.get("epoch_embeddings")),
+                                     device=task.get("torch_device", "cpu"))
     from benchmarks.torch_baseline.two_tower_training import ARRAY_FIELDS
     memory_fields = memory.fields()
     for name in ARRAY_FIELDS:
@@ -108,7 +109,8 @@ def run_task(task: dict[str, Any], out_dir: Path) -> dict[str, Any]:
         from benchmarks.torch_baseline.mf_training import MFRecipe, fit_torch_mf
         recipe = MFRecipe(**{**task["recipe"], "seed": seed})
         memory = harness.TrainingMemory.start()
-        record = fit_torch_mf(variant, recipe, data, compile_model=bool(task.get("compile")))
+        record = fit_torch_mf(variant, recipe, data, compile_model=bool(task.get("compile")),
+                              device=task.get("torch_device", "cpu"))
     memory_fields = memory.fields()
     np.save(out_dir / "test_predictions.npy", record.test_predictions)
     result = {k: v for k, v in vars(record).items() if k != "test_predictions"}

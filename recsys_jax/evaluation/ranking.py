@@ -25,6 +25,9 @@ padded with -1. A NaN score anywhere in a scored row, excluded items included, r
 On a device mesh (``jax.set_mesh``; ``training.sharding.use_mesh``) each chunk's users are split
 over the mesh's ``data`` axis (the chunk is rounded up to a multiple of its size) and the item
 side is replicated, so every device scores and ranks its users against the whole catalogue.
+When the mesh spans several processes (``training.distributed``) each process passes the same
+inputs and gets the whole lists back (the kernel's outputs are replicated), so every process
+computes the same metrics.
 
 Scores are ranked in float32 (JAX runs without x64). A float64 source whose values do not
 survive the cast warns (``Float64ScoresWarning``): scores closer than float32 precision then
@@ -181,9 +184,8 @@ def full_ranking(source: ScoreSource, users: np.ndarray, k: int, *,
         user_emb, item_emb = source.prepared()
         kernel, compile_s, fresh = _compiled_kernel(
             "embeddings", selection, chunk, num_items, user_emb.shape[1], pad, k_eff, users_on)
-        item_emb_dev = jax.device_put(
-            item_emb, None if users_on is None else NamedSharding(users_on.mesh,
-                                                                  PartitionSpec()))
+        item_emb_dev = (jax.device_put(item_emb) if users_on is None else
+                        _replicated(item_emb, NamedSharding(users_on.mesh, PartitionSpec())))
 
         def chunk_inputs(start, ids):
             block = np.zeros((chunk, user_emb.shape[1]), np.float32)
@@ -202,7 +204,8 @@ def full_ranking(source: ScoreSource, users: np.ndarray, k: int, *,
                 warn_if_float64_lossy(scores, type(source).__name__)
             scores = _pad_rows(scores, chunk, num_items)
             if users_on is not None:  # A score function's array may live anywhere.
-                scores = jax.device_put(scores, users_on)
+                scores = (jax.device_put(scores, users_on) if users_on.is_fully_addressable
+                          else _replicated(np.asarray(scores), users_on))
             return (scores,)
 
     stats.compile_seconds, stats.compiled_now = compile_s, fresh
@@ -292,6 +295,12 @@ def _score_kernel(scores, rows, cols, *, k, selection):
     return _SELECT[selection](scores, rows, cols, k)
 
 
+def _replicated(x: np.ndarray, sharding: NamedSharding) -> jax.Array:
+    # The same host array in every process, put on ``sharding``'s devices (with one process,
+    # ``jax.device_put``; with several, without comparing the processes' copies).
+    return jax.make_array_from_process_local_data(sharding, x, x.shape)
+
+
 def user_sharding() -> NamedSharding | None:
     """How a chunk's ``[users, ...]`` arrays are split: over the current mesh's ``data`` axis,
     or ``None`` (no mesh, or a data axis of one device)."""
@@ -309,14 +318,18 @@ def _compiled(kind: str, selection: str, chunk: int, num_items: int, dim: int, p
     f32, i32 = jnp.float32, jnp.int32
     whole = None if users_on is None else NamedSharding(users_on.mesh, PartitionSpec())
     index = jax.ShapeDtypeStruct((pad,), i32, sharding=whole)
+    # A mesh over several processes: the lists come back whole to every process.
+    out = whole if users_on is not None and not users_on.is_fully_addressable else None
     t0 = time.perf_counter()
     if kind == "embeddings":
-        fn = jax.jit(functools.partial(_embedding_kernel, k=k, selection=selection))
+        fn = jax.jit(functools.partial(_embedding_kernel, k=k, selection=selection),
+                     out_shardings=out)
         lowered = fn.lower(jax.ShapeDtypeStruct((chunk, dim), f32, sharding=users_on),
                            jax.ShapeDtypeStruct((num_items, dim), f32, sharding=whole),
                            index, index)
     else:
-        fn = jax.jit(functools.partial(_score_kernel, k=k, selection=selection))
+        fn = jax.jit(functools.partial(_score_kernel, k=k, selection=selection),
+                     out_shardings=out)
         lowered = fn.lower(jax.ShapeDtypeStruct((chunk, num_items), f32, sharding=users_on),
                            index, index)
     compiled = lowered.compile()

@@ -31,6 +31,12 @@ Devices: the model is built on one device, then trained, tested and exported on 
 ``config.mesh`` (``training.sharding``; ``summary["mesh"]`` records its shape); on one device
 there is no mesh and nothing is sharded.
 
+Several processes (``training.distributed``; every process calls this with the same config and
+workdir): all of them train together on the mesh of all their devices and write the
+checkpoints together; process 0 alone writes every other file. After training each process
+holds the whole model; process 0 tests, exports and reports on a mesh of its own devices, the
+others return the training facts only (``summary`` without test metrics, ``sections`` empty).
+
 Timings in every record: ``total_wall_time_s`` (the whole call), ``compile_time_s``,
 ``epoch_times_s`` (training only, per epoch), ``median_epoch_time_s`` (over epochs 2.. when
 there are several, since epoch 1 can include compilation, else epoch 1), ``train_time_s``
@@ -69,7 +75,7 @@ from recsys_jax.tasks.run_identity import (
     write_identity,
 )
 from recsys_jax.tasks.workdir_lock import WorkdirLock, WorkdirLocked
-from recsys_jax.training import sharding
+from recsys_jax.training import distributed, sharding
 from recsys_jax.training.curves import plot_learning_curve
 from recsys_jax.training.loop import DivergenceError, FitConfig, FitResult, fit, nonfinite_arrays
 from recsys_jax.training.optimizers import make_model_optimizer
@@ -257,8 +263,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         raise ValueError("test=False leaves a run without test metrics: pass workdir=None")
     if workdir is None:
         return _run(config, task, None, data, start, test=test)
-    workdir, lock = open_workdir(workdir, task.name, overwrite=overwrite,
-                                 process_index=jax.process_index())
+    # Several processes: process 0 checks (and with ``overwrite`` moves aside) the workdir
+    # first; the others open it once it has.
+    if distributed.is_primary():
+        workdir, lock = open_workdir(workdir, task.name, overwrite=overwrite)
+        distributed.barrier("recsys_jax: workdir opened")
+    else:
+        distributed.barrier("recsys_jax: workdir opened")
+        workdir, lock = open_workdir(workdir, task.name, process_index=jax.process_index())
     try:
         return _run(config, task, workdir, data, start)
     finally:
@@ -272,15 +284,18 @@ def _prepare(config: ml_collections.ConfigDict, task: Task, workdir: Path | None
     if workdir is None:
         return data if data is not None else task.prepare(config, None)
     recorded = check_config_identity(workdir, task.name, config)
-    claim_workdir(workdir, task.name)
+    writes = distributed.is_primary()  # Several processes: process 0 writes the files.
+    if writes:
+        claim_workdir(workdir, task.name)
     if data is None:
         # A recorded run has its prepared files (ids/, split/, ...) saved already: they stay
         # untouched, so a rerun refused below cannot overwrite them.
-        data = task.prepare(config, workdir if recorded is None else None)
+        data = task.prepare(config, workdir if recorded is None and writes else None)
     check_fingerprint(workdir, recorded, data.split_fingerprint)
-    if recorded is None:  # Recorded once the data is prepared, before any training.
-        write_identity(workdir, task.name, config, data.split_fingerprint)
-    write_config(config, workdir)
+    if writes:
+        if recorded is None:  # Recorded once the data is prepared, before any training.
+            write_identity(workdir, task.name, config, data.split_fingerprint)
+        write_config(config, workdir)
     return data
 
 
@@ -291,14 +306,36 @@ def _run(config: ml_collections.ConfigDict, task: Task, workdir: Path | None,
     require(model, task.model_protocol, f"the {task.name} task")
     # Built on one device, trained, tested and exported on the config's mesh (none: one device).
     mesh = sharding.mesh_from_config(config)
+    mesh_shape = dict(mesh.shape) if mesh else {"data": 1, "model": 1}
+    if not distributed.is_multiprocess():
+        with sharding.use_mesh(mesh):
+            result, facts = _train(config, task, workdir, data, model)
+            return _test_and_write(config, task, workdir, data, model, start, test, mesh_shape,
+                                   result, facts)
+    # Several processes: all train on the mesh of all their devices (each validation gives
+    # every process the same metrics); then the model is copied whole to each process and
+    # process 0 alone tests, exports and reports, on a mesh of its own devices. The others
+    # return the training facts.
     with sharding.use_mesh(mesh):
-        return _train_and_test(config, task, workdir, data, model, start, test,
-                               mesh_shape=dict(mesh.shape) if mesh else {"data": 1, "model": 1})
+        result, facts = _train(config, task, workdir, data, model)
+    nnx.update(model, distributed.local_copy(nnx.state(model)))
+    mesh_shape["processes"] = jax.process_count()
+    if not distributed.is_primary():
+        summary = {"task": task.name, "model": config.model.name, "mesh": mesh_shape,
+                   **training_facts(result, task.monitor(config), len(data.train["user"])),
+                   **facts}
+        return RunResult(config=config, task=task, data=data, model=model, fit=result,
+                         summary=summary, sections=[], workdir=workdir)
+    local = sharding.make_mesh(devices=jax.local_devices())
+    with sharding.use_mesh(local if local.size > 1 else None):
+        return _test_and_write(config, task, workdir, data, model, start, test, mesh_shape,
+                               result, facts)
 
 
-def _train_and_test(config: ml_collections.ConfigDict, task: Task, workdir: Path | None,
-                    data: TaskData, model: nnx.Module, start: float, test: bool,
-                    mesh_shape: dict[str, int]) -> RunResult:
+def _train(config: ml_collections.ConfigDict, task: Task, workdir: Path | None,
+           data: TaskData, model: nnx.Module) -> tuple[FitResult | None, dict[str, Any]]:
+    """Trains ``model`` in place (the engine's loop, or a ``SelfFitting`` model's own fit);
+    returns the loop's result and the self-fitting facts."""
     result, facts = None, {}
     monitor = task.monitor(config)
     if isinstance(model, SelfFitting):
@@ -313,6 +350,15 @@ def _train_and_test(config: ml_collections.ConfigDict, task: Task, workdir: Path
         facts["best_val"] = facts[monitor] = task.validator(config, data)(model)[monitor]
     else:
         result = fit_model(task, config, data, model, workdir)
+    return result, facts
+
+
+def _test_and_write(config: ml_collections.ConfigDict, task: Task, workdir: Path | None,
+                    data: TaskData, model: nnx.Module, start: float, test: bool,
+                    mesh_shape: dict[str, int], result: FitResult | None,
+                    facts: dict[str, Any]) -> RunResult:
+    """Tests the trained model, exports it and writes the run's record and report."""
+    monitor = task.monitor(config)
     summary: dict[str, Any] = {
         "task": task.name, "model": config.model.name,
         **(task.evaluate(config, data, model) if test else {}),

@@ -20,6 +20,10 @@ are and each step records the real row count of every padded array (``real_rows`
 custom metadata). A restore reads onto the template's shapes and shardings: the target mesh's
 padding rows are cut off or added (zeros) by orbax (``strict=False``), so a checkpoint written on
 8 devices restores on 1 and the reverse. Shapes are checked on the real rows first.
+
+Several processes (``training.distributed``) all call ``save``, ``restore`` and ``close``, as
+orbax requires: each writes the shards its devices hold and process 0 the metadata. The
+directory must be the same for all of them (one file system; on several hosts a shared one).
 """
 
 from __future__ import annotations
@@ -84,7 +88,8 @@ class CheckpointStore:
         # Handlers named up front so a fresh process can read metadata before restoring.
         self._latest = ocp.CheckpointManager(
             os.path.join(directory, "latest"),
-            options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True),
+            options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True,
+                                                 multiprocessing_options=_barriers("latest")),
             item_handlers={"state": ocp.StandardCheckpointHandler(),
                            "loop": ocp.JsonCheckpointHandler()})
         self._best = ocp.CheckpointManager(
@@ -92,7 +97,7 @@ class CheckpointStore:
             item_handlers={"state": ocp.StandardCheckpointHandler()},
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=1, create=True, best_fn=lambda metrics: metrics[monitor],
-                best_mode=mode))
+                best_mode=mode, multiprocessing_options=_barriers("best")))
 
     def latest_epoch(self) -> int | None:
         """The epoch of the latest checkpoint, or ``None`` (waits for pending saves)."""
@@ -201,6 +206,12 @@ class CheckpointStore:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _barriers(name: str) -> ocp.options.MultiprocessingOptions:
+    # Several processes: the two managers save the same epoch at once, and orbax's barriers
+    # are named by step, so each manager needs its own prefix (unused with one process).
+    return ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=name)
 
 
 def _free_step(manager: ocp.CheckpointManager, step: int) -> None:

@@ -19,6 +19,9 @@ state is padded and placed on the mesh (``sharding.Layout``: tables' rows split 
 axis, the rest replicated), the training columns and tables are replicated and every batch is
 split over the data axis; the validator and the caller see the real (unpadded) arrays;
 checkpoints are written sharded and restore onto any mesh. Without one, nothing of this runs.
+With several processes (``distributed``) every process calls ``fit`` alike: each builds only its
+rows of the streamed batches, all write the checkpoints together, and process 0 alone writes
+``metrics.jsonl`` and ``tensorboard/`` (the others read the records back on resume).
 
 Divergence guard: after every epoch the training loss, every floating-point array of the model
 and optimizer state and the monitored metric must be finite, checked before anything of that
@@ -49,6 +52,7 @@ from recsys_jax.data.columns import num_rows
 from recsys_jax.training import sharding
 from recsys_jax.training import steps as steps_lib
 from recsys_jax.training.checkpoints import CheckpointStore, abstract_state
+from recsys_jax.training.distributed import is_primary
 from recsys_jax.training.early_stopping import EarlyStopping
 from recsys_jax.training.losses import LossFn
 from recsys_jax.training.metric_log import METRICS_FILE, MetricLog, read_metrics
@@ -221,9 +225,7 @@ def _format_epoch(record: Mapping[str, Any], num_epochs: int, monitor: str) -> s
 
 def _replicate(arrays: Mapping[str, np.ndarray], layout: sharding.Layout | None
                ) -> dict[str, jax.Array]:
-    if layout is None:
-        return jax.device_put(dict(arrays))
-    return jax.device_put(dict(arrays), sharding.replicated(layout.mesh))
+    return sharding.replicate(arrays, None if layout is None else layout.mesh)
 
 
 def _epoch_runner(graphdef: nnx.GraphDef, loss_fn: LossFn, train: Mapping[str, np.ndarray],
@@ -235,11 +237,14 @@ def _epoch_runner(graphdef: nnx.GraphDef, loss_fn: LossFn, train: Mapping[str, n
     device_tables = _replicate(tables, layout) if tables else None
     if not on_device:
         run_chunk = steps_lib.make_train_steps(graphdef, loss_fn, layout)
+        # With several processes each builds only its rows of every batch.
+        rows = None if layout is None else sharding.process_batch_rows(layout.mesh,
+                                                                       config.batch_size)
 
         def run_streamed(state, epoch):
             step_metrics = []
             for chunk in steps_lib.host_epoch_chunks(train, key, epoch, config.batch_size,
-                                                      config.chunk_steps):
+                                                      config.chunk_steps, rows):
                 if layout is not None:  # (steps, batch, ...): the batch axis split.
                     chunk = sharding.place_batches(chunk, layout.mesh, batch_axis=1)
                 state, chunk_metrics = run_chunk(state, chunk, key, device_tables)
@@ -339,9 +344,12 @@ def fit(model: nnx.Module, optimizer: nnx.Optimizer, loss_fn: LossFn,
         finished = loop_state["stopped_early"]
         store.discard_best_after(loop_state["epoch"])
         logging.info("resumed from %s at epoch %d", store.directory, loop_state["epoch"])
-    if workdir is not None:
+    if workdir is not None and is_primary():  # Process 0 writes the logs; all, checkpoints.
         log = MetricLog(workdir, keep_up_to=start_epoch - 1, tensorboard=tensorboard)
-    history: list[dict[str, Any]] = list(log.history) if log else []
+    history: list[dict[str, Any]] = (
+        list(log.history) if log is not None
+        else [r for r in read_metrics(workdir) if r.get("epoch", 0) < start_epoch]
+        if workdir is not None else [])
     best_in_memory = None
 
     on_device = config.data_on_device == "always" or (
@@ -394,7 +402,8 @@ def fit(model: nnx.Module, optimizer: nnx.Optimizer, loss_fn: LossFn,
                     if improved:  # The next epoch donates ``state``: keep a copy of the best.
                         best_in_memory = jax.tree.map(lambda x: x.copy(), state)
                 else:
-                    log.write(record)
+                    if log is not None:
+                        log.write(record)
                     if improved:
                         store.save_best(epoch, state, eval_metrics)
                     store.save_latest(epoch, state, {

@@ -25,6 +25,12 @@ model) and never move: their gradient is zero, and zero rows with zero gradients
 under every optimizer here (weight decay of 0 is 0; row-sparse rules touch only rows read).
 Checkpoints hold the padded arrays and record each array's real row count
 (``checkpoints.CheckpointStore``), so a checkpoint restores onto any mesh.
+
+Several processes (``distributed``): the mesh spans the devices of all of them. Host arrays
+become global arrays here only: ``place_batches`` takes each process's own rows of a batch
+(``process_batch_rows``), ``replicate`` the same whole arrays from every process, both through
+``jax.make_array_from_process_local_data``; ``Layout.unshard`` returns every array replicated,
+so each process can read it whole.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
@@ -126,12 +133,40 @@ def batch_sharding(mesh: Mesh, batch_axis: int = 0) -> NamedSharding:
 def place_batches(columns: Mapping[str, Any], mesh: Mesh | None,
                   batch_axis: int = 0) -> dict[str, jax.Array]:
     """Puts host columns on the devices, their ``batch_axis`` split over the data axis (on the
-    default device without a mesh). The one place batches are placed: with several processes
-    each would pass its own part (``jax.make_array_from_process_local_data``)."""
+    default device without a mesh). The one place batches are placed.
+
+    With several processes each process passes only its own rows of the batch axis
+    (``process_batch_rows``) and they are joined into one global array
+    (``jax.make_array_from_process_local_data``); with one process its rows are all of them.
+    """
     if mesh is None:
         return jax.device_put(dict(columns))
-    return {name: jax.device_put(column, batch_sharding(mesh, batch_axis))
+    return {name: jax.make_array_from_process_local_data(batch_sharding(mesh, batch_axis),
+                                                         column)
             for name, column in columns.items()}
+
+
+def process_batch_rows(mesh: Mesh | None, batch_size: int) -> slice:
+    """The rows of every global batch of ``batch_size`` that this process feeds: those of its
+    devices on the data axis (contiguous); all of them with one process or without a mesh."""
+    if mesh is None or jax.process_count() == 1:
+        return slice(0, batch_size)
+    indices = batch_sharding(mesh).addressable_devices_indices_map((batch_size,)).values()
+    parts = sorted({index[0].indices(batch_size)[:2] for index in indices})
+    if any(a[1] != b[0] for a, b in zip(parts, parts[1:])):
+        raise ValueError(f"process {jax.process_index()}'s devices hold the batch rows {parts}, "
+                         "not one contiguous range: order the mesh's devices by process")
+    return slice(parts[0][0], parts[-1][1])
+
+
+def replicate(arrays: Mapping[str, Any], mesh: Mesh | None) -> dict[str, jax.Array]:
+    """Host arrays copied whole onto every device of ``mesh`` (the default device without
+    one). With several processes every process passes the same arrays (not compared: that
+    would gather them all)."""
+    if mesh is None:
+        return jax.device_put(dict(arrays))
+    return {name: jax.make_array_from_process_local_data(replicated(mesh), x, np.shape(x))
+            for name, x in arrays.items()}
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -203,12 +238,18 @@ class Layout:
 
     def unshard(self, state: Any) -> Any:
         """``state`` (padded, on the mesh) with the padding cut off: the real arrays, still on
-        the mesh (an array that was padded comes back replicated)."""
+        the mesh (an array that was padded comes back replicated; with several processes every
+        array does, so each process can read it whole)."""
         def cut(x, real):
             if x.shape == real.shape:
                 return x
             return x[tuple(slice(0, n) for n in real.shape)]
-        return jax.tree.map(cut, state, self.logical)
+        real = jax.tree.map(cut, state, self.logical)
+        if jax.process_count() > 1:
+            # Several processes: every process gets every array whole (host NumPy copies of
+            # split arrays are what validators and exports read), replicated on the mesh.
+            real = jax.device_put(real, replicated(self.mesh))
+        return real
 
     def constrain(self, state: Any) -> Any:
         """Inside ``jit``: ``state`` (padded) pinned to its shardings, so the compiled step's

@@ -119,20 +119,24 @@ def _host_permutation(key: jax.Array, epoch: int | jax.Array, num_rows: int) -> 
 def epoch_order(key: jax.Array, epoch: int | jax.Array, num_rows: int) -> jax.Array | np.ndarray:
     """The row permutation of epoch ``epoch``, int32: ``jax.random.permutation(shuffle_key(key,
     epoch), num_rows)``, computed on the host with NumPy when JAX runs on the CPU (same result,
-    an order of magnitude faster there), as a device array otherwise."""
-    if jax.default_backend() == "cpu":
+    an order of magnitude faster there) or in several processes (each computes the same order
+    on its host, where it builds its part of every batch), as a device array otherwise."""
+    if jax.default_backend() == "cpu" or jax.process_count() > 1:
         return _host_permutation(key, epoch, num_rows)
     return _device_permutation(key, epoch, num_rows)
 
 
-def gather_batches(data: Batch, order: jax.Array | np.ndarray,
-                   batch_size: int) -> dict[str, jax.Array]:
+def gather_batches(data: Batch, order: jax.Array | np.ndarray, batch_size: int,
+                   rows: slice | None = None) -> dict[str, jax.Array]:
     """Rows ``order`` of every column, padded and reshaped to ``(steps, batch_size, ...)``.
 
     Works on JAX arrays (inside ``jit``; also when only some inputs are) and on NumPy arrays
     (host-side streaming); adds the ``weight`` column (times any existing one) that zeroes the
-    padding.
+    padding. ``rows`` keeps only those positions of every batch, ``(steps, rows, ...)`` (a
+    process's part of each global batch, ``sharding.process_batch_rows``).
     """
+    if rows is not None and rows.indices(batch_size) != (0, batch_size, 1):
+        return _gather_batch_rows(data, order, batch_size, rows)
     on_device = isinstance(order, jax.Array) or any(isinstance(c, jax.Array)
                                                     for c in data.values())
     xp = jnp if on_device else np
@@ -144,6 +148,23 @@ def gather_batches(data: Batch, order: jax.Array | np.ndarray,
     out = {name: xp.take(col, index, axis=0).reshape((steps, batch_size) + col.shape[1:])
            for name, col in data.items()}
     valid = valid.reshape(steps, batch_size)
+    out["weight"] = out["weight"] * valid if "weight" in out else valid
+    return out
+
+
+def _gather_batch_rows(data: Mapping[str, np.ndarray], order: np.ndarray, batch_size: int,
+                      rows: slice) -> dict[str, np.ndarray]:
+    # Host only: the index of the whole padded epoch, cut to ``rows`` of each batch first, so
+    # only those rows are gathered.
+    n = order.shape[0]
+    steps = steps_per_epoch(n, batch_size)
+    pad = steps * batch_size - n
+    index = np.concatenate([order, np.zeros((pad,), order.dtype)]).reshape(steps, batch_size)
+    valid = np.concatenate([np.ones((n,), np.float32), np.zeros((pad,), np.float32)]
+                           ).reshape(steps, batch_size)[:, rows]
+    index = index[:, rows]
+    out = {name: np.take(col, index.reshape(-1), axis=0).reshape(index.shape + col.shape[1:])
+           for name, col in data.items()}
     out["weight"] = out["weight"] * valid if "weight" in out else valid
     return out
 
@@ -251,17 +272,19 @@ def make_train_epoch(graphdef: nnx.GraphDef, loss_fn: LossFn, batch_size: int,
 
 
 def host_epoch_chunks(data: Mapping[str, np.ndarray], key: jax.Array, epoch: int,
-                      batch_size: int, chunk_steps: int) -> Iterator[dict[str, np.ndarray]]:
+                      batch_size: int, chunk_steps: int, rows: slice | None = None
+                      ) -> Iterator[dict[str, np.ndarray]]:
     """The batches of ``epoch_batches``, built on the host and yielded ``chunk_steps`` at a time.
 
     For training data too large for the device: the same permutation (computed by JAX), so a
-    streamed epoch performs the same updates as an on-device one.
+    streamed epoch performs the same updates as an on-device one. ``rows``: only those
+    positions of every batch (``gather_batches``).
     """
     n = len(next(iter(data.values())))
     order = np.asarray(epoch_order(key, epoch, n))
     rows_per_chunk = chunk_steps * batch_size
     for start in range(0, n, rows_per_chunk):
-        yield gather_batches(data, order[start:start + rows_per_chunk], batch_size)
+        yield gather_batches(data, order[start:start + rows_per_chunk], batch_size, rows)
 
 
 def summarize_steps(step_metrics: list[Mapping[str, np.ndarray]]) -> dict[str, float]:

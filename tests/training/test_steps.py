@@ -146,3 +146,18 @@ def test_compiled_train_epoch_matches_the_jitted_one(train_columns):
     np.testing.assert_array_equal(jitted_metrics["loss"], compiled_metrics["loss"])
     for a, b in zip(_params(jitted_state), _params(compiled_state)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_process_builds_only_its_rows_of_every_batch():
+    """``rows`` (a process's part of each global batch) gives exactly those positions of the
+    full batches, padding and weights included."""
+    data = {"x": np.arange(10, dtype=np.int32) * 10,
+            "weight": np.linspace(0.5, 1.0, 10).astype(np.float32)}
+    order = np.random.default_rng(0).permutation(10).astype(np.int32)
+    full = steps.gather_batches(data, order, 4)
+    for rows in (slice(0, 2), slice(2, 4), slice(1, 3)):
+        part = steps.gather_batches(data, order, 4, rows)
+        assert part.keys() == full.keys()
+        for name in full:
+            np.testing.assert_array_equal(part[name], full[name][:, rows])
+    assert steps.gather_batches(data, order, 4, slice(0, 4)).keys() == full.keys()
