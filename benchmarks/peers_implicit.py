@@ -60,23 +60,6 @@ from recsys_jax.evaluation.validators import score_source
 from recsys_jax.tasks.implicit import ImplicitData, load_implicit_data
 from recsys_jax.tasks.runner import train_and_evaluate
 
-_CONFIG = flags.DEFINE_string("config", "configs/ncf_ml100k.py", "Config whose data and split "
-                              "every model uses.")
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", "workdirs/peers_implicit", "Where "
-                                  "peers_implicit.{json,md} go.")
-_FACTORS = flags.DEFINE_integer("factors", 128, "Factors of both iALS (ours: model.dim).")
-_ITERATIONS = flags.DEFINE_integer("iterations", 15, "Iterations of both iALS.")
-_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed fits after the first (median).")
-_TUNE = flags.DEFINE_bool("tune", False, "Choose implicit's BPR and K on validation.")
-_BPR = flags.DEFINE_list("bpr", ["0.01", "0.01", "100"], "BPR learning rate, regularization, "
-                         "iterations (without --tune).")
-_KNN_K = flags.DEFINE_integer("knn_k", 400, "implicit CosineRecommender K (without --tune).")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of implicit's initial factors.")
-_RUNS_DIR = flags.DEFINE_string("runs_dir", None, "Also write each implicit model as a run "
-                                "directory under this one (for experiments/compare.py).")
-_OURS = flags.DEFINE_bool("ours", True, "Fit this project's models too (the paired tests need "
-                          "them; --noours with --runs_dir writes the peers' runs only).")
-
 KS = (10, 100)
 METRICS = ("hr@10", "ndcg@10", "hr@100")
 OURS = {"EASE": "configs/ease_ml100k.py", "EASE, recency-weighted rows":
@@ -135,7 +118,7 @@ def ours(data: ImplicitData, repeats: int) -> list[Row]:
     for name, spec in OURS.items():
         config = load_config_file(spec)
         if config.model.name == "ials":
-            config.model.dim, config.model.iterations = _FACTORS.value, _ITERATIONS.value
+            config.model.dim, config.model.iterations = flags.FLAGS.factors, flags.FLAGS.iterations
         fits, compile_s = [], None
         for _ in range(repeats + 1):
             run = train_and_evaluate(config, None, data=data)
@@ -151,17 +134,17 @@ def ours(data: ImplicitData, repeats: int) -> list[Row]:
 
 def _als(train: sp.csr_matrix, alpha: float, reg: float):
     from implicit.cpu.als import AlternatingLeastSquares
-    model = AlternatingLeastSquares(factors=_FACTORS.value, iterations=_ITERATIONS.value,
-                                    alpha=alpha, regularization=reg, random_state=_SEED.value)
+    model = AlternatingLeastSquares(factors=flags.FLAGS.factors, iterations=flags.FLAGS.iterations,
+                                    alpha=alpha, regularization=reg, random_state=flags.FLAGS.seed)
     model.fit(train, show_progress=False)
     return model
 
 
 def _bpr(train: sp.csr_matrix, lr: float, reg: float, iterations: int):
     from implicit.cpu.bpr import BayesianPersonalizedRanking
-    model = BayesianPersonalizedRanking(factors=_FACTORS.value, learning_rate=lr,
+    model = BayesianPersonalizedRanking(factors=flags.FLAGS.factors, learning_rate=lr,
                                         regularization=reg, iterations=iterations,
-                                        random_state=_SEED.value)
+                                        random_state=flags.FLAGS.seed)
     model.fit(train, show_progress=False)
     return model
 
@@ -194,8 +177,9 @@ def peers(data: ImplicitData, repeats: int, tune: bool) -> list[Row]:
                        n_u, n_i)
     ials = load_config_file(OURS["iALS"]).model
     alpha, reg = float(ials.alpha), float(ials.l2)
-    lr, bpr_reg, bpr_iterations = float(_BPR.value[0]), float(_BPR.value[1]), int(_BPR.value[2])
-    k = _KNN_K.value
+    bpr = flags.FLAGS.bpr
+    lr, bpr_reg, bpr_iterations = float(bpr[0]), float(bpr[1]), int(bpr[2])
+    k = flags.FLAGS.knn_k
     rows = []
     with threadpool_limits(1, "blas"):
         if tune:
@@ -211,13 +195,14 @@ def peers(data: ImplicitData, repeats: int, tune: bool) -> list[Row]:
         model.partial_fit_users(val_users, sp.csr_matrix(train_val[val_users]))
         source = Embeddings(*_factors(model))
         rows.append(Row("implicit ALS", "implicit", "train+val", evaluate(source, data), fit_s,
-                        first, {"factors": _FACTORS.value, "iterations": _ITERATIONS.value,
+                        first, {"factors": flags.FLAGS.factors,
+                                "iterations": flags.FLAGS.iterations,
                                 "alpha": alpha, "regularization": reg, "use_cg": True},
                         source=source))
         model, fit_s, first = timed(lambda: _bpr(train, lr, bpr_reg, bpr_iterations), repeats)
         source = Embeddings(*_factors(model))
         rows.append(Row("implicit BPR", "implicit", "train", evaluate(source, data), fit_s,
-                        first, {"factors": _FACTORS.value, "learning_rate": lr,
+                        first, {"factors": flags.FLAGS.factors, "learning_rate": lr,
                                 "regularization": bpr_reg, "iterations": bpr_iterations},
                         source=source))
         model, fit_s, first = timed(lambda: _knn(train, k), repeats)
@@ -310,23 +295,45 @@ def to_markdown(result: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def define_flags() -> None:
+    """The script's flags; defined when it runs, not on import (the tests import this module
+    beside other benchmarks that have flags of the same names)."""
+    flags.DEFINE_string("config", "configs/ncf_ml100k.py",
+                        "Config whose data and split every model uses.")
+    flags.DEFINE_string("output_dir", "workdirs/peers_implicit",
+                        "Where peers_implicit.{json,md} go.")
+    flags.DEFINE_integer("factors", 128, "Factors of both iALS (ours: model.dim).")
+    flags.DEFINE_integer("iterations", 15, "Iterations of both iALS.")
+    flags.DEFINE_integer("repeats", 3, "Timed fits after the first (median).")
+    flags.DEFINE_bool("tune", False, "Choose implicit's BPR and K on validation.")
+    flags.DEFINE_list("bpr", ["0.01", "0.01", "100"],
+                      "BPR learning rate, regularization, iterations (without --tune).")
+    flags.DEFINE_integer("knn_k", 400, "implicit CosineRecommender K (without --tune).")
+    flags.DEFINE_integer("seed", 0, "Seed of implicit's initial factors.")
+    flags.DEFINE_string("runs_dir", None, "Also write each implicit model as a run directory "
+                        "under this one (for experiments/compare.py).")
+    flags.DEFINE_bool("ours", True, "Fit this project's models too (the paired tests need "
+                      "them; --noours with --runs_dir writes the peers' runs only).")
+
+
 def main(argv: Sequence[str]) -> None:
     del argv
     quiet_startup()
-    data = load_implicit_data(load_config_file(_CONFIG.value))
-    rows = ((ours(data, _REPEATS.value) if _OURS.value else [])
-            + peers(data, _REPEATS.value, _TUNE.value))
-    if _RUNS_DIR.value:
-        for name, path in save_peer_runs(rows, _RUNS_DIR.value, data).items():
+    data = load_implicit_data(load_config_file(flags.FLAGS.config))
+    rows = ((ours(data, flags.FLAGS.repeats) if flags.FLAGS.ours else [])
+            + peers(data, flags.FLAGS.repeats, flags.FLAGS.tune))
+    if flags.FLAGS.runs_dir:
+        for name, path in save_peer_runs(rows, flags.FLAGS.runs_dir, data).items():
             logging.info("wrote the run of %s to %s", name, path)
-    result = {**summarize(rows), "config": _CONFIG.value, "repeats": _REPEATS.value,
-              "num_users": len(rows[0].metrics.users), "tuned": _TUNE.value,
+    result = {**summarize(rows), "config": flags.FLAGS.config, "repeats": flags.FLAGS.repeats,
+              "num_users": len(rows[0].metrics.users), "tuned": flags.FLAGS.tune,
               "environment": harness.environment(),
               "implicit_version": harness.package_versions(("implicit",)).get("implicit")}
     markdown = to_markdown(result)
-    harness.write_results(_OUTPUT_DIR.value, "peers_implicit", result, markdown)
+    harness.write_results(flags.FLAGS.output_dir, "peers_implicit", result, markdown)
     print(markdown)
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
