@@ -126,16 +126,18 @@ PARTS = (
          ("scale.json", "scale.md")),
 )
 
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", os.environ.get("OUT") or "workdirs/gpu_check",
-                                  "Where gpu_check.json and gpu_check.md go (default: $OUT).")
-_SMOKE = flags.DEFINE_bool("smoke", False, "Tiny shapes, PyTorch on the CPU: any machine.")
-_BUDGET = flags.DEFINE_float("budget_s", None, "Seconds for all parts together (default: 450, "
-                             "with --smoke 420).")
-_PARTS = flags.DEFINE_list("parts", None, f"Parts to run (default: all of "
-                           f"{[p.name for p in PARTS]}).")
-_TORCH_DEVICE = flags.DEFINE_enum("torch_device", None, ["cpu", "cuda"],
-                                  "PyTorch's device (default: cuda, with --smoke cpu).")
-_PART = flags.DEFINE_enum("part", None, ["environment"], "Internal: run one in-process part.")
+def define_flags() -> None:
+    """The script's flags; defined when it runs, not on import (the tests import this module
+    beside other benchmarks that have flags of the same names)."""
+    flags.DEFINE_string("output_dir", os.environ.get("OUT") or "workdirs/gpu_check",
+                        "Where gpu_check.json and gpu_check.md go (default: $OUT).")
+    flags.DEFINE_bool("smoke", False, "Tiny shapes, PyTorch on the CPU: any machine.")
+    flags.DEFINE_float("budget_s", None,
+                       "Seconds for all parts together (default: 450, with --smoke 420).")
+    flags.DEFINE_list("parts", None, f"Parts to run (default: all of {[p.name for p in PARTS]}).")
+    flags.DEFINE_enum("torch_device", None, ["cpu", "cuda"],
+                      "PyTorch's device (default: cuda, with --smoke cpu).")
+    flags.DEFINE_enum("part", None, ["environment"], "Internal: run one in-process part.")
 
 
 def plan(parts: Sequence[Part], budget_s: float, elapsed_s: float) -> float:
@@ -240,16 +242,16 @@ def environment_facts() -> dict[str, Any]:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    output_dir = Path(_OUTPUT_DIR.value)
+    output_dir = Path(flags.FLAGS.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    if _PART.value == "environment":
+    if flags.FLAGS.part == "environment":
         (output_dir / "environment.json").write_text(json.dumps(environment_facts(), indent=1))
         return
     from recsys_jax import fileio  # After the flags: the parts import JAX, not this process.
-    smoke = _SMOKE.value
-    budget = _BUDGET.value or (420.0 if smoke else 450.0)
-    torch_device = _TORCH_DEVICE.value or ("cpu" if smoke else "cuda")
-    wanted = _PARTS.value or [p.name for p in PARTS]
+    smoke = flags.FLAGS.smoke
+    budget = flags.FLAGS.budget_s or (420.0 if smoke else 450.0)
+    torch_device = flags.FLAGS.torch_device or ("cpu" if smoke else "cuda")
+    wanted = flags.FLAGS.parts or [p.name for p in PARTS]
     unknown = set(wanted) - {p.name for p in PARTS}
     if unknown:
         raise app.UsageError(f"unknown parts {sorted(unknown)}; known: {[p.name for p in PARTS]}")
@@ -281,4 +283,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
