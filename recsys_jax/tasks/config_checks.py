@@ -165,6 +165,15 @@ FOLD_IN: dict[str, Check] = {
     "evaluation.fold_in_epochs": integer(1),
 }
 
+# Keys of the tasks that rank implicit positives (implicit, sequential): their test
+# protocols and which ratings count as positives.
+_IMPLICIT_RANKING_KEYS: dict[str, Check] = {
+    "evaluation.ks": integers(1),
+    "evaluation.sampled_ks": integers(1),
+    "evaluation.num_negatives": integer(1),
+    "evaluation.sample_seed": integer(0),
+    "implicit.min_rating": optional(real()),
+}
 TASK_KEYS: dict[str, dict[str, Check]] = {
     "rating": {
         "training.loss": one_of(tuple(RATING_LOSSES)),
@@ -178,11 +187,7 @@ TASK_KEYS: dict[str, dict[str, Check]] = {
         "training.num_negatives": integer(1),
         "training.val_protocol": one_of((FULL_PROTOCOL, "sampled")),
         "training.positive_set": one_of(("auto", *POSITIVE_SET_KINDS)),
-        "evaluation.ks": integers(1),
-        "evaluation.sampled_ks": integers(1),
-        "evaluation.num_negatives": integer(1),
-        "evaluation.sample_seed": integer(0),
-        "implicit.min_rating": optional(real()),
+        **_IMPLICIT_RANKING_KEYS,
         "model.pretrained.alpha": real(0, 1),
         # Models fitted without gradients (EASE, ItemKNN, iALS; docs/models/baselines.md).
         "model.l2": real(0, low_open=True),
@@ -210,11 +215,7 @@ TASK_KEYS: dict[str, dict[str, Check]] = {
         "loss.num_random_negatives": integer(0),
         "training.windows": one_of(WINDOWS),
         "training.positive_set": one_of(("auto", *POSITIVE_SET_KINDS)),
-        "evaluation.ks": integers(1),
-        "evaluation.sampled_ks": integers(1),
-        "evaluation.num_negatives": integer(1),
-        "evaluation.sample_seed": integer(0),
-        "implicit.min_rating": optional(real()),
+        **_IMPLICIT_RANKING_KEYS,
     },
     "retrieval": {
         "features.history_len": integer(0),
