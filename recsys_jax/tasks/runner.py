@@ -57,6 +57,7 @@ import jax
 import ml_collections
 from absl import logging
 from flax import nnx
+from jax.sharding import Mesh
 
 from recsys_jax import fileio
 from recsys_jax.evaluation.runs import RUN_FILE, update_run_metadata
@@ -302,10 +303,10 @@ def _prepare(config: ml_collections.ConfigDict, task: Task, workdir: Path | None
 def _run(config: ml_collections.ConfigDict, task: Task, workdir: Path | None,
          data: TaskData | None, start: float, test: bool = True) -> RunResult:
     data = _prepare(config, task, workdir, data)
-    model = task.build_model(config, data)
-    require(model, task.model_protocol, f"the {task.name} task")
-    # Built on one device, trained, tested and exported on the config's mesh (none: one device).
+    # Built, trained, tested and exported on the config's mesh (none: one device).
     mesh = sharding.mesh_from_config(config)
+    model = _build_model(config, task, data, mesh)
+    require(model, task.model_protocol, f"the {task.name} task")
     mesh_shape = dict(mesh.shape) if mesh else {"data": 1, "model": 1}
     if not distributed.is_multiprocess():
         with sharding.use_mesh(mesh):
@@ -330,6 +331,18 @@ def _run(config: ml_collections.ConfigDict, task: Task, workdir: Path | None,
     with sharding.use_mesh(local if local.size > 1 else None):
         return _test_and_write(config, task, workdir, data, model, start, test, mesh_shape,
                                result, facts)
+
+
+def _build_model(config: ml_collections.ConfigDict, task: Task, data: TaskData,
+                 mesh: Mesh | None) -> nnx.Module:
+    """The task's model; on a mesh, a model that declares tables is created straight onto it
+    (``sharding.create_on_mesh``: each table split from the start, never whole on one device).
+    Models without tables have nothing to split and are built as on one device."""
+    def build() -> nnx.Module:
+        return task.build_model(config, data)
+    if mesh is None or not has_tables(nnx.eval_shape(build)):
+        return build()
+    return sharding.create_on_mesh(build, mesh)
 
 
 def _train(config: ml_collections.ConfigDict, task: Task, workdir: Path | None,

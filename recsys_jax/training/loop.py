@@ -17,7 +17,8 @@ finished (early stop or all epochs) just restores its best state.
 On a device mesh (``sharding.use_mesh``; ``sharding.current_mesh`` is not ``None``) the
 state is padded and placed on the mesh (``sharding.Layout``: tables' rows split over the model
 axis, the rest replicated), the training columns and tables are replicated and every batch is
-split over the data axis; the validator and the caller see the real (unpadded) arrays;
+split over the data axis; the validator and the caller see the real (unpadded) arrays, at rest
+on the mesh (a table split over its columns, ``sharding.at_rest_sharding``);
 checkpoints are written sharded and restore onto any mesh. Without one, nothing of this runs.
 With several processes (``distributed``) every process calls ``fit`` alike: each builds only its
 rows of the streamed batches, all write the checkpoints together, and process 0 alone writes
@@ -320,7 +321,8 @@ def fit(model: nnx.Module, optimizer: nnx.Optimizer, loss_fn: LossFn,
         sharding.check_divisible(config.batch_size, mesh)
         layout = sharding.Layout.of(state, mesh)
         template = layout.padded
-        state = layout.shard(state)
+        # The model's own arrays are freed once copied, as one device's first epoch donates them.
+        state = layout.shard(state, delete_inputs=True)
     key = jax.random.key(config.seed)
     early = EarlyStopping(config.patience, config.mode, config.min_delta)
     store = log = None

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from recsys_jax.training import sharding
 from recsys_jax.training.row_sparse import TABLE_OPTIMIZERS, RowSparseOptimizer, make_table_rule
 from recsys_jax.training.tables import table_paths
 
@@ -183,17 +184,24 @@ def make_model_optimizer(model: nnx.Module, config: Mapping[str, Any], *, steps_
     kind = config.get("tables", "dense")
     if kind not in TABLE_OPTIMIZERS:
         raise ValueError(f"unknown optimizer.tables {kind!r}; known: {TABLE_OPTIMIZERS}")
-    if kind == "dense":
-        if only is not None:
-            tx = optax.chain(tx, only_where(only))
-        return nnx.Optimizer(model, tx, wrt=nnx.Param), schedule
-    rule = make_table_rule(config, schedule)
-    if only is None:
-        return RowSparseOptimizer(model, tx, rule), schedule
-    tables = set(table_paths(model))
-    masks = dict(nnx.to_flat_state(only))
-    dense_only = nnx.from_flat_state([(p, m) for p, m in masks.items() if p not in tables])
-    rows_only = {p: jnp.reshape(m, m.shape[:1]) if jnp.ndim(m) else m
-                 for p, m in masks.items() if p in tables}
-    return RowSparseOptimizer(model, optax.chain(tx, only_where(dense_only)), rule,
-                              trainable_rows=rows_only), schedule
+
+    def create(model: nnx.Module) -> nnx.Optimizer:
+        if kind == "dense":
+            dense_tx = tx if only is None else optax.chain(tx, only_where(only))
+            return nnx.Optimizer(model, dense_tx, wrt=nnx.Param)
+        rule = make_table_rule(config, schedule)
+        if only is None:
+            return RowSparseOptimizer(model, tx, rule)
+        tables = set(table_paths(model))
+        masks = dict(nnx.to_flat_state(only))
+        dense_only = nnx.from_flat_state([(p, m) for p, m in masks.items() if p not in tables])
+        rows_only = {p: jnp.reshape(m, m.shape[:1]) if jnp.ndim(m) else m
+                     for p, m in masks.items() if p in tables}
+        return RowSparseOptimizer(model, optax.chain(tx, only_where(dense_only)), rule,
+                                  trainable_rows=rows_only)
+
+    # On a mesh the state is created where it lives (a table's moments split as the table),
+    # not whole on one device first.
+    mesh = sharding.current_mesh()
+    return (create(model) if mesh is None else sharding.create_on_mesh(create, mesh, model),
+            schedule)

@@ -13,6 +13,13 @@ A run's devices form a 2-D ``jax.sharding.Mesh`` with a ``data`` and a ``model``
 * batches are split over the ``data`` axis (``batch_sharding``; with ``model > 1`` a batch is
   replicated over the model axis of each data group).
 
+Outside the train step arrays have their real shapes and live **at rest**
+(``at_rest_sharding``): a table split over its columns (or its rows, when the model axis
+divides them), so no device holds a whole table before, between or after training. Models and
+optimizers are created straight onto the mesh that way (``create_on_mesh``), the train step
+gets them padded and row-split (``Layout.shard``), and the validator, the caller and exports
+get them back at rest (``Layout.unshard``).
+
 The mesh is a context (``use_mesh``: ``jax.set_mesh``), as JAX recommends; ``current_mesh``
 returns it, or ``None`` when the run has a single device, in which case nothing here is used
 and every array lives on the default device as before (bit for bit).
@@ -37,9 +44,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -48,6 +56,8 @@ from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from recsys_jax.training.tables import ROW_AXIS
+
+T = TypeVar("T")
 
 DATA_AXIS = "data"
 MODEL_AXIS = ROW_AXIS
@@ -197,12 +207,16 @@ class Layout:
       logical: ``jax.ShapeDtypeStruct`` per array, the real shapes.
       padded: the shapes on the mesh (sharded axes padded to a multiple of their mesh axes),
         with their shardings: the abstract state the compiled steps see.
+      at_rest: a ``NamedSharding`` per array for its real shape, outside the train step
+        (``at_rest_sharding``): where a model is built (``create_on_mesh``) and what the
+        validator, the caller and the exports see (``unshard``).
     """
 
     mesh: Mesh
     shardings: Any
     logical: Any
     padded: Any
+    at_rest: Any
 
     @classmethod
     def of(cls, state: nnx.State, mesh: Mesh) -> Layout:
@@ -215,7 +229,9 @@ class Layout:
             shape = tuple(-(-n // s) * s for n, s in zip(
                 x.shape, _spec_sizes(mesh, sharding.spec, len(x.shape)), strict=True))
             return jax.ShapeDtypeStruct(shape, x.dtype, sharding=sharding)
-        return cls(mesh, shardings, logical, jax.tree.map(pad, logical, shardings))
+        at_rest = jax.tree.map(lambda x, sharding: at_rest_sharding(mesh, sharding.spec, x.shape),
+                               logical, shardings)
+        return cls(mesh, shardings, logical, jax.tree.map(pad, logical, shardings), at_rest)
 
     def padded_rows(self) -> dict[str, tuple[int, int]]:
         """``{path: (real rows, padded rows)}`` of the arrays this layout pads."""
@@ -227,29 +243,53 @@ class Layout:
                     real.shape[0], padded.shape[0])
         return out
 
-    def shard(self, state: Any) -> Any:
-        """``state`` (real shapes, anywhere) padded and placed on the mesh."""
-        def place(x, target):
-            x = jnp.asarray(x)
-            if x.shape != target.shape:
-                x = jnp.pad(x, [(0, t - n) for n, t in zip(x.shape, target.shape, strict=True)])
-            return jax.device_put(x, target.sharding)
-        return jax.tree.map(place, state, self.padded)
+    def shard(self, state: Any, *, delete_inputs: bool = False) -> Any:
+        """``state`` (real shapes, anywhere: host, one device, or at rest on the mesh) padded
+        and placed on the mesh. Arrays at rest on the mesh go there in one compiled program,
+        shard by shard, so no device ever holds a whole table. ``delete_inputs`` frees the
+        arrays of ``state`` that were copied (the caller holds no other reference to them)."""
+        placed = jax.tree.map(self._onto_mesh, state, self.at_rest)
+        padded = self._pad_program(placed)
+        if delete_inputs:
+            for x in jax.tree.leaves(state) + jax.tree.leaves(placed):
+                if isinstance(x, jax.Array) and not x.is_deleted() and not any(
+                        x is y for y in jax.tree.leaves(padded)):
+                    x.delete()
+        return padded
+
+    def _onto_mesh(self, x: Any, at_rest: NamedSharding) -> jax.Array:
+        # An array already on this mesh stays where it is (no copy); anything else (a host or
+        # one-device array) goes to its sharding at rest first.
+        if isinstance(x, jax.Array) and x.sharding.device_set == set(self.mesh.devices.flat):
+            return x
+        return jax.device_put(x, at_rest)
 
     def unshard(self, state: Any) -> Any:
-        """``state`` (padded, on the mesh) with the padding cut off: the real arrays, still on
-        the mesh (an array that was padded comes back replicated; with several processes every
-        array does, so each process can read it whole)."""
-        def cut(x, real):
-            if x.shape == real.shape:
-                return x
-            return x[tuple(slice(0, n) for n in real.shape)]
-        real = jax.tree.map(cut, state, self.logical)
-        if jax.process_count() > 1:
-            # Several processes: every process gets every array whole (host NumPy copies of
-            # split arrays are what validators and exports read), replicated on the mesh.
-            real = jax.device_put(real, replicated(self.mesh))
-        return real
+        """``state`` (padded, on the mesh) with the padding cut off: the real arrays, at rest on
+        the mesh (``at_rest``: split over the model axis where it divides an axis), in one
+        compiled program. With several processes every array comes back replicated instead,
+        so each process can read it whole."""
+        # Several processes: every process gets every array whole (host NumPy copies of split
+        # arrays are what validators and exports read), replicated on the mesh.
+        return self._cut_programs[jax.process_count() > 1](state)
+
+    @functools.cached_property
+    def _pad_program(self) -> Callable[[Any], Any]:
+        def pad(state):
+            return jax.tree.map(lambda x, target: x if x.shape == target.shape else jnp.pad(
+                x, [(0, t - n) for n, t in zip(x.shape, target.shape, strict=True)]),
+                state, self.padded)
+        return jax.jit(pad, out_shardings=self.shardings)
+
+    @functools.cached_property
+    def _cut_programs(self) -> dict[bool, Callable[[Any], Any]]:
+        # {replicate: program}: the real arrays at rest, or replicated (several processes).
+        def cut(state):
+            return jax.tree.map(lambda x, real: x if x.shape == real.shape else x[
+                tuple(slice(0, n) for n in real.shape)], state, self.logical)
+        whole = jax.tree.map(lambda _: replicated(self.mesh), self.at_rest)
+        return {False: jax.jit(cut, out_shardings=self.at_rest),
+                True: jax.jit(cut, out_shardings=whole)}
 
     def constrain(self, state: Any) -> Any:
         """Inside ``jit``: ``state`` (padded) pinned to its shardings, so the compiled step's
@@ -260,6 +300,54 @@ class Layout:
         """Inside ``jit``: every array of ``batch`` split over the data axis on ``batch_axis``."""
         return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(
             x, batch_sharding(self.mesh, batch_axis)), batch)
+
+
+def at_rest_sharding(mesh: Mesh, spec: PartitionSpec, shape: tuple[int, ...]) -> NamedSharding:
+    """Where an array of real ``shape`` that trains as ``spec`` lives outside the train step.
+
+    The train step splits a table's rows (padded to a multiple of the model axis). Outside it
+    the arrays have their real shapes, which the model axis may not divide, so a row-split
+    array is split over its **last** axis when the mesh axis divides it (an embedding's
+    columns: row slices and lookups of it then stay split without moving data), else over
+    its rows when they divide, else kept whole on every device (bias vectors and odd widths
+    whose rows do not divide: 4 bytes or a few per row). Replicated arrays stay replicated.
+    """
+    entries = list(spec) + [None] * (len(shape) - len(spec))
+    for axis, entry in enumerate(list(entries)):
+        size = _axis_size(mesh, entry)
+        if size == 1:
+            continue
+        entries[axis] = None
+        for target in (len(shape) - 1, axis):
+            if entries[target] is None and shape[target] % size == 0:
+                entries[target] = entry
+                break
+    return NamedSharding(mesh, PartitionSpec(*entries))
+
+
+def create_on_mesh(create: Callable[..., T], mesh: Mesh, *inputs: Any) -> T:
+    """``create(*inputs)``, an NNX object (a model, an optimizer), with its arrays created
+    straight onto ``mesh`` at rest (``at_rest_sharding`` of their partitioning metadata), in
+    one compiled program: a table's initial values are computed shard by shard on the devices
+    that hold them, never whole on one device (JAX's random bits do not depend on the
+    sharding, so they are those of ``create`` run on one device).
+
+    Args:
+      create: builds the object from ``inputs``; traced twice (``nnx.eval_shape``, then
+        ``jax.jit``), so it must be a function of its inputs and closed-over constants only.
+      mesh: the mesh.
+      inputs: NNX objects ``create`` reads (a model, for its optimizer); not modified.
+    """
+    graphdef, abstract = nnx.split(nnx.eval_shape(create, *inputs))
+    at_rest = Layout.of(abstract, mesh).at_rest
+    splits = [nnx.split(x) for x in inputs]
+
+    def run(states):
+        return nnx.split(create(*(nnx.merge(g, s) for (g, _), s in zip(splits, states,
+                                                                            strict=True))))[1]
+    with use_mesh(mesh):
+        state = jax.jit(run, out_shardings=at_rest)([s for _, s in splits])
+    return nnx.merge(graphdef, state)
 
 
 def _spec_sizes(mesh: Mesh, spec: PartitionSpec, ndim: int) -> list[int]:

@@ -24,6 +24,8 @@ import scipy.sparse as sp
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
+from recsys_jax.config_files import load_config_file
+from recsys_jax.data.columns import rating_columns
 from recsys_jax.evaluation.ranking import RankingStats, full_ranking
 from recsys_jax.evaluation.sources import Embeddings
 from recsys_jax.evaluation.validators import RatingEvaluator
@@ -31,6 +33,7 @@ from recsys_jax.models.mf import build_mf
 from recsys_jax.models.two_tower import TwoTower
 from recsys_jax.tasks.rating import make_rating_loss
 from recsys_jax.tasks.retrieval_losses import make_retrieval_loss, sampling_log_q
+from recsys_jax.tasks.runner import train_and_evaluate
 from recsys_jax.training import sharding, steps
 from recsys_jax.training.checkpoints import CheckpointStore
 from recsys_jax.training.loop import FitConfig, fit
@@ -189,13 +192,104 @@ def ranking_on_a_mesh() -> dict:
     return runs
 
 
+def _largest_part(array: jax.Array) -> float:
+    """The largest part of ``array`` one device holds, as a fraction of the whole."""
+    return max(s.data.size for s in array.addressable_shards) / array.size
+
+
+def _largest_buffer() -> int:
+    """Bytes of the largest array any one device holds, over every live array."""
+    return max(s.data.nbytes for a in jax.live_arrays() for s in a.addressable_shards)
+
+
+def large_table() -> dict:
+    """An MF table (5,001 rows × 64, rows the model axis does not divide) built, trained with
+    lazy Adam for 2 epochs, validated and handed back on a 1×8 mesh, as a table too large for
+    one device must be: what each device holds at every stage, the compiled init's memory per
+    device, and the values against the same run on one device."""
+    users, items, dim = 3001, 2000, 64
+    rng = np.random.default_rng(4)
+    train = rating_columns(rng.integers(0, users, 4096), rng.integers(0, items, 4096),
+                           rng.integers(1, 6, 4096).astype(np.float32), num_users=users,
+                           num_items=items)
+    val = rating_columns(rng.integers(0, users, 512), rng.integers(0, items, 512),
+                         rng.integers(1, 6, 512).astype(np.float32), num_users=users,
+                         num_items=items)
+
+    def build():
+        return build_mf({"dim": dim, "init_std": 0.1}, num_users=users, num_items=items,
+                        train=train, rngs=nnx.Rngs(0))
+    mesh = sharding.make_mesh(1, 8)
+    facts = {"table_bytes": (users + items) * dim * 4}
+    _, abstract = nnx.split(nnx.eval_shape(build))
+
+    def init_bytes(out_shardings) -> int:  # Per device, of the compiled init.
+        memory = jax.jit(lambda: nnx.split(build())[1], out_shardings=out_shardings).lower(
+            ).compile().memory_analysis()
+        return memory.output_size_in_bytes + memory.temp_size_in_bytes
+    facts["init_bytes_per_device"] = init_bytes(sharding.Layout.of(abstract, mesh).at_rest)
+    facts["init_bytes_one_device"] = init_bytes(None)
+
+    model = sharding.create_on_mesh(build, mesh)
+    initial = np.asarray(model.embedding[...])
+    facts["built"] = _largest_part(model.embedding[...])
+    config = FitConfig(batch_size=256, num_epochs=2, seed=1, data_on_device="always")
+    optimizer_config = {"name": "adam", "lr": 0.01, "tables": "lazy_adam"}
+    evaluator = RatingEvaluator(val, (1, 5))
+    seen = []
+
+    def validate(model):
+        seen.append({"table": _largest_part(model.embedding[...]),
+                     "largest_buffer": _largest_buffer()})
+        return evaluator(model)
+    with sharding.use_mesh(mesh):
+        optimizer, _ = make_model_optimizer(model, optimizer_config, steps_per_epoch=16,
+                                            num_epochs=2)
+        facts["moments_created"] = _largest_part(
+            optimizer.table_state["moments"]["embedding"][...])
+        result = fit(model, optimizer, make_rating_loss("mse"), train, validate, config,
+                     workdir=None)
+    facts["validated"] = seen
+    facts["trained"] = {"table": _largest_part(model.embedding[...]),
+                        "moments": _largest_part(
+                            optimizer.table_state["moments"]["embedding"][...]),
+                        "largest_buffer": _largest_buffer()}
+    facts["history"] = [r["val_rmse"] for r in result.history]
+
+    # The same on one device, from the same initial values (JAX's random bits do not depend
+    # on the sharding; the init is jitted in both, so even the float rounding is the same).
+    graphdef, _ = nnx.split(nnx.eval_shape(build))
+    reference = nnx.merge(graphdef, jax.jit(lambda: nnx.split(build())[1])())
+    facts["initial_equal"] = bool(np.array_equal(np.asarray(reference.embedding[...]),
+                                                 initial))
+    optimizer_one, _ = make_model_optimizer(reference, optimizer_config, steps_per_epoch=16,
+                                            num_epochs=2)
+    one = fit(reference, optimizer_one, make_rating_loss("mse"), train, evaluator, config,
+              workdir=None)
+    facts["history_one_device"] = [r["val_rmse"] for r in one.history]
+    facts["max_difference"] = float(np.abs(np.asarray(model.embedding[...])
+                                           - np.asarray(reference.embedding[...])).max())
+    return facts
+
+
+def runner_on_a_mesh() -> dict:
+    """``configs/mf_tiny.py`` end to end (train, validate, fold-in, test) on a 2×4 mesh: its
+    test metrics, and what each device holds of the table afterwards."""
+    config = load_config_file(Path(__file__).resolve().parents[2] / "configs" / "mf_tiny.py")
+    config.mesh.data, config.mesh.model = 2, 4
+    run = train_and_evaluate(config, None)
+    return {"test": {k: run.summary[k] for k in ("test_rmse", "test_mae")},
+            "table": _largest_part(run.model.embedding[...])}
+
+
 def main(out: Path) -> None:
     global OUT
     OUT = out
     assert jax.device_count() == 8, jax.devices()
     results = {"cases": {case: {name or "one": train(case, name) for name in [None, *MESHES]}
                          for case in CASES},
-               "gathered_table": gathered_table(), "ranking": ranking_on_a_mesh()}
+               "gathered_table": gathered_table(), "ranking": ranking_on_a_mesh(),
+               "large_table": large_table(), "runner": runner_on_a_mesh()}
     with tempfile.TemporaryDirectory() as tmp:
         results["checkpoints"] = {
             "uninterrupted": fit_in_stages([(None, 4, "always")], Path(tmp) / "straight"),
