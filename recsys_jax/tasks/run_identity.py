@@ -39,8 +39,9 @@ IDENTITY_FORMAT = 1
 # logging, post-training analyses (recomputed by every invocation), the number of timed
 # queries, and how the same computation is laid out (data on the device or streamed, evaluation
 # chunks, the exact structure that tests negatives, the rows the item tower runs on per step, the
-# device mesh: a run saved on one mesh resumes on another). Every other key is part of the
-# identity. A key ending in ".*" covers its whole block.
+# device mesh: a run saved on one mesh resumes on another), and the FAISS index, which every
+# invocation builds anew from the trained model (its own identity is saved beside it). Every
+# other key is part of the identity. A key ending in ".*" covers its whole block.
 RESULT_NEUTRAL_KEYS = (
     "run_name",
     "tensorboard",
@@ -55,6 +56,7 @@ RESULT_NEUTRAL_KEYS = (
     "training.positive_set",
     "model.max_step_items",
     "mesh.*",
+    "index.*",
 )
 
 # Config keys added after runs were recorded without them, with the value such a run had: a
@@ -157,9 +159,11 @@ def check_config_identity(workdir: Path, task: str, config: ml_collections.Confi
                 + how_to_proceed(workdir))
         return None
     now = identity_config(config)
+    # Keys made result-neutral since the run was recorded no longer count.
+    then = {k: v for k, v in recorded["config"].items() if not is_result_neutral(k)}
     # Keys added since the run was recorded: it had their default (ADDED_KEYS).
-    implied = {k: v for k, v in ADDED_KEYS.items() if k in now and k not in recorded["config"]}
-    changed = differences({"task": recorded.get("task"), **implied, **recorded["config"]},
+    implied = {k: v for k, v in ADDED_KEYS.items() if k in now and k not in then}
+    changed = differences({"task": recorded.get("task"), **implied, **then},
                           {"task": task, **now})
     if changed:
         raise WorkdirError(

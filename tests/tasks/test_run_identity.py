@@ -54,6 +54,7 @@ def test_identity_keeps_the_result_keys_and_drops_the_neutral_ones():
 
 def test_neutral_key_patterns():
     assert is_result_neutral("analysis.titles") and is_result_neutral("run_name")
+    assert is_result_neutral("index.quantizer") and is_result_neutral("index.kind")
     assert not is_result_neutral("analysis") and not is_result_neutral("training.epochs")
     assert not is_result_neutral("optimizer.lr") and not is_result_neutral("split.seed")
     assert all(is_result_neutral(k.replace("*", "x")) for k in RESULT_NEUTRAL_KEYS)
@@ -81,6 +82,24 @@ def test_a_run_records_its_identity_and_resumes_under_it(tmp_path):
     # Other prepared data under the same config is refused.
     with pytest.raises(WorkdirError, match="another split"):
         train_and_evaluate(_config(), tmp_path, data=_data("planted-1"))
+
+
+def test_keys_made_neutral_since_a_run_was_recorded_no_longer_refuse_it(tmp_path):
+    """A run recorded while ``index.*`` counted (its index keys in the identity, without the
+    later ``index.quantizer``) resumes under today's config, whose index keys are neutral: the
+    index is rebuilt from the trained model by every invocation. A key that still counts is
+    still refused."""
+    first = train_and_evaluate(_config(), tmp_path, data=_data())
+    path = tmp_path / IDENTITY_FILE
+    recorded = json.loads(path.read_text())
+    recorded["config"].update({"index.kind": "ivf", "index.nprobe": 32})
+    path.write_text(json.dumps(recorded))
+    again = train_and_evaluate(_config(), tmp_path, data=_data())
+    assert again.fit.epochs_run == 0 and again.fit.best_epoch == first.fit.best_epoch
+    recorded["config"]["optimizer.lr"] = 0.5
+    path.write_text(json.dumps(recorded))
+    with pytest.raises(WorkdirError, match="optimizer.lr: 0.5 → 0.05"):
+        train_and_evaluate(_config(), tmp_path, data=_data())
 
 
 def test_a_run_that_never_got_past_preparation_takes_a_new_config(tmp_path):
