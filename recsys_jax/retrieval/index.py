@@ -148,6 +148,20 @@ class IndexConfig:
         if not (np.isfinite(self.radius_weight) and self.radius_weight >= 0):
             raise ValueError(f"radius_weight must be finite and >= 0, got "
                              f"{self.radius_weight!r}")
+        reason = cpu_only(self.kind, self.quantizer)
+        if self.use_gpu == "always" and reason:
+            raise ValueError(f"use_gpu='always' asks for a GPU index, but {reason}")
+
+
+def cpu_only(kind: str, quantizer: str) -> str | None:
+    """Why an index of ``kind`` (with IVF ``quantizer``) stays on the CPU whatever
+    ``use_gpu`` says, or ``None`` when FAISS can move it to a GPU."""
+    if kind == "hnsw":
+        return "FAISS has no GPU HNSW: use kind='flat' or kind='ivf' with quantizer='l2'"
+    if kind == "ivf" and quantizer == "radius":
+        return ("the radius-probed IVF stays on the CPU: use quantizer='l2' (the GPU IVF) or "
+                "use_gpu='auto'")
+    return None
 
     def label(self) -> str:
         """A short description for tables, e.g. ``"ivf(nlist=4096,nprobe=32)"``."""
@@ -359,8 +373,9 @@ def to_device(index, config: IndexConfig = IndexConfig()):
     """``index`` moved to all visible GPUs when ``config.use_gpu`` asks and one is visible."""
     if isinstance(index, CenteredIndex):
         return CenteredIndex(to_device(index.index, config), index.offset)
-    # No GPU HNSW in FAISS; radius-probed IVF: see the module docstring.
-    if config.use_gpu == "never" or config.kind == "hnsw" or ivf_quantizer(index) == "radius":
+    # No GPU HNSW in FAISS; radius-probed IVF: see the module docstring (IndexConfig refuses
+    # use_gpu='always' for both).
+    if config.use_gpu == "never" or cpu_only(config.kind, ivf_quantizer(index) or ""):
         return index
     if not gpu_available():
         if config.use_gpu == "always":

@@ -35,6 +35,7 @@ from recsys_jax.models.registry import MODELS, build_model
 from recsys_jax.models.two_tower import HISTORY_SOURCES
 from recsys_jax.retrieval.index import IVF_QUANTIZERS
 from recsys_jax.retrieval.index import KINDS as INDEX_KINDS
+from recsys_jax.retrieval.index import cpu_only
 from recsys_jax.tasks.base import monitor_mode, monitor_parts
 from recsys_jax.tasks.fold_in import TEST_USER_INPUTS
 from recsys_jax.tasks.implicit_losses import IMPLICIT_LOSSES
@@ -373,6 +374,15 @@ def _mesh_problems(tree: Mapping[str, Any]) -> list[str]:
     return []
 
 
+def _index_problems(tree: Mapping[str, Any]) -> list[str]:
+    """``index.use_gpu = "always"`` for an index FAISS keeps on the CPU."""
+    kind, quantizer = _lookup(tree, "index.kind"), _lookup(tree, "index.quantizer")
+    reason = cpu_only(kind, "radius" if quantizer is _MISSING else quantizer)
+    if _lookup(tree, "index.use_gpu") == "always" and reason:
+        return [_problem("index.use_gpu", "always", f"asks for a GPU index, but {reason}")]
+    return []
+
+
 def config_problems(config: ml_collections.ConfigDict, task: str, *,
                     data_given: bool = False) -> list[str]:
     """Every problem of ``config`` for ``task``, one line each naming the key; ``[]`` if none.
@@ -392,7 +402,7 @@ def config_problems(config: ml_collections.ConfigDict, task: str, *,
     if not data_given:
         problems += _split_problems(tree)
     return (problems + _monitor_problems(tree, task) + _head_problems(tree, task)
-            + _table_problems(tree, task) + _mesh_problems(tree))
+            + _table_problems(tree, task) + _mesh_problems(tree) + _index_problems(tree))
 
 
 def check_config(config: ml_collections.ConfigDict, task: str, *,

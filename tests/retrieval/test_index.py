@@ -254,7 +254,13 @@ def test_radius_cells_are_the_l2_cells_probed_by_centroid_score_plus_weighted_ra
         np.testing.assert_allclose(scores, np.take_along_axis(expected, probed, 1), atol=1e-5)
         assert (np.diff(scores, axis=1) <= 1e-6).all()
     assert index_lib.radius_weight(l2) is None
-    assert index_lib.to_device(radius, IndexConfig("ivf", use_gpu="always")) is radius
+    # Indexes FAISS keeps on the CPU refuse use_gpu="always" instead of ignoring it.
+    with pytest.raises(ValueError, match="radius-probed IVF stays on the CPU"):
+        IndexConfig("ivf", use_gpu="always")
+    with pytest.raises(ValueError, match="no GPU HNSW"):
+        IndexConfig("hnsw", use_gpu="always")
+    assert IndexConfig("ivf", quantizer="l2", use_gpu="always").use_gpu == "always"
+    assert index_lib.to_device(radius, IndexConfig("ivf")) is radius
     with pytest.raises(ValueError, match="radius_weight must be"):
         IndexConfig("ivf", radius_weight=-0.1)
 

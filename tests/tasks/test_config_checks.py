@@ -89,6 +89,14 @@ def test_the_index_config_reaches_the_index_recipe():
     config.index.quantizer, config.index.radius_weight = "cosine", -1.0
     assert [p.split(" =")[0] for p in config_problems(config, "retrieval")] == [
         "index.quantizer", "index.radius_weight"]
+    # An index FAISS keeps on the CPU cannot be asked onto a GPU (IndexConfig refuses it too).
+    config.index.kind, config.index.quantizer, config.index.radius_weight = "ivf", "radius", 0.5
+    config.index.use_gpu = "always"
+    assert [p for p in config_problems(config, "retrieval") if "GPU" in p] == [
+        "index.use_gpu = 'always' asks for a GPU index, but the radius-probed IVF stays on the "
+        "CPU: use quantizer='l2' (the GPU IVF) or use_gpu='auto'"]
+    config.index.quantizer = "l2"
+    assert config_problems(config, "retrieval") == []
 
 
 def test_holdout_k_replaces_the_fractions():
