@@ -68,6 +68,10 @@ from recsys_jax.progress import track
 _CPU_CHUNK_SCORES = 1 << 22
 _ACCELERATOR_CHUNK_SCORES = 1 << 28
 _MAX_CHUNK = 8192
+# Users per chunk at least: each chunk streams the whole item side from memory, so with few
+# users per chunk that stream, not the arithmetic, bounds a large catalogue's ranking (1M items
+# × 64 on 2 CPU cores: 26.4 s per 4,096 users at 4 users a chunk, 14.5 s at 64, 16.3 s at 256).
+_MIN_CHUNK = 64
 SELECTIONS = ("top_k", "blocked")
 # Chunks ranked at once, each on its own host thread (and so on its own core on a CPU).
 _WORKERS = 2
@@ -110,10 +114,11 @@ class RankingStats:
 
 
 def default_chunk_size(num_items: int, num_users: int) -> int:
-    """Users per chunk: a power of two sized to the backend, never above the user count."""
+    """Users per chunk: a power of two sized to the backend (at least 64), never above the
+    user count."""
     budget = _CPU_CHUNK_SCORES if jax.default_backend() == "cpu" else _ACCELERATOR_CHUNK_SCORES
     size = 1 << max(0, int(np.floor(np.log2(max(budget // max(num_items, 1), 1)))))
-    return int(max(1, min(size, _MAX_CHUNK, _next_pow2(max(num_users, 1)))))
+    return int(max(1, min(max(size, _MIN_CHUNK), _MAX_CHUNK, _next_pow2(max(num_users, 1)))))
 
 
 def default_selection() -> str:

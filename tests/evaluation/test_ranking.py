@@ -266,3 +266,7 @@ def test_default_chunk_size_is_bounded():
     assert default_chunk_size(50_000, 100_000) == 64
     assert default_chunk_size(1682, 943) == 1024
     assert default_chunk_size(10, 3) == 4
+    # A large catalogue keeps 64 users a chunk (the item side is streamed once per chunk);
+    # never more than the users.
+    assert default_chunk_size(1_000_000, 200_000) == 64
+    assert default_chunk_size(1_000_000, 5) == 8
