@@ -33,9 +33,8 @@ from recsys_jax.evaluation.results import FULL_PROTOCOL
 from recsys_jax.models.ials import SAMPLED_DOTS, SOLVERS
 from recsys_jax.models.registry import MODELS, build_model
 from recsys_jax.models.two_tower import HISTORY_SOURCES
-from recsys_jax.retrieval.index import IVF_QUANTIZERS
+from recsys_jax.retrieval.index import IVF_QUANTIZERS, cpu_only
 from recsys_jax.retrieval.index import KINDS as INDEX_KINDS
-from recsys_jax.retrieval.index import cpu_only
 from recsys_jax.tasks.base import monitor_mode, monitor_parts
 from recsys_jax.tasks.fold_in import TEST_USER_INPUTS
 from recsys_jax.tasks.implicit_losses import IMPLICIT_LOSSES
