@@ -152,17 +152,6 @@ class IndexConfig:
         if self.use_gpu == "always" and reason:
             raise ValueError(f"use_gpu='always' asks for a GPU index, but {reason}")
 
-
-def cpu_only(kind: str, quantizer: str) -> str | None:
-    """Why an index of ``kind`` (with IVF ``quantizer``) stays on the CPU whatever
-    ``use_gpu`` says, or ``None`` when FAISS can move it to a GPU."""
-    if kind == "hnsw":
-        return "FAISS has no GPU HNSW: use kind='flat' or kind='ivf' with quantizer='l2'"
-    if kind == "ivf" and quantizer == "radius":
-        return ("the radius-probed IVF stays on the CPU: use quantizer='l2' (the GPU IVF) or "
-                "use_gpu='auto'")
-    return None
-
     def label(self) -> str:
         """A short description for tables, e.g. ``"ivf(nlist=4096,nprobe=32)"``."""
         suffix = "+center" if self.centered else ""
@@ -175,6 +164,17 @@ def cpu_only(kind: str, quantizer: str) -> str | None:
             return (f"hnsw(M={self.hnsw_m},efC={self.ef_construction},efS={self.ef_search})"
                     f"{suffix}")
         return "flat" + suffix
+
+
+def cpu_only(kind: str, quantizer: str) -> str | None:
+    """Why an index of ``kind`` (with IVF ``quantizer``) stays on the CPU whatever
+    ``use_gpu`` says, or ``None`` when FAISS can move it to a GPU."""
+    if kind == "hnsw":
+        return "FAISS has no GPU HNSW: use kind='flat' or kind='ivf' with quantizer='l2'"
+    if kind == "ivf" and quantizer == "radius":
+        return ("the radius-probed IVF stays on the CPU: use quantizer='l2' (the GPU IVF) or "
+                "use_gpu='auto'")
+    return None
 
 
 class CenteredIndex:
