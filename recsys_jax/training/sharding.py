@@ -329,8 +329,9 @@ def create_on_mesh(create: Callable[..., T], mesh: Mesh, *inputs: Any) -> T:
     """``create(*inputs)``, an NNX object (a model, an optimizer), with its arrays created
     straight onto ``mesh`` at rest (``at_rest_sharding`` of their partitioning metadata), in
     one compiled program: a table's initial values are computed shard by shard on the devices
-    that hold them, never whole on one device (JAX's random bits do not depend on the
-    sharding, so they are those of ``create`` run on one device).
+    that hold them, never whole on one device. JAX's random bits do not depend on the
+    sharding, so the values are those of ``create`` jitted on one device, bit for bit (run
+    eagerly, some entries differ by one float32 rounding: XLA fuses the arithmetic).
 
     Args:
       create: builds the object from ``inputs``; traced twice (``nnx.eval_shape``, then
