@@ -135,35 +135,18 @@ def gather_batches(data: Batch, order: jax.Array | np.ndarray, batch_size: int,
     padding. ``rows`` keeps only those positions of every batch, ``(steps, rows, ...)`` (a
     process's part of each global batch, ``sharding.process_batch_rows``).
     """
-    if rows is not None and rows.indices(batch_size) != (0, batch_size, 1):
-        return _gather_batch_rows(data, order, batch_size, rows)
     on_device = isinstance(order, jax.Array) or any(isinstance(c, jax.Array)
                                                     for c in data.values())
     xp = jnp if on_device else np
     n = order.shape[0]
     steps = steps_per_epoch(n, batch_size)
     pad = steps * batch_size - n
-    index = xp.concatenate([order, xp.zeros((pad,), order.dtype)])
-    valid = xp.concatenate([xp.ones((n,), xp.float32), xp.zeros((pad,), xp.float32)])
-    out = {name: xp.take(col, index, axis=0).reshape((steps, batch_size) + col.shape[1:])
-           for name, col in data.items()}
-    valid = valid.reshape(steps, batch_size)
-    out["weight"] = out["weight"] * valid if "weight" in out else valid
-    return out
-
-
-def _gather_batch_rows(data: Mapping[str, np.ndarray], order: np.ndarray, batch_size: int,
-                      rows: slice) -> dict[str, np.ndarray]:
-    # Host only: the index of the whole padded epoch, cut to ``rows`` of each batch first, so
-    # only those rows are gathered.
-    n = order.shape[0]
-    steps = steps_per_epoch(n, batch_size)
-    pad = steps * batch_size - n
-    index = np.concatenate([order, np.zeros((pad,), order.dtype)]).reshape(steps, batch_size)
-    valid = np.concatenate([np.ones((n,), np.float32), np.zeros((pad,), np.float32)]
-                           ).reshape(steps, batch_size)[:, rows]
-    index = index[:, rows]
-    out = {name: np.take(col, index.reshape(-1), axis=0).reshape(index.shape + col.shape[1:])
+    index = xp.concatenate([order, xp.zeros((pad,), order.dtype)]).reshape(steps, batch_size)
+    valid = xp.concatenate([xp.ones((n,), xp.float32), xp.zeros((pad,), xp.float32)]
+                           ).reshape(steps, batch_size)
+    if rows is not None:  # Cut to those positions first, so only their rows are gathered.
+        index, valid = index[:, rows], valid[:, rows]
+    out = {name: xp.take(col, index.reshape(-1), axis=0).reshape(index.shape + col.shape[1:])
            for name, col in data.items()}
     out["weight"] = out["weight"] * valid if "weight" in out else valid
     return out
