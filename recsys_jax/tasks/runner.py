@@ -27,9 +27,10 @@ Files under ``workdir`` (besides each task's own, listed in its module):
   test_metrics.json the run's record (``RunResult.summary``)
   learning_curve.png, report.md
 
-Devices: the model is built on one device, then trained, tested and exported on the mesh of
-``config.mesh`` (``training.sharding``; ``summary["mesh"]`` records its shape); on one device
-there is no mesh and nothing is sharded.
+Devices: the model is built, trained, tested and exported on the mesh of ``config.mesh``
+(``training.sharding``; a model with tables is created straight onto it, its tables never whole
+on one device; ``summary["mesh"]`` records its shape); on one device there is no mesh and
+nothing is sharded.
 
 Several processes (``training.distributed``; every process calls this with the same config and
 workdir): all of them train together on the mesh of all their devices and write the
@@ -308,17 +309,15 @@ def _run(config: ml_collections.ConfigDict, task: Task, workdir: Path | None,
     model = _build_model(config, task, data, mesh)
     require(model, task.model_protocol, f"the {task.name} task")
     mesh_shape = dict(mesh.shape) if mesh else {"data": 1, "model": 1}
-    if not distributed.is_multiprocess():
-        with sharding.use_mesh(mesh):
-            result, facts = _train(config, task, workdir, data, model)
-            return _test_and_write(config, task, workdir, data, model, start, test, mesh_shape,
-                                   result, facts)
-    # Several processes: all train on the mesh of all their devices (each validation gives
-    # every process the same metrics); then the model is copied whole to each process and
-    # process 0 alone tests, exports and reports, on a mesh of its own devices. The others
-    # return the training facts.
     with sharding.use_mesh(mesh):
         result, facts = _train(config, task, workdir, data, model)
+        if not distributed.is_multiprocess():
+            return _test_and_write(config, task, workdir, data, model, start, test, mesh_shape,
+                                   result, facts)
+    # Several processes: all trained on the mesh of all their devices (each validation gave
+    # every process the same metrics); now the model is copied whole to each process and
+    # process 0 alone tests, exports and reports, on a mesh of its own devices. The others
+    # return the training facts.
     nnx.update(model, distributed.local_copy(nnx.state(model)))
     mesh_shape["processes"] = jax.process_count()
     if not distributed.is_primary():
