@@ -348,10 +348,11 @@ def fit(model: nnx.Module, optimizer: nnx.Optimizer, loss_fn: LossFn,
         logging.info("resumed from %s at epoch %d", store.directory, loop_state["epoch"])
     if workdir is not None and is_primary():  # Process 0 writes the logs; all, checkpoints.
         log = MetricLog(workdir, keep_up_to=start_epoch - 1, tensorboard=tensorboard)
-    history: list[dict[str, Any]] = (
-        list(log.history) if log is not None
-        else [r for r in read_metrics(workdir) if r.get("epoch", 0) < start_epoch]
-        if workdir is not None else [])
+    history: list[dict[str, Any]] = []
+    if log is not None:
+        history = list(log.history)
+    elif workdir is not None:  # The other processes read process 0's records back.
+        history = [r for r in read_metrics(workdir) if r.get("epoch", 0) < start_epoch]
     best_in_memory = None
 
     on_device = config.data_on_device == "always" or (
