@@ -189,8 +189,8 @@ def full_ranking(source: ScoreSource, users: np.ndarray, k: int, *,
         user_emb, item_emb = source.prepared()
         kernel, compile_s, fresh = _compiled_kernel(
             "embeddings", selection, chunk, num_items, user_emb.shape[1], pad, k_eff, users_on)
-        item_emb_dev = (jax.device_put(item_emb) if users_on is None else
-                        _replicated(item_emb, NamedSharding(users_on.mesh, PartitionSpec())))
+        item_emb_dev = (jax.device_put(item_emb) if users_on is None else _from_every_process(
+            item_emb, NamedSharding(users_on.mesh, PartitionSpec())))
 
         def chunk_inputs(start, ids):
             block = np.zeros((chunk, user_emb.shape[1]), np.float32)
@@ -210,7 +210,7 @@ def full_ranking(source: ScoreSource, users: np.ndarray, k: int, *,
             scores = _pad_rows(scores, chunk, num_items)
             if users_on is not None:  # A score function's array may live anywhere.
                 scores = (jax.device_put(scores, users_on) if users_on.is_fully_addressable
-                          else _replicated(np.asarray(scores), users_on))
+                          else _from_every_process(np.asarray(scores), users_on))
             return (scores,)
 
     stats.compile_seconds, stats.compiled_now = compile_s, fresh
@@ -300,9 +300,11 @@ def _score_kernel(scores, rows, cols, *, k, selection):
     return _SELECT[selection](scores, rows, cols, k)
 
 
-def _replicated(x: np.ndarray, sharding: NamedSharding) -> jax.Array:
-    # The same host array in every process, put on ``sharding``'s devices (with one process,
-    # ``jax.device_put``; with several, without comparing the processes' copies).
+def _from_every_process(x: np.ndarray, sharding: NamedSharding) -> jax.Array:
+    # The same whole host array in every process, laid out as ``sharding`` says over the
+    # devices of all of them (with one process, ``jax.device_put``; with several, without
+    # comparing the processes' copies). training.sharding.replicate is its twin for the
+    # engine, which evaluation must not import.
     return jax.make_array_from_process_local_data(sharding, x, x.shape)
 
 
