@@ -43,11 +43,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from absl import app, flags
+
+from benchmarks import harness
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -126,6 +127,7 @@ PARTS = (
          ("scale.json", "scale.md")),
 )
 
+
 def define_flags() -> None:
     """The script's flags; defined when it runs, not on import (the tests import this module
     beside other benchmarks that have flags of the same names)."""
@@ -140,9 +142,9 @@ def define_flags() -> None:
     flags.DEFINE_enum("part", None, ["environment"], "Internal: run one in-process part.")
 
 
-def plan(parts: Sequence[Part], budget_s: float, elapsed_s: float) -> float:
-    """Seconds the next part may take: its cap, or what the budget has left if less."""
-    return max(0.0, min(parts[0].cap_s, budget_s - elapsed_s))
+def plan(part: Part, budget_s: float, elapsed_s: float) -> float:
+    """Seconds ``part`` may take: its cap, or what the budget has left if less."""
+    return max(0.0, min(part.cap_s, budget_s - elapsed_s))
 
 
 def part_command(part: Part, out: Path, *, smoke: bool, torch_device: str) -> list[str]:
@@ -247,7 +249,6 @@ def main(argv: list[str]) -> None:
     if flags.FLAGS.part == "environment":
         (output_dir / "environment.json").write_text(json.dumps(environment_facts(), indent=1))
         return
-    from recsys_jax import fileio  # After the flags: the parts import JAX, not this process.
     smoke = flags.FLAGS.smoke
     budget = flags.FLAGS.budget_s or (420.0 if smoke else 450.0)
     torch_device = flags.FLAGS.torch_device or ("cpu" if smoke else "cuda")
@@ -266,8 +267,8 @@ def main(argv: list[str]) -> None:
               "elapsed_s": 0.0, "parts": {}}
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as scratch:
-        for i, part in enumerate(parts):
-            timeout = plan(parts[i:], budget, time.perf_counter() - start)
+        for part in parts:
+            timeout = plan(part, budget, time.perf_counter() - start)
             print(f"[gpu_check] {part.name}: up to {timeout:.0f} s", flush=True)
             record = run_part(part, Path(scratch) / part.name, timeout, smoke=smoke,
                               torch_device=torch_device, env=env)
@@ -275,8 +276,7 @@ def main(argv: list[str]) -> None:
                   flush=True)
             report["parts"][part.name] = record
             report["elapsed_s"] = time.perf_counter() - start
-            fileio.atomic_write_json(output_dir / "gpu_check.json", report)
-            fileio.atomic_write_text(output_dir / "gpu_check.md", format_report(report))
+            harness.write_results(output_dir, "gpu_check", report, format_report(report))
     print(format_report(report))
     if any(p["status"] != "ok" for p in report["parts"].values()):
         sys.exit(1)
