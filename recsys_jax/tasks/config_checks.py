@@ -236,6 +236,7 @@ TASK_KEYS: dict[str, dict[str, Check]] = {
         "index.use_gpu": one_of(("auto", "never", "always")),
         "serving.num_queries": integer(1),
         "serving.batch_size": integer(1),
+        "serving.recall_queries": integer(1),
     },
 }
 

@@ -51,6 +51,7 @@ RESULT_NEUTRAL_KEYS = (
     "analysis.*",
     "serving.num_queries",
     "serving.batch_size",
+    "serving.recall_queries",
     "training.data_on_device",
     "training.eval_chunk_size",
     "training.positive_set",

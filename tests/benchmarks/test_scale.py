@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from benchmarks import scale
-from benchmarks.scale_worker import capped_training_data, run_table_sweep
+from benchmarks.scale_worker import capped_training_data, run_table_sweep, sweep_batches
 from recsys_jax.config_files import load_config_file
 from recsys_jax.tasks.base import TaskData
 from recsys_jax.tasks.config_checks import check_config
@@ -168,6 +168,7 @@ def test_tiny_scale_run_reports_every_field_in_worker_processes(tmp_path):
     assert runs["mf"]["batch_size"] == 256 and runs["two_tower"]["batch_size"] == 2048
     tower = runs["two_tower"]
     assert tower["index_kind"] == "flat" and tower["index_recall@100_vs_exact"] == 1.0
+    assert tower["index_recall_queries"] == tower["eval_users"]  # fewer than recall_queries
     assert 0 < tower["index_build_s"] < tower["export_s"]
     assert 0 < tower["retrieve_p50_ms"] <= tower["retrieve_p99_ms"]
     assert "index_build_s" not in runs["mf"]
@@ -175,6 +176,20 @@ def test_tiny_scale_run_reports_every_field_in_worker_processes(tmp_path):
     assert "| tiny | two_tower | 200 × 300 |" in markdown and "Goals" not in markdown
     assert markdown.strip() in proc.stdout and "CPU: " in markdown
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # the scratch directories are gone
+
+
+def test_each_sweep_call_reads_its_own_random_rows():
+    calls = sweep_batches(500, 700, steps=3, batch_size=64, calls=4, seed=2)
+    assert len(calls) == 4
+    for batches in calls:
+        assert batches["user"].shape == batches["item"].shape == (3, 64)
+        assert batches["user"].max() < 500 and batches["item"].max() < 700
+        np.testing.assert_array_equal(batches["weight"], 1.0)
+    # No call repeats another's rows (a repeated set would be read from the caches).
+    items = {tuple(b["item"].reshape(-1)) for b in calls}
+    assert len(items) == 4
+    np.testing.assert_array_equal(calls[1]["item"],
+                                  sweep_batches(500, 700, 3, 64, 2, seed=2)[1]["item"])
 
 
 @pytest.mark.parametrize("workload,tables", [("mf", "dense"), ("mf_lazy_adam", "lazy_adam"),
