@@ -23,8 +23,8 @@ training rows/s (rows per epoch / steady epoch), validation and full-ranking tim
 time and p99 latency (two-tower), and the cell's peak RSS.
 
 ``table_sweep`` is a shape of its own: the MF train step alone (the engine's compiled steps on
-random batches, no data pipeline) at ``--table_rows`` table sizes, dim 64, for each selected MF
-workload's optimizer.
+random batches drawn anew for every call, no data pipeline) at ``--table_rows`` table sizes,
+dim 64, for each selected MF workload's optimizer.
 
 Epochs that would take too long are capped (``--max_epoch_steps``; by default only the dense
 recipes, whose every step updates the whole tables): a capped epoch trains on a seeded random
@@ -325,7 +325,8 @@ def format_markdown(result: Mapping[str, Any]) -> str:
                   "of the cell's process.", "", workload_table(runs), ""]
     if sweep:
         lines += ["MF train step alone (engine's compiled steps, random batches on the "
-                  "device): median of timed calls after a warm-up call.", "",
+                  "device, new ones for every call): median of timed calls after a warm-up "
+                  "call.", "",
                   sweep_table(sweep), ""]
     goals = goal_rows(cells)
     if goals:

@@ -209,11 +209,9 @@ def _random_batches(num_users: int, num_items: int, steps: int, batch_size: int,
 
 def sweep_batches(num_users: int, num_items: int, steps: int, batch_size: int, calls: int,
                   seed: int) -> list[dict[str, np.ndarray]]:
-    """Distinct random batches for each of ``calls`` calls (the warm-up and the timed ones).
-
-    Calls that repeated one set of batches found its few thousand rows still in the caches
-    and overstated rows/s: a run's steps read rows they have not just read.
-    """
+    """Distinct random batches for each of ``calls`` calls (the warm-up and the timed ones),
+    so that no timed call finds the rows it reads still in the caches from the call before, as
+    a training run's steps would not."""
     return [_random_batches(num_users, num_items, steps, batch_size, seed + call)
             for call in range(calls)]
 
